@@ -1,0 +1,1 @@
+"""The kitty-orch command line."""

@@ -1,0 +1,3 @@
+"""Import each command module so its commands register on :data:`cli.app.app`."""
+
+from cli import fleet  # noqa: F401

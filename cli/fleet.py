@@ -1,0 +1,1 @@
+"""``kitty-orch fleet ...``: placeholder until the fleet commands land."""

@@ -1,0 +1,121 @@
+"""Chat-model factory and error classification for fleet endpoints.
+
+llama.cpp is reached through ``ChatOpenAI`` (its ``/v1`` API), Ollama through
+``ChatOllama`` (native API, so ``think`` is a top-level field). Retries are off in the
+clients: retry, fallback and cooldown decisions are the orchestrator's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from langchain_core.language_models.chat_models import BaseChatModel
+
+from endpoints.config import EndpointConfig, ThinkingLevel
+
+PLACEHOLDER_API_KEY = "sk-no-key-required"
+
+
+def make_chat_model(
+    endpoint: EndpointConfig,
+    *,
+    temperature: float = 0.7,
+    max_tokens: int | None = None,
+    thinking: ThinkingLevel | None = None,
+    extra: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+) -> BaseChatModel:
+    """Build a LangChain chat model bound to one endpoint.
+
+    Args:
+        endpoint: The server to talk to.
+        temperature: Sampling temperature.
+        max_tokens: Completion token cap.
+        thinking: Reasoning effort; sent as Ollama's top-level ``think`` and as
+            ``reasoning_effort`` to llama.cpp. ``None`` uses the endpoint's setting.
+        extra: Engine parameters merged into the request body (llama.cpp ``ignore_eos``,
+            ``top_k``...; Ollama options).
+        timeout_s: Request timeout; defaults to the endpoint's ``timeout_s``.
+
+    Returns:
+        A ``ChatOpenAI`` (llama.cpp) or ``ChatOllama`` (Ollama) instance.
+    """
+    timeout = timeout_s or endpoint.timeout_s
+    thinking = thinking or endpoint.thinking
+    if endpoint.kind == "ollama":
+        from langchain_ollama import ChatOllama
+
+        unknown = set(extra or {}) - set(ChatOllama.model_fields)
+        if unknown:
+            raise ValueError(
+                f"Ollama endpoint {endpoint.name!r} does not take {sorted(unknown)}; "
+                f"use ChatOllama option names (num_predict, top_k, seed...)"
+            )
+        options = dict(extra or {})
+        return ChatOllama(
+            base_url=endpoint.base_url,
+            model=endpoint.model,
+            temperature=temperature,
+            num_predict=max_tokens,
+            num_ctx=endpoint.ctx,
+            reasoning=thinking,
+            keep_alive=endpoint.launch.keep_alive,
+            client_kwargs={"timeout": timeout},
+            **options,
+        )
+    from langchain_openai import ChatOpenAI
+
+    body = dict(extra or {})
+    if thinking and "reasoning_effort" not in body:
+        body["reasoning_effort"] = thinking
+    return ChatOpenAI(
+        base_url=f"{endpoint.base_url}/v1",
+        api_key=PLACEHOLDER_API_KEY,
+        model=endpoint.model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        max_retries=0,
+        stream_usage=True,
+        extra_body=body or None,
+    )
+
+
+def _status_code(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    value = getattr(response, "status_code", None)
+    return value if isinstance(value, int) else None
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """True for "server busy, try later" answers (Ollama 503 when its queue is full)."""
+    return _status_code(exc) == 503 or "server busy" in str(exc).lower()
+
+
+def is_endpoint_failure(exc: BaseException) -> bool:
+    """True when the endpoint itself failed: connection error, timeout or HTTP 5xx.
+
+    Such failures justify the fallback tier and count towards an endpoint's cooldown;
+    4xx answers (bad request, context too long) do not: another server would refuse too.
+    """
+    import openai
+
+    if isinstance(
+        exc,
+        openai.APIConnectionError  # includes APITimeoutError
+        | openai.InternalServerError
+        | httpx.TransportError
+        | ConnectionError
+        | TimeoutError,
+    ):
+        return True
+    status = _status_code(exc)
+    if status is not None:
+        return status >= 500
+    name = type(exc).__name__
+    return name in {"ConnectError", "ReadTimeout", "RemoteProtocolError"}

@@ -1,0 +1,221 @@
+"""Routing over a fleet: replicas, slot discovery, fallback chains and cooldowns.
+
+A :class:`FleetRuntime` wraps a :class:`~endpoints.config.FleetConfig` with the live state
+the orchestrator needs: one process-wide :class:`~endpoints.limiter.SlotLimiter` and one
+health record per server. Concurrent runs on the same fleet share both, so caps hold
+across runs and a server that keeps failing is skipped by everyone for a cooldown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from endpoints.config import EndpointConfig, FleetConfig, load_fleet
+from endpoints.limiter import SlotLimiter, limiter_for
+from endpoints.probes import probe_all
+
+logger = logging.getLogger("kitty.endpoints")
+
+DEFAULT_SLOTS = 1
+
+
+@dataclass
+class EndpointHealth:
+    """Failure bookkeeping for one server (a circuit breaker).
+
+    Attributes:
+        consecutive_failures: Endpoint failures since the last success.
+        cooldown_until: ``time.monotonic()`` before which routing avoids the server.
+        latencies_s: Recent successful request latencies.
+    """
+
+    consecutive_failures: int = 0
+    cooldown_until: float = 0.0
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=20))
+
+    def cooling_down(self, now: float | None = None) -> bool:
+        """True while the server is benched after repeated failures."""
+        return (now if now is not None else time.monotonic()) < self.cooldown_until
+
+    @property
+    def recent_latency_s(self) -> float | None:
+        """Mean of recent successful latencies, if any."""
+        return sum(self.latencies_s) / len(self.latencies_s) if self.latencies_s else None
+
+
+_health: dict[str, EndpointHealth] = {}
+_health_lock = threading.Lock()
+
+
+def health_for(base_url: str) -> EndpointHealth:
+    """Process-wide health record of a server."""
+    with _health_lock:
+        return _health.setdefault(base_url, EndpointHealth())
+
+
+@dataclass
+class EndpointHandle:
+    """An endpoint with its live limiter and health record."""
+
+    config: EndpointConfig
+    tier: str
+    limiter: SlotLimiter
+    health: EndpointHealth
+
+    @property
+    def name(self) -> str:
+        """Endpoint name."""
+        return self.config.name
+
+
+class FleetRuntime:
+    """Live view of a fleet used to route model calls.
+
+    Args:
+        fleet: The fleet configuration.
+        failure_threshold: Consecutive endpoint failures that start a cooldown.
+        cooldown_s: Seconds a failing server is avoided while alternatives exist.
+    """
+
+    def __init__(
+        self, fleet: FleetConfig, *, failure_threshold: int = 2, cooldown_s: float = 30.0
+    ) -> None:
+        self.fleet = fleet
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._handles: dict[str, list[EndpointHandle]] = {}
+        for tier_name, tier in fleet.tiers.items():
+            self._handles[tier_name] = [
+                EndpointHandle(
+                    config=endpoint,
+                    tier=tier_name,
+                    limiter=limiter_for(
+                        endpoint.base_url, endpoint.name, endpoint.slots or DEFAULT_SLOTS
+                    ),
+                    health=health_for(endpoint.base_url),
+                )
+                for endpoint in tier.endpoints
+            ]
+        self._discovered = False
+        self._discover_lock = threading.Lock()
+        self.warnings: list[str] = []
+
+    def handles(self, tier: str) -> list[EndpointHandle]:
+        """The replicas of a tier (raises ``FleetError`` for an unknown tier)."""
+        self.fleet.tier(tier)
+        return self._handles[tier]
+
+    def all_handles(self) -> list[EndpointHandle]:
+        """One handle per distinct server."""
+        unique: dict[str, EndpointHandle] = {}
+        for handles in self._handles.values():
+            for handle in handles:
+                unique.setdefault(handle.config.base_url, handle)
+        return list(unique.values())
+
+    def limiters(self) -> dict[str, SlotLimiter]:
+        """Endpoint name -> limiter, one per distinct server."""
+        return {h.name: h.limiter for h in self.all_handles()}
+
+    async def discover(self, timeout: float = 2.0) -> list[str]:
+        """Size each llama.cpp limiter from the server's ``/props`` ``total_slots``.
+
+        Runs once per runtime; unreachable servers keep their configured slots.
+
+        Returns:
+            Warnings (configured slots that disagree with the server).
+        """
+        with self._discover_lock:
+            if self._discovered:
+                return self.warnings
+            self._discovered = True
+        handles = [h for h in self.all_handles() if h.config.kind == "llamacpp"]
+        statuses = await probe_all([h.config for h in handles], timeout=timeout)
+        for handle, status in zip(handles, statuses, strict=True):
+            if not status.total_slots:
+                continue
+            configured = handle.config.slots
+            if configured is not None and configured != status.total_slots:
+                message = (
+                    f"endpoint {handle.name}: fleet file says {configured} slots but the "
+                    f"server reports {status.total_slots}; using the server's value"
+                )
+                logger.warning(message)
+                self.warnings.append(message)
+            if handle.limiter.capacity != status.total_slots:
+                handle.limiter.resize(status.total_slots)
+        return self.warnings
+
+    def candidates(self, tiers: list[str]) -> list[EndpointHandle]:
+        """Endpoints to try, in order, for a chain of tiers (primary first).
+
+        Within a tier, healthy replicas come first, least loaded first; servers cooling
+        down come after every healthy one of the whole chain, so a benched primary is
+        still tried when nothing else is left.
+        """
+        now = time.monotonic()
+        ready: list[EndpointHandle] = []
+        benched: list[EndpointHandle] = []
+        seen: set[str] = set()
+        for tier in tiers:
+            for handle in sorted(self.handles(tier), key=lambda h: h.limiter.load):
+                if handle.config.base_url in seen:
+                    continue
+                seen.add(handle.config.base_url)
+                (benched if handle.health.cooling_down(now) else ready).append(handle)
+        return ready + benched
+
+    def record_success(self, handle: EndpointHandle, latency_s: float) -> None:
+        """Note a successful call: resets the failure count."""
+        handle.health.consecutive_failures = 0
+        handle.health.cooldown_until = 0.0
+        handle.health.latencies_s.append(latency_s)
+
+    def record_failure(self, handle: EndpointHandle) -> None:
+        """Note an endpoint failure; repeated ones bench the server for ``cooldown_s``."""
+        handle.health.consecutive_failures += 1
+        if handle.health.consecutive_failures >= self.failure_threshold:
+            handle.health.cooldown_until = time.monotonic() + self.cooldown_s
+            logger.warning(
+                "endpoint %s failed %d times in a row; avoiding it for %.0fs",
+                handle.name,
+                handle.health.consecutive_failures,
+                self.cooldown_s,
+            )
+
+
+_runtimes: dict[str, FleetRuntime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def get_runtime(fleet: str | FleetConfig | None = None) -> FleetRuntime:
+    """Process-wide runtime for a fleet (by profile name, path or config)."""
+    config = load_fleet(fleet)
+    key = config.source or config.model_dump_json()
+    with _runtimes_lock:
+        runtime = _runtimes.get(key)
+        if runtime is None or runtime.fleet != config:
+            runtime = _runtimes[key] = FleetRuntime(config)
+        return runtime
+
+
+def reset_runtimes() -> None:
+    """Forget cached runtimes and health (tests, or after the fleet file changed)."""
+    with _runtimes_lock:
+        _runtimes.clear()
+    with _health_lock:
+        _health.clear()
+
+
+__all__ = [
+    "EndpointHandle",
+    "EndpointHealth",
+    "FleetRuntime",
+    "get_runtime",
+    "health_for",
+    "reset_runtimes",
+]

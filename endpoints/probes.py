@@ -1,0 +1,189 @@
+"""Health and capacity probes for llama.cpp and Ollama servers.
+
+Probes use short timeouts: one slow answer is reported as such, not as "down".
+llama.cpp: ``/health`` (503 while the model loads), ``/props`` (``total_slots``,
+per-slot ``n_ctx``, model), ``/slots`` (busy slots). Ollama: ``/api/version`` and
+``/api/ps`` (loaded models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel
+
+from endpoints.config import EndpointConfig
+
+DEFAULT_PROBE_TIMEOUT_S = 2.0
+
+Health = Literal["ok", "loading", "down", "slow", "error"]
+
+
+class EndpointStatus(BaseModel):
+    """What a probe learned about one endpoint.
+
+    Attributes:
+        name: Endpoint name.
+        kind: Server kind.
+        base_url: Server root.
+        health: ``ok``, ``loading`` (503 while the model loads), ``down`` (no connection),
+            ``slow`` (no answer within the probe timeout) or ``error`` (unexpected reply).
+        detail: Human-readable reason when not ok.
+        total_slots: Slots the server reports (llama.cpp ``/props``).
+        busy_slots: Slots processing a request now (llama.cpp ``/slots``).
+        n_ctx: Context per slot the server reports.
+        model: Model the server reports.
+        latency_ms: Round-trip time of the health probe.
+    """
+
+    name: str
+    kind: str
+    base_url: str
+    health: Health
+    detail: str = ""
+    total_slots: int | None = None
+    busy_slots: int | None = None
+    n_ctx: int | None = None
+    model: str | None = None
+    latency_ms: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """True when the server answered its health check positively."""
+        return self.health == "ok"
+
+
+async def fetch_slots(
+    client: httpx.AsyncClient, base_url: str, timeout: float = DEFAULT_PROBE_TIMEOUT_S
+) -> list[dict]:
+    """Return llama.cpp's ``/slots`` list (each with ``id`` and ``is_processing``)."""
+    response = await client.get(f"{base_url}/slots", timeout=timeout)
+    response.raise_for_status()
+    return response.json()
+
+
+def count_busy(slots: list[dict]) -> int:
+    """Number of slots a ``/slots`` answer reports as processing."""
+    return sum(1 for slot in slots if slot.get("is_processing"))
+
+
+async def _probe_llamacpp(
+    client: httpx.AsyncClient, endpoint: EndpointConfig, timeout: float
+) -> EndpointStatus:
+    base = endpoint.base_url
+    status = EndpointStatus(
+        name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok"
+    )
+    started = time.perf_counter()
+    health = await client.get(f"{base}/health", timeout=timeout)
+    status.latency_ms = (time.perf_counter() - started) * 1000
+    if health.status_code == 503:
+        status.health, status.detail = "loading", "server is loading the model (503)"
+        return status
+    if health.status_code != 200:
+        status.health = "error"
+        status.detail = f"/health answered HTTP {health.status_code}"
+        return status
+    props_response = await client.get(f"{base}/props", timeout=timeout)
+    if props_response.status_code == 200:
+        props = props_response.json()
+        status.total_slots = props.get("total_slots")
+        settings = props.get("default_generation_settings") or {}
+        status.n_ctx = settings.get("n_ctx")
+        status.model = props.get("model_alias") or props.get("model_path")
+    try:
+        status.busy_slots = count_busy(await fetch_slots(client, base, timeout))
+    except (httpx.HTTPError, ValueError):
+        status.busy_slots = None  # /slots can be disabled with --no-slots
+    return status
+
+
+async def _probe_ollama(
+    client: httpx.AsyncClient, endpoint: EndpointConfig, timeout: float
+) -> EndpointStatus:
+    base = endpoint.base_url
+    status = EndpointStatus(
+        name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok"
+    )
+    started = time.perf_counter()
+    version = await client.get(f"{base}/api/version", timeout=timeout)
+    status.latency_ms = (time.perf_counter() - started) * 1000
+    if version.status_code != 200:
+        status.health = "error"
+        status.detail = f"/api/version answered HTTP {version.status_code}"
+        return status
+    status.total_slots = endpoint.slots
+    status.n_ctx = endpoint.ctx
+    try:
+        running = (await client.get(f"{base}/api/ps", timeout=timeout)).json()
+        models = [m.get("name") or m.get("model") for m in running.get("models", [])]
+        status.model = endpoint.model if endpoint.model in models else None
+        if status.model is None:
+            status.detail = f"model {endpoint.model} not loaded yet (loads on first request)"
+    except (httpx.HTTPError, ValueError):
+        pass
+    return status
+
+
+async def probe_endpoint(
+    endpoint: EndpointConfig,
+    *,
+    client: httpx.AsyncClient | None = None,
+    timeout: float = DEFAULT_PROBE_TIMEOUT_S,
+) -> EndpointStatus:
+    """Probe one endpoint; never raises, the outcome is in the returned status.
+
+    Args:
+        endpoint: The endpoint to probe.
+        client: Optional shared HTTP client.
+        timeout: Seconds per probe request.
+    """
+    own_client = client is None
+    client = client or httpx.AsyncClient()
+    try:
+        if endpoint.kind == "ollama":
+            return await _probe_ollama(client, endpoint, timeout)
+        return await _probe_llamacpp(client, endpoint, timeout)
+    except httpx.ConnectError:
+        return EndpointStatus(
+            name=endpoint.name,
+            kind=endpoint.kind,
+            base_url=endpoint.base_url,
+            health="down",
+            detail=f"nothing listening at {endpoint.base_url}; start the server "
+            "(kitty-orch fleet up / fleet script) or fix base_url",
+        )
+    except httpx.TimeoutException:
+        return EndpointStatus(
+            name=endpoint.name,
+            kind=endpoint.kind,
+            base_url=endpoint.base_url,
+            health="slow",
+            detail=f"no answer within {timeout:g}s (busy or hung)",
+        )
+    except (httpx.HTTPError, ValueError) as exc:
+        return EndpointStatus(
+            name=endpoint.name,
+            kind=endpoint.kind,
+            base_url=endpoint.base_url,
+            health="error",
+            detail=f"{type(exc).__name__}: {exc}",
+        )
+    finally:
+        if own_client:
+            await client.aclose()
+
+
+async def probe_all(
+    endpoints: list[EndpointConfig], timeout: float = DEFAULT_PROBE_TIMEOUT_S
+) -> list[EndpointStatus]:
+    """Probe several endpoints concurrently, in the given order."""
+    async with httpx.AsyncClient() as client:
+        return list(
+            await asyncio.gather(
+                *(probe_endpoint(e, client=client, timeout=timeout) for e in endpoints)
+            )
+        )

@@ -1,0 +1,121 @@
+"""Progress events: emitted as LangGraph ``custom`` stream chunks, typed for callers.
+
+Nodes write ``event.model_dump(mode="json")`` with LangGraph's stream writer, so Studio
+and ``langgraph_sdk`` clients see plain dicts; :func:`parse_event` turns one back into its
+model. Every event carries ``run_id`` so concurrent runs can be told apart.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from graph.schemas import Plan, RunResult, TaskStatus
+
+
+class _Event(BaseModel):
+    run_id: str
+    at: float = Field(default_factory=time.time)
+
+
+class PlanReady(_Event):
+    """The plan is validated and its tasks are being dispatched."""
+
+    kind: Literal["plan_ready"] = "plan_ready"
+    plan: Plan
+    planner_s: float
+
+
+class TaskWaiting(_Event):
+    """A task is dispatched and waits for its dependencies."""
+
+    kind: Literal["task_waiting"] = "task_waiting"
+    task_id: str
+    agent: str
+    waiting_on: list[str]
+
+
+class TaskQueued(_Event):
+    """A task's dependencies are met; it waits for a slot on ``endpoint``."""
+
+    kind: Literal["task_queued"] = "task_queued"
+    task_id: str
+    agent: str
+    endpoint: str
+    tier: str
+
+
+class TaskStarted(_Event):
+    """A task holds slot ``slot`` of ``endpoint`` and its model call is under way."""
+
+    kind: Literal["task_started"] = "task_started"
+    task_id: str
+    agent: str
+    endpoint: str
+    tier: str
+    slot: int
+    fallback: bool = False
+
+
+class TaskFallback(_Event):
+    """An endpoint failed for a task; the next endpoint in the chain is tried."""
+
+    kind: Literal["task_fallback"] = "task_fallback"
+    task_id: str
+    failed_endpoint: str
+    error: str
+    next_endpoint: str
+
+
+class TaskFinished(_Event):
+    """A task ended (completed, failed or skipped)."""
+
+    kind: Literal["task_finished"] = "task_finished"
+    task_id: str
+    agent: str
+    status: TaskStatus
+    endpoint: str | None = None
+    slot: int | None = None
+    fallback: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    queued_s: float = 0.0
+    error: str | None = None
+
+
+class PhaseStarted(_Event):
+    """A run-level phase began: ``planning``, ``synthesizing`` or ``summarizing``."""
+
+    kind: Literal["phase_started"] = "phase_started"
+    phase: Literal["planning", "synthesizing", "summarizing"]
+    endpoint: str | None = None
+
+
+class RunFinished(_Event):
+    """The run is over; the last event of :func:`graph.api.astream_goal`."""
+
+    kind: Literal["run_finished"] = "run_finished"
+    result: RunResult
+
+
+ProgressEvent = Annotated[
+    PlanReady
+    | TaskWaiting
+    | TaskQueued
+    | TaskStarted
+    | TaskFallback
+    | TaskFinished
+    | PhaseStarted
+    | RunFinished,
+    Field(discriminator="kind"),
+]
+
+_adapter: TypeAdapter[Any] = TypeAdapter(ProgressEvent)
+
+
+def parse_event(data: dict[str, Any]) -> ProgressEvent:
+    """Turn a ``custom`` stream chunk back into its typed event."""
+    return _adapter.validate_python(data)

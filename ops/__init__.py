@@ -1,0 +1,1 @@
+"""Operations: embedded fleet, launch scripts, fleet profiles."""
