@@ -14,4 +14,6 @@ app = typer.Typer(
 fleet_app = typer.Typer(help="Start, probe and script the model fleet.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 
-FLEET_HELP = "Fleet profile name (embedded, m3-ultra, ...) or path to a fleet .toml; env KITTY_FLEET."
+FLEET_HELP = (
+    "Fleet profile name (embedded, m3-ultra, ...) or path to a fleet .toml; env KITTY_FLEET."
+)

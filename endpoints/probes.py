@@ -74,9 +74,7 @@ async def _probe_llamacpp(
     client: httpx.AsyncClient, endpoint: EndpointConfig, timeout: float
 ) -> EndpointStatus:
     base = endpoint.base_url
-    status = EndpointStatus(
-        name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok"
-    )
+    status = EndpointStatus(name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok")
     started = time.perf_counter()
     health = await client.get(f"{base}/health", timeout=timeout)
     status.latency_ms = (time.perf_counter() - started) * 1000
@@ -105,9 +103,7 @@ async def _probe_ollama(
     client: httpx.AsyncClient, endpoint: EndpointConfig, timeout: float
 ) -> EndpointStatus:
     base = endpoint.base_url
-    status = EndpointStatus(
-        name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok"
-    )
+    status = EndpointStatus(name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok")
     started = time.perf_counter()
     version = await client.get(f"{base}/api/version", timeout=timeout)
     status.latency_ms = (time.perf_counter() - started) * 1000

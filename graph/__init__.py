@@ -1,0 +1,32 @@
+"""The orchestration graph and its Python API.
+
+Example:
+    >>> from graph import run_goal
+    >>> result = run_goal("Design a wall hook for a 2 kg bag and plan its print")
+    >>> print(result.answer)
+"""
+
+from graph.api import arun_goal, astream_goal, build_result, run_goal
+from graph.builder import build_graph
+from graph.context import Context
+from graph.events import ProgressEvent, RunFinished, parse_event
+from graph.plan_validation import PlanError
+from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
+
+__all__ = [
+    "Context",
+    "Plan",
+    "PlanError",
+    "ProgressEvent",
+    "RunFinished",
+    "RunMetrics",
+    "RunResult",
+    "Task",
+    "TaskResult",
+    "arun_goal",
+    "astream_goal",
+    "build_graph",
+    "build_result",
+    "parse_event",
+    "run_goal",
+]

@@ -49,9 +49,7 @@ def resolve_model_path(spec: str) -> Path:
         found = importlib.util.find_spec(module)
         if found is None or not found.submodule_search_locations:
             hint = INSTALL_HINT if module == SMOLLM2_PACKAGE else f"install {module}"
-            raise EmbeddedFleetError(
-                f"model package {module!r} is not installed; run: {hint}"
-            )
+            raise EmbeddedFleetError(f"model package {module!r} is not installed; run: {hint}")
         path = Path(next(iter(found.submodule_search_locations))) / filename
     else:
         path = Path(os.path.expandvars(spec)).expanduser()
@@ -81,7 +79,7 @@ def _server_params(endpoint: EndpointConfig, model_path: Path, verbose: bool) ->
     slots = endpoint.slots or 1
     params = xllamacpp.CommonParams()
     params.model.path = str(model_path)
-    params.model_alias = endpoint.model
+    params.model_alias = {endpoint.model}  # a set of aliases: a bare str becomes its characters
     params.n_parallel = slots
     params.n_ctx = launch.ctx_size or endpoint.ctx * slots
     params.kv_unified = launch.kv_unified
@@ -202,8 +200,9 @@ class EmbeddedFleet:
         self.servers.append(running)
         _wait_healthy(endpoint, self.startup_timeout_s)
         running.startup_s = time.perf_counter() - started
-        logger.info("embedded %s up on %s in %.2fs", endpoint.name, endpoint.base_url,
-                    running.startup_s)
+        logger.info(
+            "embedded %s up on %s in %.2fs", endpoint.name, endpoint.base_url, running.startup_s
+        )
 
     def stop(self) -> None:
         """Stop every server this object started (reused ones are left alone)."""

@@ -1,0 +1,53 @@
+"""Assemble the orchestration ``StateGraph``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from graph.context import Context
+from graph.nodes import (
+    agent,
+    dispatch,
+    planner,
+    route_after_synthesis,
+    summarizer,
+    synthesizer,
+)
+from graph.state import InputState, OrchestratorState, OutputState
+
+
+def build_graph(checkpointer: Any | None = None, **compile_kwargs: Any) -> CompiledStateGraph:
+    """Build and compile the orchestrator graph.
+
+    planner -> (Send x N) agent -> synthesizer -> [summarizer] -> END
+
+    Args:
+        checkpointer: LangGraph checkpointer (SQLite, Postgres, in-memory); ``None`` for
+            LangGraph Studio, whose server adds its own.
+        **compile_kwargs: Passed to ``StateGraph.compile`` (e.g. ``interrupt_before``).
+
+    Returns:
+        The compiled graph; run it with ``context=Context(...)``.
+    """
+    builder = StateGraph(
+        OrchestratorState,
+        context_schema=Context,
+        input_schema=InputState,
+        output_schema=OutputState,
+    )
+    builder.add_node("planner", planner)
+    builder.add_node("agent", agent)
+    builder.add_node("synthesizer", synthesizer)
+    builder.add_node("summarizer", summarizer)
+    builder.add_edge(START, "planner")
+    builder.add_conditional_edges("planner", dispatch, ["agent"])
+    builder.add_edge("agent", "synthesizer")
+    builder.add_conditional_edges("synthesizer", route_after_synthesis, ["summarizer", END])
+    builder.add_edge("summarizer", END)
+    compiled = builder.compile(
+        checkpointer=checkpointer, name="kitty-orchestrator", **compile_kwargs
+    )
+    return compiled

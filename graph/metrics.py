@@ -1,0 +1,82 @@
+"""Run metrics computed from task results and phase timings."""
+
+from __future__ import annotations
+
+from graph.schemas import EndpointUsage, Plan, RunMetrics, TaskResult
+
+
+def critical_path_s(plan: Plan, results: dict[str, TaskResult]) -> float:
+    """Longest dependency chain, summing each task's measured model latency.
+
+    With unlimited slots and no scheduling overhead, no run of this plan could finish
+    its tasks faster than this.
+    """
+    finish: dict[str, float] = {}
+    for task in plan.tasks:  # plans are kept in topological order
+        result = results.get(task.id)
+        own = result.latency_s if result else 0.0
+        finish[task.id] = own + max((finish.get(d, 0.0) for d in task.dependencies), default=0.0)
+    return max(finish.values(), default=0.0)
+
+
+def peak_concurrency(results: list[TaskResult]) -> int:
+    """Most tasks whose model calls overlapped in time."""
+    edges: list[tuple[float, int]] = []
+    for result in results:
+        if result.started_at is not None and result.finished_at is not None:
+            edges.append((result.started_at, 1))
+            edges.append((result.finished_at, -1))
+    edges.sort(key=lambda e: (e[0], e[1]))  # an end and a start at the same instant don't overlap
+    peak = running = 0
+    for _, delta in edges:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def compute_metrics(
+    plan: Plan,
+    results: dict[str, TaskResult],
+    timings: dict[str, float],
+    usage: dict[str, int],
+    wall_s: float,
+) -> RunMetrics:
+    """Summarize a run.
+
+    Args:
+        plan: The plan that ran.
+        results: Task results by id.
+        timings: Phase timings (``planner_s``, ``synthesis_s``, ``summary_s``).
+        usage: Planner + synthesis + summary token usage.
+        wall_s: Wall time of the whole run.
+    """
+    ordered = [results[t.id] for t in plan.tasks if t.id in results]
+    starts = [r.started_at for r in ordered if r.started_at is not None]
+    ends = [r.finished_at for r in ordered if r.finished_at is not None and r.started_at]
+    endpoints: dict[str, EndpointUsage] = {}
+    for result in ordered:
+        if result.endpoint is None or result.started_at is None:
+            continue
+        entry = endpoints.setdefault(result.endpoint, EndpointUsage())
+        entry.busy_s += result.latency_s
+        entry.tasks += 1
+        entry.prompt_tokens += result.prompt_tokens
+        entry.completion_tokens += result.completion_tokens
+    return RunMetrics(
+        wall_s=wall_s,
+        planner_s=timings.get("planner_s", 0.0),
+        execution_s=(max(ends) - min(starts)) if starts and ends else 0.0,
+        synthesis_s=timings.get("synthesis_s", 0.0),
+        summary_s=timings.get("summary_s", 0.0),
+        critical_path_s=critical_path_s(plan, results),
+        prompt_tokens=usage.get("prompt_tokens", 0) + sum(r.prompt_tokens for r in ordered),
+        completion_tokens=usage.get("completion_tokens", 0)
+        + sum(r.completion_tokens for r in ordered),
+        tasks_total=len(plan.tasks),
+        tasks_completed=sum(r.status == "completed" for r in ordered),
+        tasks_failed=sum(r.status == "failed" for r in ordered),
+        tasks_skipped=sum(r.status == "skipped" for r in ordered),
+        fallbacks=sum(r.fallback_used for r in ordered),
+        peak_concurrency=peak_concurrency(ordered),
+        endpoints=endpoints,
+    )

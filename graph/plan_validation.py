@@ -1,0 +1,306 @@
+"""Validate and repair plans: the planner's output is a suggestion, the DAG is ours.
+
+Planner output is repaired with a warning for each change (unknown agent, unknown or
+self dependency, duplicate id, cycle, too many tasks). A plan given by a caller is
+checked strictly: anything that would need guessing is rejected with a clear error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from graph.schemas import Plan, Task
+
+DEFAULT_AGENT = "researcher"
+MAX_GIVEN_TASKS = 1000
+
+
+class PlanError(ValueError):
+    """A plan cannot be used; the message says what is wrong and how to fix it."""
+
+
+def _nearest_agent(name: str, agents: Iterable[str]) -> str | None:
+    names = list(agents)
+    lowered = {n.lower(): n for n in names}
+    key = re.sub(r"[\s\-]+", "_", name.strip().lower())
+    if key in lowered:
+        return lowered[key]
+    for candidate in names:
+        if key and (key in candidate or candidate in key):
+            return candidate
+    match = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _break_cycles(tasks: list[Task], warnings: list[str]) -> list[Task]:
+    """Drop back edges (found by DFS in plan order) until the graph is acyclic."""
+    by_id = {t.id: t for t in tasks}
+    state: dict[str, int] = {}  # 1 = on stack, 2 = done
+    removed: dict[str, set[str]] = {}
+
+    def visit(task_id: str) -> None:
+        state[task_id] = 1
+        for dep in by_id[task_id].dependencies:
+            if state.get(dep) == 1:
+                removed.setdefault(task_id, set()).add(dep)
+                warnings.append(f"dependency {task_id} -> {dep} closed a cycle; dropped it")
+            elif dep not in state:
+                visit(dep)
+        state[task_id] = 2
+
+    for task in tasks:
+        if task.id not in state:
+            visit(task.id)
+    if not removed:
+        return tasks
+    return [
+        t.model_copy(
+            update={"dependencies": [d for d in t.dependencies if d not in removed.get(t.id, ())]}
+        )
+        for t in tasks
+    ]
+
+
+def find_cycle(tasks: list[Task]) -> list[str] | None:
+    """Return one dependency cycle as a list of ids (first id repeated last), or None."""
+    by_id = {t.id: t for t in tasks}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(task_id: str) -> list[str] | None:
+        state[task_id] = 1
+        stack.append(task_id)
+        for dep in by_id[task_id].dependencies:
+            if dep not in by_id:
+                continue
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        stack.pop()
+        state[task_id] = 2
+        return None
+
+    for task in tasks:
+        if task.id not in state and (cycle := visit(task.id)):
+            return cycle
+    return None
+
+
+def topological_order(tasks: list[Task]) -> list[Task]:
+    """Kahn's algorithm, stable with respect to the given order (assumes no cycle)."""
+    remaining = {t.id: set(t.dependencies) for t in tasks}
+    ordered: list[Task] = []
+    by_id = {t.id: t for t in tasks}
+    while remaining:
+        ready = [tid for tid in by_id if tid in remaining and not remaining[tid]]
+        if not ready:
+            raise PlanError("plan has a dependency cycle")
+        for tid in ready:
+            ordered.append(by_id[tid])
+            del remaining[tid]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    return ordered
+
+
+def critical_path_length(tasks: list[Task]) -> int:
+    """Number of tasks on the longest dependency chain (1 for independent tasks)."""
+    depth: dict[str, int] = {}
+    for task in topological_order(tasks):
+        depth[task.id] = 1 + max((depth[d] for d in task.dependencies if d in depth), default=0)
+    return max(depth.values(), default=0)
+
+
+def _coerce_task(raw: Any, index: int, warnings: list[str]) -> dict[str, Any] | None:
+    if isinstance(raw, Task):
+        return raw.model_dump()
+    if not isinstance(raw, Mapping):
+        warnings.append(f"task #{index + 1} is not an object; dropped it")
+        return None
+    item = dict(raw)
+    if "agent" not in item and "assigned_to" in item:  # the seed's field name
+        item["agent"] = item.pop("assigned_to")
+    item["id"] = str(item.get("id") or "").strip()[:64]
+    item["agent"] = str(item.get("agent") or "").strip()
+    item["description"] = str(item.get("description") or "").strip()
+    deps = item.get("dependencies") or []
+    if isinstance(deps, str):
+        deps = [deps]
+    item["dependencies"] = [str(d).strip() for d in deps if str(d).strip()]
+    known = {"id", "agent", "description", "dependencies", "max_tokens", "extra"}
+    return {k: v for k, v in item.items() if k in known}
+
+
+def repair_plan(
+    raw_tasks: Iterable[Any],
+    *,
+    agents: Iterable[str],
+    goal: str,
+    max_tasks: int,
+    source: str = "planner",
+) -> Plan:
+    """Turn planner output into a valid plan, recording every repair as a warning.
+
+    Args:
+        raw_tasks: Task objects/dicts as the planner produced them.
+        agents: Registered agent names.
+        goal: The goal (used when a task has no description).
+        max_tasks: Keep at most this many tasks.
+        source: Recorded on the plan (``planner`` or ``fallback``).
+
+    Returns:
+        An acyclic plan in topological order.
+
+    Raises:
+        PlanError: Nothing usable was left (no tasks).
+    """
+    agent_names = list(agents)
+    warnings: list[str] = []
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    renames: dict[str, str] = {}
+    for index, raw in enumerate(raw_tasks):
+        item = _coerce_task(raw, index, warnings)
+        if item is None:
+            continue
+        original_id = item["id"]
+        task_id = original_id or f"task_{index + 1}"
+        if not original_id:
+            warnings.append(f"task #{index + 1} had no id; named it {task_id}")
+        if task_id in seen:
+            new_id = f"{task_id}_{index + 1}"
+            while new_id in seen:
+                new_id += "_"
+            warnings.append(f"duplicate task id {task_id!r}; renamed the later one {new_id!r}")
+            task_id = new_id
+        elif original_id:
+            renames.setdefault(original_id, task_id)
+        seen.add(task_id)
+        agent = item["agent"]
+        if agent not in agent_names:
+            nearest = _nearest_agent(agent, agent_names) if agent else None
+            chosen = nearest or (DEFAULT_AGENT if DEFAULT_AGENT in agent_names else agent_names[0])
+            warnings.append(f"task {task_id}: unknown agent {agent!r}; assigned {chosen!r}")
+            agent = chosen
+        description = item["description"]
+        if not description:
+            description = f"Contribute to the goal as the {agent}: {goal}"
+            warnings.append(f"task {task_id} had no description; used the goal")
+        tasks.append(
+            Task(
+                id=task_id,
+                agent=agent,
+                description=description,
+                dependencies=item["dependencies"],
+                max_tokens=item.get("max_tokens"),
+                extra=item.get("extra") or {},
+            )
+        )
+    if not tasks:
+        raise PlanError("the plan has no usable tasks")
+
+    ids = {t.id for t in tasks}
+    cleaned: list[Task] = []
+    for task in tasks:
+        deps: list[str] = []
+        for dep in task.dependencies:
+            dep = renames.get(dep, dep)
+            if dep == task.id:
+                warnings.append(f"task {task.id} depended on itself; dropped that")
+            elif dep not in ids:
+                warnings.append(f"task {task.id}: unknown dependency {dep!r}; dropped it")
+            elif dep not in deps:
+                deps.append(dep)
+        cleaned.append(task.model_copy(update={"dependencies": deps}))
+    ordered = topological_order(_break_cycles(cleaned, warnings))
+
+    if len(ordered) > max_tasks:
+        kept = ordered[:max_tasks]
+        kept_ids = {t.id for t in kept}
+        dropped = [t.id for t in ordered[max_tasks:]]
+        warnings.append(
+            f"plan had {len(ordered)} tasks, over max_tasks={max_tasks}; "
+            f"dropped {', '.join(dropped)}"
+        )
+        ordered = [
+            t.model_copy(update={"dependencies": [d for d in t.dependencies if d in kept_ids]})
+            for t in kept
+        ]
+    return Plan(tasks=ordered, warnings=warnings, source=source)  # type: ignore[arg-type]
+
+
+def check_given_plan(plan: Plan | Mapping[str, Any], *, agents: Iterable[str]) -> Plan:
+    """Validate a caller's plan strictly (no guessing): ids, agents, dependencies, cycles.
+
+    Raises:
+        PlanError: The first problem found, with what to change.
+    """
+    agent_names = list(agents)
+    try:
+        plan = plan if isinstance(plan, Plan) else Plan.model_validate(plan)
+    except ValueError as exc:
+        raise PlanError(f"plan is not valid: {exc}") from None
+    if len(plan.tasks) > MAX_GIVEN_TASKS:
+        raise PlanError(f"plan has {len(plan.tasks)} tasks; the limit is {MAX_GIVEN_TASKS}")
+    ids: set[str] = set()
+    for task in plan.tasks:
+        if task.id in ids:
+            raise PlanError(f"task id {task.id!r} appears twice; give every task a unique id")
+        ids.add(task.id)
+        if task.agent not in agent_names:
+            raise PlanError(
+                f"task {task.id}: unknown agent {task.agent!r}; use one of {', '.join(agent_names)}"
+            )
+    for task in plan.tasks:
+        for dep in task.dependencies:
+            if dep == task.id:
+                raise PlanError(f"task {task.id} depends on itself; remove that dependency")
+            if dep not in ids:
+                raise PlanError(
+                    f"task {task.id} depends on unknown task {dep!r}; known ids: "
+                    f"{', '.join(sorted(ids))}"
+                )
+    cycle = find_cycle(plan.tasks)
+    if cycle:
+        raise PlanError(f"plan has a dependency cycle: {' -> '.join(cycle)}; break it")
+    return Plan(tasks=topological_order(plan.tasks), warnings=list(plan.warnings), source="given")
+
+
+def fallback_plan(goal: str, *, agents: Iterable[str]) -> Plan:
+    """Keyword plans for when the planner endpoint itself is unreachable (the sketch's three).
+
+    Args:
+        goal: The goal.
+        agents: Registered agents (tasks for missing agents are remapped).
+    """
+    lowered = goal.lower()
+    if any(k in lowered for k in ("code", "implement", "program", "script")):
+        raw = [
+            ("task_1", "researcher", f"Research best practices for: {goal}", []),
+            ("task_2", "coder", f"Implement code solution for: {goal}", []),
+            (
+                "task_3",
+                "reasoner",
+                "Synthesize research and code into final answer",
+                ["task_1", "task_2"],
+            ),
+        ]
+    elif any(k in lowered for k in ("design", "cad", "model", "print", "3d")):
+        raw = [
+            ("task_1", "researcher", f"Search for reference designs: {goal}", []),
+            ("task_2", "cad_designer", f"Generate CAD model for: {goal}", ["task_1"]),
+            ("task_3", "fabricator", "Analyze printability and recommend settings", ["task_2"]),
+        ]
+    else:
+        raw = [
+            ("task_1", "researcher", f"Research: {goal}", []),
+            ("task_2", "analyst", "Analyze and structure findings", ["task_1"]),
+            ("task_3", "reasoner", "Synthesize into comprehensive answer", ["task_2"]),
+        ]
+    tasks = [{"id": i, "agent": a, "description": d, "dependencies": deps} for i, a, d, deps in raw]
+    plan = repair_plan(tasks, agents=agents, goal=goal, max_tasks=len(tasks), source="fallback")
+    return plan

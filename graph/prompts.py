@@ -1,0 +1,68 @@
+"""Prompts of the planner, the agent tasks, the synthesizer and the summarizer."""
+
+PLANNER_SYSTEM = "You are a task planning expert. Output valid JSON only."
+
+PLANNER_USER = """Decompose this goal into {max_tasks} or fewer specific subtasks.
+Maximize parallelism by minimizing dependencies where possible.
+Assign each task to the most appropriate agent.
+
+Goal: {goal}
+
+Available agents:
+{agents}
+
+Rules:
+1. Tasks with no dependencies can run in parallel
+2. Only add dependencies if output is truly required
+3. Use 'reasoner' for deep analysis of other tasks' results
+4. Use 'researcher' for any web lookups
+5. Use 'coder' for code generation tasks
+6. Use 'cad_designer' for 3D model creation
+
+Respond with a JSON object {{"tasks": [...]}}, each task with "id" (task_1, task_2, ...),
+"agent", "description" and "dependencies" (ids of earlier tasks), for example:
+{{"tasks": [
+  {{"id": "task_1", "agent": "researcher", "description": "...", "dependencies": []}},
+  {{"id": "task_2", "agent": "coder", "description": "...", "dependencies": []}},
+  {{"id": "task_3", "agent": "reasoner", "description": "...", "dependencies": ["task_1", "task_2"]}}
+]}}"""
+
+TASK_USER = """Overall goal: {goal}
+
+Your task ({task_id}): {description}
+{dependencies}
+Provide a focused, actionable response to your task."""
+
+DEPENDENCY_HEADER = "\nResults of the tasks you build on:\n"
+DEPENDENCY_OK = "### {task_id} ({agent})\n{output}\n"
+DEPENDENCY_FAILED = (
+    "### {task_id} ({agent}) FAILED: {error}\n"
+    "(This input is missing; do what you can without it and say what is missing.)\n"
+)
+
+SYNTHESIS_SYSTEM = "You are KITTY's synthesis agent. Create unified, insightful responses."
+
+SYNTHESIS_USER = """Synthesize these task results into one comprehensive, actionable answer.
+
+## Original Goal
+{goal}
+
+## Task Results
+{results}
+{failures}
+## Instructions
+1. Integrate all findings into a coherent response
+2. Resolve any contradictions between sources
+3. Highlight key insights and recommendations
+4. Structure for clarity (use headers if helpful)
+5. Be thorough but concise
+6. If tasks failed, say plainly which parts are missing
+
+## Final Answer"""
+
+SYNTHESIS_RESULT = "### {task_id} ({agent})\n{output}\n"
+SYNTHESIS_FAILURES = "\n## Failed tasks (no result)\n{items}\n"
+SYNTHESIS_FAILURE_ITEM = "- {task_id} ({agent}) {status}: {error}"
+
+SUMMARY_SYSTEM = "Create brief, natural summaries suitable for text-to-speech."
+SUMMARY_USER = "Summarize this for voice output (2-3 sentences, conversational):\n\n{answer}"

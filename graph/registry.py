@@ -1,0 +1,125 @@
+"""Per-run completion registry: how a dispatched task waits for its own dependencies.
+
+Every task of a plan is sent in one superstep; each agent node awaits the results of its
+dependencies here, so it starts the moment they are done instead of at the next
+superstep barrier. Runs are keyed by ``run_id``: concurrent runs never see each other.
+
+A registry created in a process that resumes a run is seeded from the checkpoint's
+pending writes: tasks that finished before an interruption are not re-run by LangGraph,
+and their results reach their dependents from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from graph.schemas import TaskResult
+
+logger = logging.getLogger("kitty.graph")
+
+RESULTS_CHANNEL = "results"
+_CHECKPOINTER_KEY = "__pregel_checkpointer"
+
+
+class CompletionRegistry:
+    """Results of one run's finished tasks, with a wait per task id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._results: dict[str, TaskResult] = {}
+        self._events: dict[str, asyncio.Event] = {}
+
+    def _event(self, task_id: str) -> asyncio.Event:
+        event = self._events.get(task_id)
+        if event is None:
+            event = self._events[task_id] = asyncio.Event()
+        return event
+
+    def complete(self, result: TaskResult) -> None:
+        """Record a task's outcome and wake its dependents."""
+        self._results[result.task_id] = result
+        self._event(result.task_id).set()
+
+    def get(self, task_id: str) -> TaskResult | None:
+        """The result of a finished task, if any."""
+        return self._results.get(task_id)
+
+    async def wait_for(self, task_ids: list[str]) -> dict[str, TaskResult]:
+        """Wait until every listed task has a result; return them by id."""
+        for task_id in task_ids:
+            if task_id not in self._results:
+                await self._event(task_id).wait()
+        return {task_id: self._results[task_id] for task_id in task_ids}
+
+    def seed(self, results: dict[str, TaskResult]) -> None:
+        """Record results known from before (checkpoint pending writes or state)."""
+        for result in results.values():
+            if result.task_id not in self._results:
+                self.complete(result)
+
+
+_registries: weakref.WeakValueDictionary[str, CompletionRegistry] = weakref.WeakValueDictionary()
+_creation_lock = threading.Lock()
+
+
+def _as_result(value: Any) -> TaskResult | None:
+    if isinstance(value, TaskResult):
+        return value
+    if isinstance(value, dict):
+        try:
+            return TaskResult.model_validate(value)
+        except ValueError:
+            return None
+    return None
+
+
+async def _pending_results(config: RunnableConfig) -> dict[str, TaskResult]:
+    """Task results already written in the current checkpoint (before an interruption)."""
+    configurable = config.get("configurable", {})
+    checkpointer = configurable.get(_CHECKPOINTER_KEY)
+    thread_id = configurable.get("thread_id")
+    if checkpointer is None or thread_id is None:
+        return {}
+    lookup: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+    checkpoint_id = (configurable.get("checkpoint_map") or {}).get("")
+    if checkpoint_id:
+        lookup["checkpoint_id"] = checkpoint_id
+    try:
+        saved = await checkpointer.aget_tuple({"configurable": lookup})
+    except NotImplementedError:
+        saved = await asyncio.to_thread(checkpointer.get_tuple, {"configurable": lookup})
+    found: dict[str, TaskResult] = {}
+    for _task, channel, value in (saved.pending_writes or []) if saved else []:
+        if channel != RESULTS_CHANNEL or not isinstance(value, dict):
+            continue
+        for item in value.values():
+            result = _as_result(item)
+            if result is not None:
+                found[result.task_id] = result
+    return found
+
+
+async def registry_for(run_id: str, config: RunnableConfig) -> CompletionRegistry:
+    """The registry of a run, created (and seeded after a resume) on first use.
+
+    The caller must keep a reference for as long as it waits: registries live only while
+    some task of the run holds them.
+    """
+    with _creation_lock:
+        registry = _registries.get(run_id)
+        created = registry is None
+        if registry is None:
+            registry = _registries[run_id] = CompletionRegistry(run_id)
+    if created:
+        # Waiters may already hold the registry; seeding just wakes them.
+        seeded = await _pending_results(config)
+        if seeded:
+            logger.info("run %s resumed: %d task results from the checkpoint", run_id, len(seeded))
+            registry.seed(seeded)
+    return registry

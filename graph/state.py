@@ -1,0 +1,70 @@
+"""Graph state: what flows between the planner, the agent tasks and the synthesizer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypedDict
+
+from graph.schemas import Plan, Task, TaskResult
+
+
+def merge_results(
+    left: dict[str, TaskResult] | None, right: dict[str, TaskResult] | None
+) -> dict[str, TaskResult]:
+    """Merge task results by task id; ``None`` resets (a new goal on the same thread)."""
+    if right is None:
+        return {}
+    return {**(left or {}), **right}
+
+
+class InputState(TypedDict, total=False):
+    """What a caller (or Studio) sends.
+
+    Attributes:
+        goal: The goal in plain words.
+        plan: Optional ready plan; the planner then only validates it.
+    """
+
+    goal: str
+    plan: Plan | None
+
+
+class OutputState(TypedDict, total=False):
+    """What a run returns."""
+
+    run_id: str
+    goal: str
+    plan: Plan
+    results: dict[str, TaskResult]
+    answer: str
+    voice_summary: str | None
+    timings: dict[str, float]
+    usage: dict[str, int]
+    warnings: list[str]
+
+
+class OrchestratorState(TypedDict, total=False):
+    """Full state of a run.
+
+    ``results`` merges per task id (parallel agent tasks each add their own). ``timings``
+    and ``usage`` hold the planner/synthesizer/summarizer figures for the run metrics.
+    """
+
+    goal: str
+    plan: Plan | None
+    run_id: str
+    results: Annotated[dict[str, TaskResult], merge_results]
+    answer: str
+    voice_summary: str | None
+    timings: dict[str, float]
+    usage: dict[str, int]
+    warnings: list[str]
+
+
+class AgentInput(TypedDict):
+    """Payload of one ``Send("agent", ...)``: a task and what it needs to run."""
+
+    run_id: str
+    goal: str
+    task: Task
+    plan_ids: list[str]
+    extra: dict[str, Any]
