@@ -107,7 +107,8 @@ def fleet_up(
     if not config.embedded:
         fail(
             f"fleet {config.name!r} is not embedded (its servers run outside kitty-orch); "
-            f"generate their launch script with: kitty-orch fleet script --fleet {fleet or config.name}"
+            "generate their launch script with: "
+            f"kitty-orch fleet script --fleet {fleet or config.name}"
         )
     embedded = EmbeddedFleet(config, verbose=verbose, startup_timeout_s=startup_timeout)
     previous_sigterm = signal.getsignal(signal.SIGTERM)

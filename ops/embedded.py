@@ -162,7 +162,8 @@ class EmbeddedFleet:
             import xllamacpp  # noqa: F401
         except ImportError:
             raise EmbeddedFleetError(
-                "the embedded fleet needs xllamacpp; run: pip install 'kitty-orchestrator[embedded]'"
+                "the embedded fleet needs xllamacpp; run: "
+                "pip install 'kitty-orchestrator[embedded]'"
             ) from None
         try:
             for endpoint in self.fleet.all_endpoints():

@@ -193,7 +193,7 @@ def test_env_var_selects_fleet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 def test_env_var_pointing_nowhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(FLEET_ENV_VAR, str(tmp_path / "gone.toml"))
-    with pytest.raises(FleetError, match="gone.toml"):
+    with pytest.raises(FleetError, match=r"gone\.toml"):
         load_fleet()
 
 

