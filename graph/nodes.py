@@ -23,7 +23,7 @@ from langgraph.types import Send
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec, validate_agents
 from endpoints.config import EndpointConfig
-from endpoints.models import make_chat_model
+from endpoints.models import loop_http_client, make_chat_model
 from endpoints.pool import EndpointHandle, FleetRuntime, get_runtime
 from graph import prompts
 from graph.budget import PROMPT_MARGIN_TOKENS, estimate_tokens, trim_to_tokens
@@ -50,16 +50,9 @@ PLANNER_TIER = "tools"
 SYNTHESIS_TIERS = ["reasoning", "tools"]
 SUMMARY_TIERS = ["summary", "tools"]
 
-_http: dict[int, httpx.AsyncClient] = {}
-
-
 def _client() -> httpx.AsyncClient:
-    """One HTTP client per event loop for tokenizer calls."""
-    loop_id = id(asyncio.get_running_loop())
-    client = _http.get(loop_id)
-    if client is None or client.is_closed:
-        client = _http[loop_id] = httpx.AsyncClient()
-    return client
+    """The running loop's shared HTTP client (tokenizer calls)."""
+    return loop_http_client()
 
 
 def emit(event: _Event) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from graph.schemas import Plan, Task
@@ -35,25 +35,43 @@ def _nearest_agent(name: str, agents: Iterable[str]) -> str | None:
     return match[0] if match else None
 
 
+def _back_edges(tasks: list[Task]) -> Iterator[tuple[str, list[str]]]:
+    """Depth-first search over dependencies in plan order, without recursion.
+
+    Yields ``(dep, path)`` for each dependency edge that leads back into the current
+    path (``path[-1]`` depends on ``dep``, which is on ``path``): each closes a cycle.
+    Iterative because a caller's plan may be a chain hundreds of tasks deep. ``path``
+    changes as the search goes on; copy what you keep.
+    """
+    by_id = {t.id: t for t in tasks}
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+    for root in by_id:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        pending = [iter(by_id[root].dependencies)]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif dep not in by_id or state.get(dep) == 2:
+                continue
+            elif state.get(dep) == 1:
+                yield dep, path
+            else:
+                state[dep] = 1
+                path.append(dep)
+                pending.append(iter(by_id[dep].dependencies))
+
+
 def _break_cycles(tasks: list[Task], warnings: list[str]) -> list[Task]:
     """Drop back edges (found by DFS in plan order) until the graph is acyclic."""
-    by_id = {t.id: t for t in tasks}
-    state: dict[str, int] = {}  # 1 = on stack, 2 = done
     removed: dict[str, set[str]] = {}
-
-    def visit(task_id: str) -> None:
-        state[task_id] = 1
-        for dep in by_id[task_id].dependencies:
-            if state.get(dep) == 1:
-                removed.setdefault(task_id, set()).add(dep)
-                warnings.append(f"dependency {task_id} -> {dep} closed a cycle; dropped it")
-            elif dep not in state:
-                visit(dep)
-        state[task_id] = 2
-
-    for task in tasks:
-        if task.id not in state:
-            visit(task.id)
+    for dep, path in _back_edges(tasks):
+        removed.setdefault(path[-1], set()).add(dep)
+        warnings.append(f"dependency {path[-1]} -> {dep} closed a cycle; dropped it")
     if not removed:
         return tasks
     return [
@@ -66,27 +84,8 @@ def _break_cycles(tasks: list[Task], warnings: list[str]) -> list[Task]:
 
 def find_cycle(tasks: list[Task]) -> list[str] | None:
     """Return one dependency cycle as a list of ids (first id repeated last), or None."""
-    by_id = {t.id: t for t in tasks}
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(task_id: str) -> list[str] | None:
-        state[task_id] = 1
-        stack.append(task_id)
-        for dep in by_id[task_id].dependencies:
-            if dep not in by_id:
-                continue
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state and (cycle := visit(dep)):
-                return cycle
-        stack.pop()
-        state[task_id] = 2
-        return None
-
-    for task in tasks:
-        if task.id not in state and (cycle := visit(task.id)):
-            return cycle
+    for dep, path in _back_edges(tasks):
+        return [*path[path.index(dep) :], dep]
     return None
 
 
