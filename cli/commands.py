@@ -1,3 +1,8 @@
 """Import each command module so its commands register on :data:`cli.app.app`."""
 
-from cli import fleet  # noqa: F401
+from cli import (
+    bench,  # noqa: F401
+    fleet,  # noqa: F401
+    run,  # noqa: F401
+    serve,  # noqa: F401
+)

@@ -6,16 +6,23 @@ Example:
     >>> print(result.answer)
 """
 
-from graph.api import arun_goal, astream_goal, build_result, run_goal
+from graph.api import NothingToResume, aresume, arun_goal, astream_goal, build_result, run_goal
+from graph.approval import PlanApproval, PlanApprovalRequired, PlanDecision
 from graph.builder import build_graph
+from graph.checkpoint import CheckpointError, make_checkpointer
 from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
 from graph.plan_validation import PlanError
 from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
 
 __all__ = [
+    "CheckpointError",
     "Context",
+    "NothingToResume",
     "Plan",
+    "PlanApproval",
+    "PlanApprovalRequired",
+    "PlanDecision",
     "PlanError",
     "ProgressEvent",
     "RunFinished",
@@ -23,10 +30,12 @@ __all__ = [
     "RunResult",
     "Task",
     "TaskResult",
+    "aresume",
     "arun_goal",
     "astream_goal",
     "build_graph",
     "build_result",
+    "make_checkpointer",
     "parse_event",
     "run_goal",
 ]

@@ -8,30 +8,48 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import inspect
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
+from graph.approval import PlanApproval, PlanApprovalRequired, PlanDecision, parse_decision
 from graph.builder import build_graph
+from graph.checkpoint import shared_memory_checkpointer
 from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
 from graph.metrics import compute_metrics
 from graph.schemas import Plan, RunResult, TaskResult
 
-_graphs: dict[int, CompiledStateGraph] = {}
+CONTEXT_METADATA_KEY = "kitty_context"
+
+PlanCallback = Callable[[PlanApproval], "PlanDecision | dict[str, Any] | str | Awaitable[Any]"]
+
+_base_graph: CompiledStateGraph | None = None
+
+
+class NothingToResume(ValueError):
+    """A thread asked to continue has no unfinished work in the checkpoint store."""
 
 
 def graph_for(checkpointer: Any | None = None) -> CompiledStateGraph:
-    """The compiled graph for a checkpointer (compiled once, then reused)."""
-    key = id(checkpointer)
-    compiled = _graphs.get(key)
-    if compiled is None:
-        compiled = _graphs[key] = build_graph(checkpointer=checkpointer)
-    return compiled
+    """The compiled graph, bound to ``checkpointer`` (compiled once, then copied).
+
+    Copies are not cached, so a closed checkpointer is never kept alive or reused.
+    """
+    global _base_graph
+    if _base_graph is None:
+        _base_graph = build_graph()
+    if checkpointer is None:
+        return _base_graph
+    return _base_graph.copy(update={"checkpointer": checkpointer})
 
 
 def make_context(
@@ -85,8 +103,35 @@ def build_result(
     )
 
 
+async def _saved_context(compiled: CompiledStateGraph, config: RunnableConfig) -> Context | None:
+    """The settings a run on this thread started with (stored in checkpoint metadata)."""
+    snapshot = await compiled.aget_state(config)
+    raw = (snapshot.metadata or {}).get(CONTEXT_METADATA_KEY)
+    if not isinstance(raw, str):
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    known = {f.name for f in dataclasses.fields(Context)}
+    return Context(**{k: v for k, v in data.items() if k in known})
+
+
+def _decision_input(
+    decision: PlanDecision | dict[str, Any] | str, *, agents: list[str] | None = None
+) -> Command:
+    parse_decision(decision, agents=agents)  # bad input fails here, before resuming
+    value = decision.model_dump() if isinstance(decision, PlanDecision) else decision
+    return Command(resume=value)
+
+
+async def _ask(on_plan: PlanCallback, approval: PlanApproval) -> Any:
+    answer = on_plan(approval)
+    return await answer if inspect.isawaitable(answer) else answer
+
+
 async def astream_goal(
-    goal: str,
+    goal: str | None,
     *,
     plan: Plan | dict[str, Any] | None = None,
     max_tasks: int = 6,
@@ -95,60 +140,161 @@ async def astream_goal(
     context: Context | None = None,
     checkpointer: Any | None = None,
     thread_id: str | None = None,
+    on_plan: PlanCallback | None = None,
+    plan_decision: PlanDecision | dict[str, Any] | str | None = None,
     **settings: Any,
-) -> AsyncIterator[ProgressEvent]:
+) -> AsyncIterator[ProgressEvent | PlanApproval]:
     """Run a goal, yielding typed progress events and finally :class:`RunFinished`.
 
+    Durable runs: with a ``checkpointer`` every step and every finished task is saved
+    under ``thread_id`` (generated when not given; it is on the result). Calling again
+    with a thread that has unfinished work (crash, kill, cancel, a plan waiting for
+    approval) *continues* it: tasks that finished are not run again, ``goal`` and
+    ``plan`` are ignored and the run's saved settings are used (``context=`` replaces
+    them; ``fleet=`` and ``**settings`` override single fields). A thread with no
+    unfinished work runs ``goal`` as a new run on that thread.
+
+    Plan approval (``approve_plan=True``): after planning the run stops for a decision
+    (``{"action": "approve"}``, ``{"action": "edit", "plan": {...}}`` or
+    ``{"action": "reject", "reason": "..."}``). With ``on_plan`` the callback (sync or
+    async) gets a :class:`PlanApproval` and returns the decision, and the run goes on.
+    Without it, the last event is the :class:`PlanApproval`; call again with the same
+    ``thread_id`` and ``checkpointer`` and ``plan_decision=...``. Without a checkpointer
+    a process-wide in-memory one is used.
+
     Args:
-        goal: What to do, in plain words.
+        goal: What to do, in plain words (``None`` only to continue a thread).
         plan: A ready plan (skips the planner; validated strictly).
         max_tasks: Most tasks the planner may create.
         voice: Produce a voice summary.
         fleet: Fleet profile name or path (default ``$KITTY_FLEET`` or ``embedded``).
         context: Full settings; overrides the keyword settings when given.
-        checkpointer: LangGraph checkpointer for durable runs.
-        thread_id: Checkpoint thread (generated when a checkpointer is given).
-        **settings: Further :class:`Context` fields (``thinking``, ``task_timeout_s``...).
+        checkpointer: LangGraph checkpointer for durable runs
+            (see :func:`graph.checkpoint.make_checkpointer`).
+        thread_id: Checkpoint thread: continue it, or name the new run's thread.
+        on_plan: Plan approval callback: ``PlanApproval -> decision``.
+        plan_decision: The decision for a thread whose plan waits for approval.
+        **settings: Further :class:`Context` fields (``thinking``, ``task_timeout_s``,
+            ``run_deadline_s``, ``approve_plan``...).
 
     Yields:
-        Progress events; the last one is :class:`RunFinished` with the result.
+        Progress events; the last one is :class:`RunFinished` with the result, or a
+        :class:`PlanApproval` when the plan waits for a decision.
+
+    Raises:
+        NothingToResume: ``goal`` is ``None`` and the thread has no unfinished work.
+        PlanError: Bad goal, plan or plan decision; the message says what to fix.
     """
-    run_context = make_context(
-        fleet=fleet, max_tasks=max_tasks, voice=voice, context=context, **settings
+    wants_approval = bool(settings.get("approve_plan")) or bool(
+        context is not None and context.approve_plan
     )
-    if checkpointer is not None and thread_id is None:
-        thread_id = uuid.uuid4().hex
-    config: RunnableConfig = {"configurable": {"thread_id": thread_id}} if thread_id else {}
+    if checkpointer is None and (wants_approval or plan_decision is not None):
+        checkpointer = shared_memory_checkpointer()
+    thread_id = thread_id or uuid.uuid4().hex
     compiled = graph_for(checkpointer)
-    state_input = {"goal": goal, "plan": _as_plan(plan)}
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    run_context: Context | None = None
+    pending: PlanApproval | None = None
+    resuming = False
+    if checkpointer is not None:
+        snapshot = await compiled.aget_state(config)
+        resuming = bool(snapshot.next)
+        if resuming:
+            saved = await _saved_context(compiled, config)
+            run_context = context or saved
+            if run_context is not None and context is None:
+                overrides = dict(settings)
+                if fleet is not None:
+                    overrides["fleet"] = str(fleet)
+                run_context = dataclasses.replace(run_context, **overrides)
+            if snapshot.interrupts:
+                pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread_id)
+        elif goal is None:
+            raise NothingToResume(
+                f"thread {thread_id!r} has no unfinished work in this checkpoint store "
+                "(it finished, or never ran here); start a new run with a goal"
+            )
+    elif goal is None:
+        raise NothingToResume("continuing a run needs the checkpointer it was saved in")
+    if run_context is None:
+        run_context = make_context(
+            fleet=fleet, max_tasks=max_tasks, voice=voice, context=context, **settings
+        )
+    state_input: Any = None if resuming else {"goal": goal or "", "plan": _as_plan(plan)}
+    config["metadata"] = {CONTEXT_METADATA_KEY: json.dumps(dataclasses.asdict(run_context))}
+    stream_kwargs: dict[str, Any] = {"durability": "sync"} if checkpointer is not None else {}
     started = time.perf_counter()
     values: dict[str, Any] = {}
-    async for mode, chunk in compiled.astream(
-        state_input, config, context=run_context, stream_mode=["custom", "values"]
-    ):
-        if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
-            yield parse_event(chunk)
-        elif mode == "values":
-            values = chunk
+    while True:
+        if pending is not None:
+            if plan_decision is not None:
+                state_input, plan_decision = _decision_input(plan_decision), None
+            elif on_plan is not None:
+                state_input = _decision_input(await _ask(on_plan, pending))
+            else:
+                yield pending
+                return
+            pending = None
+        async for mode, chunk in compiled.astream(
+            state_input,
+            config,
+            context=run_context,
+            stream_mode=["custom", "values"],
+            **stream_kwargs,
+        ):
+            if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
+                yield parse_event(chunk)
+            elif mode == "values" and isinstance(chunk, dict) and "__interrupt__" not in chunk:
+                values = chunk
+        if checkpointer is None:
+            break
+        snapshot = await compiled.aget_state(config)
+        if not snapshot.interrupts:
+            break
+        pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread_id)
+    if not values.get("plan"):
+        snapshot = await compiled.aget_state(config)
+        values = dict(snapshot.values)
     result = build_result(
-        values, goal=goal, wall_s=time.perf_counter() - started, thread_id=thread_id
+        values, goal=goal or "", wall_s=time.perf_counter() - started, thread_id=thread_id
     )
     yield RunFinished(run_id=result.run_id, result=result)
 
 
-async def arun_goal(goal: str, **kwargs: Any) -> RunResult:
+async def arun_goal(goal: str | None, **kwargs: Any) -> RunResult:
     """Run a goal to the end and return its result (same arguments as :func:`astream_goal`).
 
     Task failures never raise: they are in ``result.tasks`` and named in the answer. Bad
     input raises ``ValueError`` subclasses (``PlanError``, ``FleetError``) with a message
     that says what to fix.
+
+    Raises:
+        PlanApprovalRequired: ``approve_plan`` is on and neither ``on_plan`` nor
+            ``plan_decision`` was given; resume its ``approval.thread_id`` with one.
     """
     result: RunResult | None = None
     async for event in astream_goal(goal, **kwargs):
         if isinstance(event, RunFinished):
             result = event.result
+        elif isinstance(event, PlanApproval):
+            raise PlanApprovalRequired(event)
     assert result is not None
     return result
+
+
+async def aresume(thread_id: str, *, checkpointer: Any, **kwargs: Any) -> RunResult:
+    """Continue an interrupted run on ``thread_id``; finished tasks are not run again.
+
+    Args:
+        thread_id: The run's thread (``RunResult.thread_id``, printed by the CLI).
+        checkpointer: The checkpoint store the run was saved in.
+        **kwargs: As for :func:`astream_goal` (``on_plan``, ``plan_decision``,
+            ``context``...).
+
+    Raises:
+        NothingToResume: The thread has no unfinished work in this store.
+    """
+    return await arun_goal(None, thread_id=thread_id, checkpointer=checkpointer, **kwargs)
 
 
 def run_goal(goal: str, **kwargs: Any) -> RunResult:

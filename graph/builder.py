@@ -7,10 +7,10 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from graph.approval import approval
 from graph.context import Context
 from graph.nodes import (
     agent,
-    dispatch,
     planner,
     route_after_synthesis,
     summarizer,
@@ -22,7 +22,10 @@ from graph.state import InputState, OrchestratorState, OutputState
 def build_graph(checkpointer: Any | None = None, **compile_kwargs: Any) -> CompiledStateGraph:
     """Build and compile the orchestrator graph.
 
-    planner -> (Send x N) agent -> synthesizer -> [summarizer] -> END
+    planner -> approval -> (Send x N) agent -> synthesizer -> [summarizer] -> END
+
+    ``approval`` only dispatches unless ``Context.approve_plan`` is on; then it stops the
+    run with ``interrupt()`` until the plan is approved, edited or rejected (-> END).
 
     Args:
         checkpointer: LangGraph checkpointer (SQLite, Postgres, in-memory); ``None`` for
@@ -39,11 +42,12 @@ def build_graph(checkpointer: Any | None = None, **compile_kwargs: Any) -> Compi
         output_schema=OutputState,
     )
     builder.add_node("planner", planner)
+    builder.add_node("approval", approval, destinations=("agent", END))
     builder.add_node("agent", agent)
     builder.add_node("synthesizer", synthesizer)
     builder.add_node("summarizer", summarizer)
     builder.add_edge(START, "planner")
-    builder.add_conditional_edges("planner", dispatch, ["agent"])
+    builder.add_edge("planner", "approval")
     builder.add_edge("agent", "synthesizer")
     builder.add_conditional_edges("synthesizer", route_after_synthesis, ["summarizer", END])
     builder.add_edge("summarizer", END)

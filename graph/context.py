@@ -35,6 +35,8 @@ class Context:
         synthesis_max_tokens: Completion cap of the synthesizer.
         summary_max_tokens: Completion cap of the voice summary.
         busy_retries: Retries on a "server busy" answer (Ollama 503) before falling back.
+        approve_plan: Stop after planning until the plan is approved, edited or rejected
+            (``interrupt()``; needs a checkpointer, see :mod:`graph.approval`).
     """
 
     fleet: str = field(default_factory=_default_fleet)
@@ -49,3 +51,4 @@ class Context:
     synthesis_max_tokens: int = 768
     summary_max_tokens: int = 160
     busy_retries: int = 3
+    approve_plan: bool = False

@@ -60,13 +60,15 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet
 
 logger = logging.getLogger("kitty.simfleet")
 
-SIMULATED_LABEL = "[SIMULATED] "
+SIMULATED_LABEL = "[SIMULATED]:"
 DEFAULT_SIM_FLEET = "m3-ultra-sim"
 
 #: llama-batched-bench, M2 Ultra, gemma-3-4b Q8_0: aggregate decode relative to 1 sequence.
@@ -180,6 +182,11 @@ class SimEndpointSpec(BaseModel):
             if r_b <= 0 or r_a <= 0:
                 raise ValueError("relative throughputs must be positive")
         return curve
+
+    @property
+    def speed_scale(self) -> float:
+        """Single-sequence decode speed relative to the gemma-3-4b calibration (97.9 tok/s)."""
+        return self.decode_tok_s_1 / DEFAULT_DECODE_TOK_S_1
 
     @property
     def base_url(self) -> str:
@@ -326,13 +333,13 @@ _FILLER_WORDS = (
     " old", " map", " got", " big", " kit", " for", " all", " out", " now",
     " set", " tok", " run", " cat", " sky", " was",
 )  # fmt: skip
-_LABEL_PIECES = ("[SIM", "ULAT", "ED] ")
+_LABEL_PIECES = ("[SIM", "ULAT", "ED]:")  # SIMULATED_LABEL in 4-character tokens
 
 
 def filler_pieces(tokens: int, seed: int = 0) -> list[str]:
     """Deterministic SIMULATED output: ``tokens`` pieces of exactly 4 characters.
 
-    The text starts with ``[SIMULATED] `` and continues with short words chosen from
+    The text starts with ``[SIMULATED]:`` and continues with short words chosen from
     ``seed``, so the same request always gets the same answer.
     """
     pieces = list(_LABEL_PIECES[:tokens])
@@ -916,9 +923,7 @@ class SimEngine:
 # --------------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, kind: str, **extra: Any) -> Any:
-    from fastapi.responses import JSONResponse
-
+def _error(status: int, message: str, kind: str, **extra: Any) -> JSONResponse:
     body = {"error": {"code": status, "message": message, "type": kind, **extra}}
     return JSONResponse(body, status_code=status)
 
@@ -933,7 +938,11 @@ def _first_int(*values: Any) -> int | None:
 
 
 def timings_of(seq: SimSequence) -> dict[str, Any]:
-    """llama.cpp-style ``timings`` of a finished sequence, in SIMULATED milliseconds."""
+    """llama.cpp-style ``timings`` of a finished sequence, in SIMULATED milliseconds.
+
+    Beyond llama.cpp's fields: ``queued_ms`` (waiting for a slot) and ``sim_arrival_s`` /
+    ``sim_finished_s`` (the endpoint's simulated clock), for makespans in simulated time.
+    """
     prompt_ms = seq.prefill_s * 1000
     predicted_ms = seq.decode_s * 1000
     return {
@@ -947,6 +956,8 @@ def timings_of(seq: SimSequence) -> dict[str, Any]:
         "predicted_per_token_ms": predicted_ms / seq.n_predict if seq.n_predict else 0.0,
         "predicted_per_second": seq.n_predict / seq.decode_s if seq.decode_s else 0.0,
         "queued_ms": seq.queued_s * 1000,
+        "sim_arrival_s": seq.arrival,
+        "sim_finished_s": seq.finished_at,
         "simulated": True,
     }
 
@@ -990,7 +1001,7 @@ def _metrics_text(spec: SimEndpointSpec, model: SlotModel) -> str:
     return "\n".join(lines) + "\n"
 
 
-def create_sim_app(spec: SimEndpointSpec) -> Any:
+def create_sim_app(spec: SimEndpointSpec) -> FastAPI:
     """Build the FastAPI app of one SIMULATED llama.cpp endpoint.
 
     Routes: ``POST /v1/chat/completions`` (JSON or SSE streaming), ``GET /health``,
@@ -1000,11 +1011,8 @@ def create_sim_app(spec: SimEndpointSpec) -> Any:
         spec: The endpoint to simulate.
 
     Returns:
-        A ``fastapi.FastAPI`` app; ``app.state.engine`` is its :class:`SimEngine`.
+        The app; ``app.state.engine`` is its :class:`SimEngine`.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-
     engine = SimEngine(spec)
 
     @contextlib.asynccontextmanager
@@ -1143,7 +1151,7 @@ def create_sim_app(spec: SimEndpointSpec) -> Any:
             include_usage = bool(options.get("include_usage"))
             generator = _stream(engine, seq, pieces, finish, meta, include_usage)
             return StreamingResponse(generator, media_type="text/event-stream")
-        return await _complete(engine, seq, pieces, finish, meta, request, JSONResponse)
+        return await _complete(engine, seq, pieces, finish, meta, request)
 
     return app
 
@@ -1162,9 +1170,8 @@ async def _complete(
     pieces: list[str],
     finish: str,
     meta: dict[str, Any],
-    request: Any,
-    response_class: Callable[..., Any],
-) -> Any:
+    request: Request,
+) -> JSONResponse:
     """Wait for a non-streamed completion; cancel it if the client disconnects."""
     done = asyncio.ensure_future(engine.wait_done(seq))
     gone = asyncio.ensure_future(_wait_disconnect(request.receive))
@@ -1180,7 +1187,7 @@ async def _complete(
         return _error(
             503, "request cancelled (client gone or server stopping)", "unavailable_error"
         )
-    return response_class(
+    return JSONResponse(
         {
             **meta,
             "object": "chat.completion",
@@ -1256,7 +1263,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
         SimFleetError: The port is taken; the message names it.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it headers and body leave in two segments and wait ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -1525,19 +1534,27 @@ class SimFleet:
 
     @property
     def fleet(self) -> FleetConfig | None:
-        """The source fleet with its simulated endpoints' URLs set to the bound ports."""
+        """The source fleet as served: URLs on the bound ports, slots/ctx from the specs.
+
+        Pass this to the orchestrator so its limiter and budgets match the simulation
+        (also after ``overrides`` changed ``slots`` or ``n_ctx``).
+        """
         if self._source_fleet is None:
             return None
         tiers = {}
         for tier_name, tier in self._source_fleet.tiers.items():
             endpoints = [
-                ep.model_copy(update={"base_url": self.specs[ep.name].base_url})
+                ep.model_copy(update=self._served(self.specs[ep.name]))
                 if ep.name in self.specs
                 else ep
                 for ep in tier.endpoints
             ]
             tiers[tier_name] = tier.model_copy(update={"endpoints": endpoints})
         return self._source_fleet.model_copy(update={"tiers": tiers})
+
+    @staticmethod
+    def _served(spec: SimEndpointSpec) -> dict[str, Any]:
+        return {"base_url": spec.base_url, "slots": spec.slots, "ctx": spec.n_ctx}
 
     def engine(self, name: str) -> SimEngine:
         """The timing engine of one endpoint (for inspection in tests and notebooks)."""

@@ -1,0 +1,232 @@
+"""Suite 3: planner validity on varied goals with the fleet's own (embedded) model.
+
+Every goal goes through :func:`graph.nodes.make_plan`, all at once. For each plan:
+
+- *schema-valid*: the planner's final raw output validates against the JSON schema it
+  was constrained to (llama.cpp grammar) - checked here by a small validator;
+- *acyclic*: its raw dependency graph has no cycle (before the product's repairs);
+- tasks, parallelism (tasks / critical-path length of the repaired plan) and the repair
+  warnings the product applied.
+
+The planner's tier is widened to every server of the fleet (same model everywhere) so
+the goals spread over all cores; routing picks the least loaded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from bench.env import BenchEnv
+from endpoints.config import FleetConfig, TierConfig
+from endpoints.pool import FleetRuntime
+from graph.context import Context
+from graph.nodes import PLANNER_TIER, make_plan, plan_json_schema
+from graph.plan_validation import PlanError, critical_path_length
+
+GOALS = [
+    "Design a wall hook for a 2 kg bag and plan its print",
+    "Research the best filament for outdoor planters and write a buying guide",
+    "Write a Python script that renames photos by the date they were taken",
+    "Compare heat pumps and gas boilers for a small flat",
+    "Look at this photo of a failed print and say what went wrong",
+    "Make a parametric phone stand and choose a filament for it",
+    "Explain how vaccines train the immune system",
+    "Implement a rate limiter in TypeScript with unit tests",
+    "Inspect a CAD screenshot for walls that are too thin to print",
+    "Plan a week of vegetarian dinners with a shopping list",
+    "Summarize the pros and cons of solid-state batteries",
+    "Design a cable organizer for a desk and estimate its print time",
+    "Write an OpenSCAD module for a hex-grid drawer insert",
+    "Analyze monthly electricity costs and suggest savings",
+    "Research the history of the printing press and summarize it",
+    "Create a CadQuery model of a gear with 24 teeth",
+    "Find out why my PETG prints are stringing and fix the slicer settings",
+    "Draft a project plan for a home weather station with a Raspberry Pi",
+    "Compare three 3D printers under 500 euros for a school",
+    "Write unit tests for a date-parsing function in Python",
+    "Estimate the cost of printing 50 keychains in PLA",
+    "Explain the difference between TCP and UDP with examples",
+    "Design a bracket to hold a 40 mm fan and pick print orientation",
+    "Review a photo of a first layer and recommend bed leveling steps",
+    "Write a bash script that backs up a folder every night",
+    "Research noise-reduction options for a printer enclosure",
+    "Summarize recent advances in small language models",
+    "Plan the fabrication of a replacement knob for a washing machine",
+    "Create a checklist for onboarding a new developer",
+    "Analyze print failure rates from a queue log and recommend changes",
+    "Design a parametric box with a sliding lid and write its code",
+    "Compare SQLite and PostgreSQL for a small web app",
+]
+
+SIZES = {"full": (len(GOALS), 6), "quick": (8, 4), "smoke": (2, 2)}
+
+
+class _RetryCounter(logging.Handler):
+    """Counts the planner's "unusable output, asking again" warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("planner output unusable"):
+            self.count += 1
+
+
+def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
+    """Violations of the JSON-schema subset the planner schema uses (empty when valid)."""
+    errors: list[str] = []
+    kind = schema.get("type")
+    checks = {"object": dict, "array": list, "string": str}
+    if kind in checks and not isinstance(value, checks[kind]):
+        return [f"{path}: expected {kind}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: {value!r} not in enum")
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            errors.append(f"{path}: shorter than {schema['minLength']}")
+        if len(value) > schema.get("maxLength", len(value)):
+            errors.append(f"{path}: longer than {schema['maxLength']}")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errors.append(f"{path}: does not match {schema['pattern']}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            errors.append(f"{path}: fewer than {schema['minItems']} items")
+        if len(value) > schema.get("maxItems", len(value)):
+            errors.append(f"{path}: more than {schema['maxItems']} items")
+        for index, item in enumerate(value):
+            errors += schema_errors(item, schema.get("items", {}), f"{path}[{index}]")
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        errors += [f"{path}: missing {k}" for k in schema.get("required", []) if k not in value]
+        if schema.get("additionalProperties") is False:
+            errors += [f"{path}: unexpected {k}" for k in value if k not in properties]
+        for key, sub in properties.items():
+            if key in value:
+                errors += schema_errors(value[key], sub, f"{path}.{key}")
+    return errors
+
+
+def has_cycle(raw_tasks: list[Any]) -> bool:
+    """True when the raw tasks' dependencies (known ids only) form a cycle."""
+    graph: dict[str, list[str]] = {}
+    for item in raw_tasks:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            deps = item.get("dependencies") or []
+            graph[item["id"]] = [d for d in deps if isinstance(d, str)]
+    state: dict[str, int] = {}
+
+    def visit(node: str) -> bool:
+        state[node] = 1
+        for dep in graph.get(node, []):
+            if dep in graph and (state.get(dep) == 1 or (dep not in state and visit(dep))):
+                return True
+        state[node] = 2
+        return False
+
+    return any(node not in state and visit(node) for node in graph)
+
+
+def spread_planner(fleet: FleetConfig) -> FleetConfig:
+    """The fleet with every llama.cpp server as a replica of the planner's tier."""
+    servers = [e for e in fleet.all_endpoints() if e.kind == "llamacpp"]
+    tiers = dict(fleet.tiers)
+    tiers[PLANNER_TIER] = TierConfig(description="planner (bench)", endpoints=servers)
+    return fleet.model_copy(update={"tiers": tiers, "source": ""})
+
+
+async def _one(goal: str, context: Context, runtime: FleetRuntime) -> dict[str, Any]:
+    schema = plan_json_schema(list_agents(), context.max_tasks)
+    began = time.perf_counter()
+    record: dict[str, Any] = {"goal": goal}
+    try:
+        plan, outcome = await make_plan(goal, context, runtime)
+    except PlanError as exc:
+        record.update(ok=False, error=str(exc), seconds=round(time.perf_counter() - began, 2))
+        return record
+    raw: Any = None
+    if outcome is not None and outcome.ok:
+        try:
+            raw = json.loads(outcome.text)
+        except ValueError:
+            raw = None
+    raw_tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    record.update(
+        ok=True,
+        source=plan.source,
+        schema_valid=raw is not None and not schema_errors(raw, schema),
+        acyclic=isinstance(raw_tasks, list) and not has_cycle(raw_tasks),
+        tasks=len(plan.tasks),
+        critical_path=critical_path_length(plan.tasks),
+        repairs=len(plan.warnings),
+        warnings=plan.warnings,
+        completion_tokens=outcome.completion_tokens if outcome else 0,
+        seconds=round(time.perf_counter() - began, 2),
+    )
+    record["parallelism"] = round(record["tasks"] / max(record["critical_path"], 1), 3)
+    return record
+
+
+def list_agents() -> list[str]:
+    """The agent names the planner may use."""
+    from agents.registry import DEFAULT_AGENTS
+
+    return list(DEFAULT_AGENTS)
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+async def run_planner(env: BenchEnv) -> dict[str, Any]:
+    """Run the suite; returns JSON-ready results."""
+    env.ensure_fleet()
+    count, max_tasks = SIZES[env.size]
+    goals = GOALS[:count]
+    runtime = FleetRuntime(spread_planner(env.config))
+    await runtime.discover()
+    context = Context(fleet=env.fleet, max_tasks=max_tasks)
+    counter = _RetryCounter()
+    logger = logging.getLogger("kitty.graph")
+    logger.addHandler(counter)
+    began = time.perf_counter()
+    try:
+        records = await asyncio.gather(*(_one(g, context, runtime) for g in goals))
+    finally:
+        logger.removeHandler(counter)
+    wall = time.perf_counter() - began
+    planned = [r for r in records if r["ok"]]
+    from_model = [r for r in planned if r["source"] == "planner"]
+    n = len(records)
+
+    def mean(key: str) -> float:
+        return round(sum(r[key] for r in planned) / len(planned), 2) if planned else 0.0
+
+    summary = {
+        "goals": n,
+        "max_tasks": max_tasks,
+        "planned": len(planned),
+        "planner_errors": n - len(planned),
+        "keyword_fallbacks": len(planned) - len(from_model),
+        "schema_valid_pct": _pct(sum(1 for r in planned if r["schema_valid"]), n),
+        "acyclic_pct": _pct(sum(1 for r in planned if r["acyclic"]), n),
+        "mean_tasks": mean("tasks"),
+        "mean_critical_path": mean("critical_path"),
+        "mean_parallelism": mean("parallelism"),
+        "repairs_total": sum(r["repairs"] for r in planned),
+        "plans_repaired": sum(1 for r in planned if r["repairs"]),
+        "retries": counter.count,
+        "wall_s": round(wall, 2),
+    }
+    env.log(
+        f"  {n} goals: {summary['schema_valid_pct']}% schema-valid, "
+        f"{summary['acyclic_pct']}% acyclic, {summary['mean_tasks']} tasks/plan, "
+        f"parallelism {summary['mean_parallelism']}, {summary['repairs_total']} repairs, "
+        f"{counter.count} retries ({wall:.0f}s)"
+    )
+    return {"summary": summary, "plans": records}

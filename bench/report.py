@@ -1,0 +1,181 @@
+"""Benchmark results as JSON and markdown tables.
+
+``results.json`` keeps one entry per suite; running a single suite replaces only its
+entry, so the markdown always shows the latest figures of every suite run so far.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+JSON_NAME = "results.json"
+MARKDOWN_NAME = "results.md"
+VARIANTS = ["sequential", "waves", "product", "oracle"]
+
+
+def load(out: Path) -> dict[str, Any]:
+    """Results saved in ``out`` before (empty when none or unreadable)."""
+    path = out / JSON_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"suites": {}}
+    return data if isinstance(data.get("suites"), dict) else {"suites": {}}
+
+
+def save(out: Path, suites: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
+    """Merge new suite results into ``out``'s JSON, rewrite the markdown; return the merge."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = load(out)
+    data["suites"].update(suites)
+    data["machine"] = machine
+    (out / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out / MARKDOWN_NAME).write_text(render(data))
+    return data
+
+
+def _meta(suite: dict[str, Any]) -> str:
+    meta = suite.get("meta", {})
+    return (
+        f"_{meta.get('date', '?')}, size `{meta.get('size', '?')}`, fleet "
+        f"`{meta.get('fleet', '?')}`, {meta.get('seconds', 0):.0f} s_"
+    )
+
+
+def _scheduling(suite: dict[str, Any]) -> list[str]:
+    lines = [
+        "Task-phase wall time, best of "
+        f"{suite['reps']} (token scale {suite['token_scale']}); in brackets: ratio to the "
+        "eager oracle.",
+        "",
+        "| DAG | shape | tasks | tokens | " + " | ".join(VARIANTS) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(VARIANTS),
+    ]
+    for row in suite["dags"]:
+        cells = []
+        for v in VARIANTS:
+            best = row["best"][v]
+            mark = "" if best["ok"] else " FAILED"
+            cells.append(f"{best['wall_s']:.2f} s ({row['ratio_to_oracle'][v]:.2f}x){mark}")
+        lines.append(
+            f"| {row['name']} | {row['shape']} | {row['tasks']} | {row['completion_tokens']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    gm = suite["geomean_ratio_to_oracle"]
+    gm_span = suite["geomean_span_ratio_to_oracle"]
+    lines.append(
+        "| **geomean ratio** | | | | " + " | ".join(f"**{gm[v]:.3f}x**" for v in VARIANTS) + " |"
+    )
+    lines.append(
+        "| geomean ratio, first call start -> last call end | | | | "
+        + " | ".join(f"{gm_span[v]:.3f}x" for v in VARIANTS)
+        + " |"
+    )
+    verdict = "met" if suite["target_met"] else "NOT met"
+    lines += [
+        "",
+        f"Target product <= {suite['target_product_ratio']}x oracle (geomean): **{verdict}**; "
+        f"product beats waves: **{'yes' if suite['product_beats_waves'] else 'no'}**.",
+    ]
+    timelines = [f"[{r['name']}]({r['timeline']})" for r in suite["dags"] if r.get("timeline")]
+    if timelines:
+        lines += ["", "Product timelines: " + ", ".join(timelines) + "."]
+    return lines
+
+
+def _overhead(suite: dict[str, Any]) -> list[str]:
+    verdict = "met" if suite["target_met"] else "NOT met"
+    return [
+        "| tasks | tokens/task | product | oracle | overhead per task | target |",
+        "|---:|---:|---:|---:|---:|---|",
+        f"| {suite['tasks']} | {suite['max_tokens']} | {suite['product']['wall_s']:.3f} s | "
+        f"{suite['oracle']['wall_s']:.3f} s | **{suite['ms_per_task']:+.2f} ms** | "
+        f"<= {suite['target_ms_per_task']} ms: {verdict} |",
+    ]
+
+
+def _planner(suite: dict[str, Any]) -> list[str]:
+    s = suite["summary"]
+    return [
+        "| goals | schema-valid | acyclic | mean tasks | mean critical path | mean parallelism "
+        "| repairs (plans repaired) | retries | errors / keyword fallbacks | wall |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {s['goals']} (max_tasks {s['max_tasks']}) | {s['schema_valid_pct']}% | "
+        f"{s['acyclic_pct']}% | {s['mean_tasks']} | {s['mean_critical_path']} | "
+        f"{s['mean_parallelism']} | {s['repairs_total']} ({s['plans_repaired']}) | "
+        f"{s['retries']} | {s['planner_errors']} / {s['keyword_fallbacks']} | {s['wall_s']} s |",
+    ]
+
+
+def _scale(suite: dict[str, Any]) -> list[str]:
+    busy = ", ".join(
+        f"{name} {suite['max_busy_slots'][name]}/{slots}" for name, slots in suite["slots"].items()
+    )
+    where = "servers in this process" if suite["fleet_in_process"] else "servers elsewhere"
+    return [
+        "| goals completed | goals wall | max busy / slots (from /slots) | never exceeded "
+        "| peak RSS | DAG completed | DAG wall |",
+        "|---:|---:|---|---|---:|---:|---:|",
+        f"| {suite['goals_completed']}/{suite['goals']} | {suite['goals_wall_s']} s | {busy} | "
+        f"{'yes' if suite['slots_never_exceeded'] else 'NO'} | {suite['peak_rss_mb']} MB "
+        f"({where}) | {suite['dag_completed']}/{suite['dag_tasks']} | {suite['dag_wall_s']} s |",
+        "",
+        f"{suite['slot_samples']} samples of every server's /slots "
+        f"({suite['failed_polls']} failed polls).",
+    ]
+
+
+def _simulated(suite: dict[str, Any]) -> list[str]:
+    if suite.get("skipped"):
+        return [f"Skipped: {suite['skipped']}"]
+    lines = [
+        "**SIMULATED** (calibrated simulator, not real hardware). Times in simulated "
+        f"seconds (measured wall time x {suite['time_scale']}).",
+        "",
+        "| scenario | tasks | sequential | waves | product | speed-up (seq/product) | seed claim |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in suite["scenarios"]:
+        sim = row["simulated_s"]
+        lines.append(
+            f"| {row['name']} | {row['tasks']} | {sim['sequential']:.1f} s | {sim['waves']:.1f} s"
+            f" | {sim['product']:.1f} s | {row['speedup']:.2f}x | {row['seed_claim']} |"
+        )
+    for row in suite["scenarios"]:
+        lines += ["", f"{row['name']} token counts (prompt -> completion):", ""]
+        lines += [f"- {t}" for t in row["token_table"]]
+    return lines
+
+
+SECTIONS = [
+    ("scheduling", "Scheduling: sequential vs waves vs product vs eager oracle", _scheduling),
+    ("overhead", "Overhead per task", _overhead),
+    ("planner", "Planner validity", _planner),
+    ("scale", "Scale", _scale),
+    ("sim", "Simulated fleet (SIMULATED)", _simulated),
+]
+
+
+def render(data: dict[str, Any]) -> str:
+    """Markdown tables of every suite in ``data``."""
+    machine = data.get("machine", {})
+    lines = [
+        "# kitty-orchestrator benchmark results",
+        "",
+        f"Machine: {machine.get('cpus', '?')} CPUs, {machine.get('memory_gb', '?')} GB, "
+        f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}.",
+        "Generated by `kitty-orch bench`; see README-performance.md for what they mean.",
+    ]
+    for key, title, render_suite in SECTIONS:
+        suite = data["suites"].get(key)
+        if not suite:
+            continue
+        lines += ["", f"## {title}", "", _meta(suite), ""]
+        if suite.get("error"):
+            lines.append(f"FAILED: {suite['error']}")
+        else:
+            lines += render_suite(suite)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""Run benchmark suites and write their results (``kitty-orch bench`` and ``python -m bench``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.env import BenchEnv, machine
+from bench.report import save
+
+Suite = Callable[[BenchEnv], Awaitable[dict[str, Any]]]
+
+
+def _suites() -> dict[str, Suite]:
+    from bench.overhead import run_overhead
+    from bench.planner_validity import run_planner
+    from bench.scale import run_scale
+    from bench.scheduling import run_scheduling
+    from bench.simulated import run_simulated
+
+    return {
+        "scheduling": run_scheduling,
+        "overhead": run_overhead,
+        "planner": run_planner,
+        "scale": run_scale,
+        "sim": run_simulated,
+    }
+
+
+SUITE_NAMES = ["scheduling", "overhead", "planner", "scale", "sim"]
+
+
+def resolve(selection: str) -> list[str]:
+    """Suite names for ``all`` or one name.
+
+    Raises:
+        ValueError: Unknown suite; the message lists the valid ones.
+    """
+    if selection == "all":
+        return list(SUITE_NAMES)
+    if selection not in SUITE_NAMES:
+        raise ValueError(
+            f"unknown benchmark {selection!r}; choose all or one of {', '.join(SUITE_NAMES)}"
+        )
+    return [selection]
+
+
+async def run_suites(env: BenchEnv, names: list[str]) -> dict[str, Any]:
+    """Run suites one after another; a failing suite is recorded and the rest still run.
+
+    Returns:
+        The merged results (this run's suites plus earlier ones found in ``env.out``).
+    """
+    suites = _suites()
+    results: dict[str, Any] = {}
+    kitty_logger = logging.getLogger("kitty")
+    if not kitty_logger.handlers:  # the planner suite counts warnings; don't print them
+        kitty_logger.addHandler(logging.NullHandler())
+    for name in names:
+        env.log(f"[{name}]")
+        began = time.perf_counter()
+        try:
+            result = await suites[name](env)
+        except Exception as exc:  # keep the other suites' numbers
+            env.log(traceback.format_exc())
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result["meta"] = {
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "size": env.size,
+            "reps": env.reps,
+            "fleet": env.fleet,
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+        results[name] = result
+        env.log(f"[{name}] done in {result['meta']['seconds']:.0f}s")
+    return save(env.out, results, machine())
+
+
+def run(env: BenchEnv, selection: str = "all") -> dict[str, Any]:
+    """Synchronous entry: run the selection and write ``results.md`` / ``results.json``."""
+    return asyncio.run(run_suites(env, resolve(selection)))

@@ -1,0 +1,147 @@
+"""Suite 4: scale. Many goals at once through the Python API on one fleet, then a big DAG.
+
+While the runs go, a sampler polls every server's ``/slots`` every ~20 ms and this
+process's RSS (psutil). Reported: every goal completed, the most busy slots seen per
+server against its slots, the product's own limiter peaks, peak RSS, and whether a
+200-task DAG completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.env import BenchEnv
+from bench.workload import layered_plan, small_goal_plan
+from endpoints.pool import get_runtime
+from endpoints.probes import count_busy, fetch_slots
+from graph.api import arun_goal
+from graph.schemas import Plan, RunResult
+
+SAMPLE_EVERY_S = 0.02
+SIZES = {"full": (50, 200), "quick": (16, 60), "smoke": (4, 20)}
+SETTINGS = {"voice": False, "synthesis_max_tokens": 4}
+
+
+@dataclass
+class SlotSampler:
+    """Polls ``/slots`` of every server and the process RSS until stopped."""
+
+    servers: dict[str, str]
+    max_busy: dict[str, int] = field(default_factory=dict)
+    samples: int = 0
+    failed_polls: int = 0
+    peak_rss: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        process = psutil.Process()
+        self.max_busy = dict.fromkeys(self.servers, 0)
+        async with httpx.AsyncClient() as client:
+            while not self._stop.is_set():
+                began = time.perf_counter()
+                answers = await asyncio.gather(
+                    *(fetch_slots(client, url, timeout=1.0) for url in self.servers.values()),
+                    return_exceptions=True,
+                )
+                for name, answer in zip(self.servers, answers, strict=True):
+                    if isinstance(answer, BaseException):
+                        self.failed_polls += 1
+                        continue
+                    self.max_busy[name] = max(self.max_busy[name], count_busy(answer))
+                self.samples += 1
+                self.peak_rss = max(self.peak_rss, process.memory_info().rss)
+                pause = SAMPLE_EVERY_S - (time.perf_counter() - began)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), max(pause, 0.0))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _completed(result: RunResult | BaseException) -> bool:
+    return not isinstance(result, BaseException) and all(
+        t.status == "completed" for t in result.tasks
+    )
+
+
+async def _goal(index: int, plan: Plan, env: BenchEnv) -> RunResult:
+    return await arun_goal(
+        f"Scale test: plan a small printed part, variant {index}",
+        plan=plan,
+        fleet=env.fleet,
+        **SETTINGS,
+    )
+
+
+async def run_scale(env: BenchEnv) -> dict[str, Any]:
+    """Run the suite; returns JSON-ready results."""
+    env.ensure_fleet()
+    goals, dag_tasks = SIZES[env.size]
+    runtime = get_runtime(env.fleet)
+    await runtime.discover()
+    servers = {h.name: h.config.base_url for h in runtime.all_handles()}
+    slots = {h.name: h.limiter.capacity for h in runtime.all_handles()}
+    sampler = SlotSampler(servers)
+    sampling = asyncio.create_task(sampler.run())
+    rss_before = psutil.Process().memory_info().rss
+    try:
+        began = time.perf_counter()
+        results = await asyncio.gather(
+            *(_goal(i, small_goal_plan(i), env) for i in range(goals)), return_exceptions=True
+        )
+        goals_wall = time.perf_counter() - began
+        began = time.perf_counter()
+        big = await arun_goal(
+            f"Scale test: a {dag_tasks}-task plan",
+            plan=layered_plan(dag_tasks, tokens=2),
+            fleet=env.fleet,
+            **SETTINGS,
+        )
+        dag_wall = time.perf_counter() - began
+    finally:
+        sampler.stop()
+        await sampling
+    errors = [repr(r) for r in results if isinstance(r, BaseException)]
+    limiter_peaks = {h.name: h.limiter.stats().peak_in_use for h in runtime.all_handles()}
+    over = {n: b for n, b in sampler.max_busy.items() if b > slots[n]}
+    summary = {
+        "goals": goals,
+        "goals_completed": sum(1 for r in results if _completed(r)),
+        "goals_wall_s": round(goals_wall, 2),
+        "goal_errors": errors[:5],
+        "max_busy_slots": sampler.max_busy,
+        "slots": slots,
+        "slots_never_exceeded": not over
+        and all(limiter_peaks[n] <= slots[n] for n in limiter_peaks),
+        "limiter_peak_in_use": limiter_peaks,
+        "slot_samples": sampler.samples,
+        "failed_polls": sampler.failed_polls,
+        "rss_before_mb": round(rss_before / 2**20, 1),
+        "peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
+        "fleet_in_process": _fleet_in_process(),
+        "dag_tasks": dag_tasks,
+        "dag_completed": sum(1 for t in big.tasks if t.status == "completed"),
+        "dag_wall_s": round(dag_wall, 2),
+        "dag_execution_s": round(big.metrics.execution_s, 2),
+        "dag_peak_concurrency": big.metrics.peak_concurrency,
+    }
+    env.log(
+        f"  {summary['goals_completed']}/{goals} goals in {goals_wall:.1f}s; "
+        f"{summary['dag_completed']}/{dag_tasks}-task DAG in {dag_wall:.1f}s; "
+        f"max busy {sampler.max_busy} vs slots {slots}; peak RSS {summary['peak_rss_mb']} MB"
+    )
+    return summary
+
+
+def _fleet_in_process() -> bool:
+    """True when this process started embedded servers (their memory is in its RSS)."""
+    from ops.embedded import _shared
+
+    return any(fleet.running for fleet in _shared.values())

@@ -1,0 +1,123 @@
+"""Suite 1: scheduling. Five DAG shapes, four schedulers, ratios to the eager oracle.
+
+For each DAG, in the same session and interleaved (the order rotates every repetition,
+so background load hits every variant alike), best of N of:
+
+- ``sequential``: one task at a time, bare HTTP;
+- ``waves``: the naive LangGraph superstep fan-out (:mod:`bench.waves`);
+- ``product``: the product's graph (:mod:`bench.product`);
+- ``oracle``: eager bare-asyncio scheduling with the same slot caps (:mod:`bench.bare`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.bare import new_client, run_oracle, run_sequential, server_slots
+from bench.env import BenchEnv, plot
+from bench.product import run_product
+from bench.records import VariantRun, best, geomean
+from bench.waves import run_waves
+from bench.workload import Dag, pinned, scheduling_dags
+
+VARIANTS = ["sequential", "waves", "product", "oracle"]
+TARGET_PRODUCT_RATIO = 1.05
+TOKEN_SCALE = {"full": 1.0, "quick": 0.25, "smoke": 0.125}
+SMOKE_DAGS = 2
+
+
+async def _warm_up(env: BenchEnv, slots: dict[str, int]) -> None:
+    """One tiny DAG through every variant: imports, graph compiles, connections, caches."""
+    dag = Dag(
+        "warm_up",
+        "",
+        "warm up",
+        [
+            pinned("a", "researcher", 2),
+            pinned("b", "coder", 2),
+            pinned("c", "vision_analyst", 2),
+            pinned("d", "reasoner", 2, ["a", "b", "c"]),
+            pinned("e", "summarizer", 2),
+        ],
+    )
+    async with new_client() as client:
+        await run_sequential(dag.tasks, dag.goal, env.config, client)
+        await run_oracle(dag.tasks, dag.goal, env.config, client, slots)
+    await run_waves(dag.tasks, dag.goal, env.fleet)
+    await run_product(dag.tasks, dag.goal, env.fleet)
+
+
+async def run_variant(
+    variant: str, dag: Dag, env: BenchEnv, slots: dict[str, int]
+) -> tuple[VariantRun, Any]:
+    """Run one DAG with one scheduler; returns the run and the product's RunResult."""
+    if variant == "product":
+        return await run_product(dag.tasks, dag.goal, env.fleet)
+    if variant == "waves":
+        return await run_waves(dag.tasks, dag.goal, env.fleet), None
+    async with new_client() as client:
+        if variant == "sequential":
+            return await run_sequential(dag.tasks, dag.goal, env.config, client), None
+        return await run_oracle(dag.tasks, dag.goal, env.config, client, slots), None
+
+
+async def run_scheduling(env: BenchEnv) -> dict[str, Any]:
+    """Run the suite; returns JSON-ready results."""
+    env.ensure_fleet()
+    slots = await server_slots(env.config)
+    await _warm_up(env, slots)
+    dags = scheduling_dags(TOKEN_SCALE[env.size])
+    if env.size == "smoke":
+        dags = dags[:SMOKE_DAGS]
+    rows: list[dict[str, Any]] = []
+    for dag in dags:
+        runs: dict[str, list[VariantRun]] = {v: [] for v in VARIANTS}
+        product_results: dict[int, Any] = {}
+        for rep in range(env.reps):
+            order = VARIANTS[rep % len(VARIANTS) :] + VARIANTS[: rep % len(VARIANTS)]
+            for variant in order:
+                run, result = await run_variant(variant, dag, env, slots)
+                runs[variant].append(run)
+                if result is not None:
+                    product_results[id(run)] = result
+                if run.error:
+                    env.log(f"  {dag.name} {variant}: FAILED {run.error}")
+        best_runs = {v: best(rs) for v, rs in runs.items()}
+        oracle_s = best_runs["oracle"].wall_s
+        oracle_span = best_runs["oracle"].span_s
+        ratios = {v: r.wall_s / oracle_s if oracle_s else 0.0 for v, r in best_runs.items()}
+        span_ratios = {
+            v: r.span_s / oracle_span if oracle_span else 0.0 for v, r in best_runs.items()
+        }
+        timeline = plot(env, product_results.get(id(best_runs["product"])), dag.name)
+        rows.append(
+            {
+                "name": dag.name,
+                "shape": dag.shape,
+                "tasks": len(dag.tasks),
+                "completion_tokens": dag.tokens,
+                "best": {v: r.summary() for v, r in best_runs.items()},
+                "all_wall_s": {v: [round(r.wall_s, 4) for r in rs] for v, rs in runs.items()},
+                "ratio_to_oracle": {v: round(x, 3) for v, x in ratios.items()},
+                "span_ratio_to_oracle": {v: round(x, 3) for v, x in span_ratios.items()},
+                "best_runs": {v: r.to_json() for v, r in best_runs.items()},
+                "timeline": timeline,
+            }
+        )
+        env.log(
+            f"  {dag.name:18s} "
+            + "  ".join(f"{v} {best_runs[v].wall_s:6.2f}s ({ratios[v]:.2f}x)" for v in VARIANTS)
+        )
+    gm = {v: round(geomean([r["ratio_to_oracle"][v] for r in rows]), 3) for v in VARIANTS}
+    gm_span = {v: round(geomean([r["span_ratio_to_oracle"][v] for r in rows]), 3) for v in VARIANTS}
+    return {
+        "reps": env.reps,
+        "token_scale": TOKEN_SCALE[env.size],
+        "slots": slots,
+        "dags": rows,
+        "geomean_ratio_to_oracle": gm,
+        "geomean_span_ratio_to_oracle": gm_span,
+        "target_product_ratio": TARGET_PRODUCT_RATIO,
+        "target_met": bool(gm["product"] <= TARGET_PRODUCT_RATIO),
+        "product_beats_waves": bool(gm["product"] < gm["waves"]),
+    }

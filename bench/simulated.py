@@ -1,0 +1,265 @@
+"""Suite 5: the seed's two scenarios on a SIMULATED M3 Ultra fleet (``ops.simfleet``).
+
+Everything here is **SIMULATED**: :class:`ops.simfleet.SimFleet` serves the
+``m3-ultra-sim`` profile with a calibrated timing model (slots, per-sequence decode
+speed falling with concurrent sequences, shared prefill, llama.cpp-like queueing), no
+model runs. The servers start on free ports in this process and run ``time_scale``
+times faster than the hardware would; reported times are scaled back to simulated
+seconds.
+
+Each scenario is a pinned plan (prompt sizes set by a task's context text, completions
+pinned with ``ignore_eos``) followed by the synthesis on the reasoning tier, run three
+ways: sequential (one call at a time), superstep waves, and the product. The planner
+call is left out of all three (the simulator answers a constrained planner with a
+one-task plan); it would add the same seconds to each.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.bare import new_client, run_sequential
+from bench.env import BenchEnv, plot
+from bench.product import run_product, spans_of
+from bench.records import VariantRun, best
+from bench.waves import run_waves
+from bench.workload import pinned
+from endpoints.config import EndpointConfig, load_fleet, resolve_fleet_path
+from graph.context import Context
+from graph.events import PlanReady, RunFinished
+from graph.nodes import SYNTHESIS_TIERS, synthesis_messages
+from graph.schemas import Plan, Task, TaskResult
+
+SIM_PROFILE = "m3-ultra-sim"
+TIME_SCALE = {"full": 0.05, "quick": 0.02, "smoke": 0.01}
+VARIANTS = ["sequential", "waves", "product"]
+
+_CONTEXT_SENTENCE = (
+    "Source excerpt: outdoor parts see UV, heat cycling and moisture, so the material, "
+    "wall thickness, infill and print orientation all change how long a part lasts. "
+)
+
+
+def context_text(tokens: int) -> str:
+    """About ``tokens`` prompt tokens of retrieved-context text (4 characters a token)."""
+    if tokens <= 0:
+        return ""
+    text = (_CONTEXT_SENTENCE * (tokens * 4 // len(_CONTEXT_SENTENCE) + 1))[: tokens * 4]
+    return f"\nContext ({tokens} tokens):\n{text}"
+
+
+def sim_task(
+    task_id: str,
+    agent: str,
+    what: str,
+    context: int,
+    completion: int,
+    deps: list[str] | None = None,
+) -> Task:
+    """A pinned task whose prompt carries ``context`` tokens of retrieved text."""
+    return pinned(task_id, agent, completion, deps, what + context_text(context))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One of the seed's scenarios with stated token counts."""
+
+    name: str
+    goal: str
+    tasks: list[Task]
+    synthesis_tokens: int
+    seed_claim: str
+
+
+SCENARIOS = [
+    Scenario(
+        "research_3",
+        "Compare PETG and ASA for outdoor 3D-printed parts and recommend one",
+        [
+            sim_task("task_1", "researcher", "Research PETG outdoor durability", 400, 120),
+            sim_task("task_2", "researcher", "Research ASA outdoor durability", 400, 120),
+            sim_task("task_3", "analyst", "Compare filament cost per kg", 200, 80),
+        ],
+        250,
+        "~45 s -> ~15 s (3x)",
+    ),
+    Scenario(
+        "cad_fabrication_5",
+        "Design a wall-mounted holder for 1 kg filament spools and plan its print",
+        [
+            sim_task("task_1", "researcher", "Find reference spool-holder designs", 400, 120),
+            sim_task("task_2", "vision_analyst", "Analyze the wall photo", 300, 100),
+            sim_task(
+                "task_3", "cad_designer", "Specify the CAD model", 100, 200, ["task_1", "task_2"]
+            ),
+            sim_task("task_4", "coder", "Write the CadQuery code", 100, 250, ["task_1"]),
+            sim_task(
+                "task_5",
+                "fabricator",
+                "Choose printer, material, settings",
+                100,
+                120,
+                ["task_3", "task_4"],
+            ),
+        ],
+        300,
+        "~90 s -> ~25 s (3.6x)",
+    ),
+]
+
+
+def _served_profile(urls: dict[str, str], folder: Path) -> str:
+    """A copy of the sim profile pointing at the servers' actual ports; returns its path."""
+    source = resolve_fleet_path(SIM_PROFILE)
+    text = source.read_text(encoding="utf-8")
+    for endpoint in load_fleet(SIM_PROFILE).all_endpoints():
+        text = text.replace(f'"{endpoint.base_url}"', f'"{urls[endpoint.name]}"')
+    path = folder / f"{SIM_PROFILE}.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+async def _synthesize(
+    scenario: Scenario, outputs: dict[str, str], fleet_path: str, client: httpx.AsyncClient
+) -> None:
+    """The product's synthesis request, sent bare (for the sequential and waves runs)."""
+    fleet = load_fleet(fleet_path)
+    tier = next(t for t in SYNTHESIS_TIERS if t in fleet.tiers)
+    endpoint: EndpointConfig = fleet.tier(tier).endpoints[0]
+    context = Context(fleet=fleet_path, synthesis_max_tokens=scenario.synthesis_tokens)
+    results = {
+        t.id: TaskResult(task_id=t.id, status="completed", agent=t.agent, output=outputs[t.id])
+        for t in scenario.tasks
+    }
+    state: Any = {"goal": scenario.goal, "plan": Plan(tasks=scenario.tasks), "results": results}
+    messages, _ = await synthesis_messages(state, context, endpoint)
+    roles = {"system": "system", "human": "user"}
+    body: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": [{"role": roles[m.type], "content": m.content} for m in messages],
+        "temperature": 0.5,
+        "max_tokens": scenario.synthesis_tokens,
+    }
+    if endpoint.thinking:
+        body["reasoning_effort"] = endpoint.thinking
+    response = await client.post(f"{endpoint.base_url}/v1/chat/completions", json=body)
+    response.raise_for_status()
+
+
+async def _run(variant: str, scenario: Scenario, fleet_path: str) -> tuple[VariantRun, Any]:
+    """Tasks + synthesis with one scheduler; wall time in real seconds."""
+    if variant == "product":
+        return await _run_product(scenario, fleet_path)
+    began = time.perf_counter()
+    async with new_client() as client:
+        if variant == "sequential":
+            run = await run_sequential(
+                scenario.tasks, scenario.goal, load_fleet(fleet_path), client
+            )
+        else:
+            run = await run_waves(scenario.tasks, scenario.goal, fleet_path)
+        if run.ok:
+            await _synthesize(scenario, run.outputs, fleet_path, client)
+    run.wall_s = time.perf_counter() - began
+    return run, None
+
+
+async def _run_product(scenario: Scenario, fleet_path: str) -> tuple[VariantRun, Any]:
+    """The product from plan ready to run finished (tasks + synthesis)."""
+    from graph.api import astream_goal
+
+    plan = Plan(tasks=[t.model_copy(deep=True) for t in scenario.tasks], source="given")
+    ready = finished = None
+    result = None
+    async for event in astream_goal(
+        scenario.goal,
+        plan=plan,
+        fleet=fleet_path,
+        voice=False,
+        synthesis_max_tokens=scenario.synthesis_tokens,
+    ):
+        if isinstance(event, PlanReady):
+            ready = time.perf_counter()
+        elif isinstance(event, RunFinished):
+            finished, result = time.perf_counter(), event.result
+    if ready is None or finished is None or result is None:
+        return VariantRun("product", 0.0, [], "the run did not finish"), None
+    return VariantRun("product", finished - ready, spans_of(result)), result
+
+
+async def run_simulated(env: BenchEnv) -> dict[str, Any]:
+    """Run the suite; returns JSON-ready results (times in simulated seconds)."""
+    try:
+        from ops.simfleet import SimFleet
+    except ImportError as exc:
+        return {"skipped": f"ops.simfleet is not available ({exc})"}
+    scale = TIME_SCALE[env.size]
+    names = [e.name for e in load_fleet(SIM_PROFILE).all_endpoints()]
+    sim = SimFleet.from_fleet(
+        SIM_PROFILE, time_scale=scale, overrides={n: {"port": 0} for n in names}
+    )
+    rows: list[dict[str, Any]] = []
+    with sim, tempfile.TemporaryDirectory(prefix="kitty-bench-sim-") as folder:
+        fleet_path = _served_profile(sim.urls, Path(folder))
+        # warm-up: imports, graph compiles and connections, outside the timing
+        await run_product(SCENARIOS[0].tasks[:1], "warm up", fleet_path, synthesis_max_tokens=1)
+        for scenario in SCENARIOS:
+            runs: dict[str, list[VariantRun]] = {v: [] for v in VARIANTS}
+            results: dict[int, Any] = {}
+            for rep in range(env.reps):
+                order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]
+                for variant in order:
+                    run, result = await _run(variant, scenario, fleet_path)
+                    if run.error:
+                        env.log(f"  {scenario.name} {variant}: FAILED {run.error}")
+                    runs[variant].append(run)
+                    if result is not None:
+                        results[id(run)] = result
+            best_runs = {v: best(rs) for v, rs in runs.items()}
+            simulated = {v: r.wall_s / scale for v, r in best_runs.items()}
+            product_run = best_runs["product"]
+            product_result = results.get(id(product_run))
+            token_table = [
+                f"{t.id} {t.agent}: {s.prompt_tokens} -> {s.completion_tokens} tokens"
+                for t, s in zip(scenario.tasks, product_run.spans, strict=False)
+            ]
+            if product_result is not None:
+                usage = product_result.metrics
+                task_prompt = sum(s.prompt_tokens for s in product_run.spans)
+                token_table.append(
+                    f"synthesis (reasoning tier): {usage.prompt_tokens - task_prompt} -> "
+                    f"{usage.completion_tokens - product_run.completion_tokens} tokens"
+                )
+            rows.append(
+                {
+                    "name": scenario.name,
+                    "goal": scenario.goal,
+                    "tasks": len(scenario.tasks),
+                    "simulated_s": {v: round(x, 2) for v, x in simulated.items()},
+                    "wall_s": {v: round(r.wall_s, 3) for v, r in best_runs.items()},
+                    "ok": {v: r.ok for v, r in best_runs.items()},
+                    "speedup": round(simulated["sequential"] / simulated["product"], 2),
+                    "waves_over_product": round(simulated["waves"] / simulated["product"], 3),
+                    "seed_claim": scenario.seed_claim,
+                    "token_table": token_table,
+                    "timeline": plot(env, product_result, f"sim-{scenario.name}"),
+                }
+            )
+            env.log(
+                f"  SIMULATED {scenario.name}: "
+                + "  ".join(f"{v} {simulated[v]:.1f}s" for v in VARIANTS)
+                + f"  (seed: {scenario.seed_claim})"
+            )
+    return {
+        "simulated": True,
+        "profile": SIM_PROFILE,
+        "time_scale": scale,
+        "reps": env.reps,
+        "scenarios": rows,
+    }

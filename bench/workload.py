@@ -1,0 +1,209 @@
+"""Benchmark workloads: DAG shapes with pinned token counts, and large generated plans.
+
+Every task is *pinned*: a per-task ``max_tokens`` plus llama.cpp's ``ignore_eos``, so the
+server generates exactly that many tokens whatever the model says, and a fixed ``seed``,
+so a task's output - and with it every dependent's prompt - is the same for every
+scheduler. Token counts, not model whims, decide how long each task takes.
+
+Agents map to endpoints of the embedded fleet through their primary tier: researcher,
+analyst, cad_designer and fabricator -> tools (4 slots); reasoner -> reasoning (2);
+vision_analyst -> vision (2); coder -> coder (2); summarizer -> summary (2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graph.schemas import Plan, Task
+
+PINNED = {"ignore_eos": True, "seed": 7}
+
+
+def pinned(
+    task_id: str, agent: str, tokens: int, deps: list[str] | None = None, what: str = ""
+) -> Task:
+    """A task that generates exactly ``tokens`` tokens on llama.cpp."""
+    description = what or f"Write part {task_id} of the answer as the {agent}"
+    return Task(
+        id=task_id,
+        agent=agent,
+        description=description,
+        dependencies=list(deps or []),
+        max_tokens=max(1, tokens),
+        extra=dict(PINNED),
+    )
+
+
+@dataclass(frozen=True)
+class Dag:
+    """A named benchmark DAG.
+
+    Attributes:
+        name: Short id used in tables and file names.
+        shape: One line describing the shape and why it separates the schedulers.
+        goal: The goal text every variant puts in its prompts.
+        tasks: Pinned tasks in topological order.
+    """
+
+    name: str
+    shape: str
+    goal: str
+    tasks: list[Task]
+
+    @property
+    def plan(self) -> Plan:
+        """The DAG as a plan for the product."""
+        return Plan(tasks=[t.model_copy(deep=True) for t in self.tasks], source="given")
+
+    @property
+    def tokens(self) -> int:
+        """Completion tokens over all tasks."""
+        return sum(t.max_tokens or 0 for t in self.tasks)
+
+
+GOAL = "Plan a small wall hook for a 2 kg bag: research, design, print settings"
+
+
+def scheduling_dags(scale: float = 1.0) -> list[Dag]:
+    """The scheduling suite: five shapes (token counts multiplied by ``scale``).
+
+    Args:
+        scale: Factor on every pinned token count (``--quick`` uses a smaller one).
+    """
+
+    def n(tokens: int) -> int:
+        return max(1, round(tokens * scale))
+
+    return [
+        Dag(
+            "fan_out_join",
+            "4 parallel tasks on 3 endpoints, then one join",
+            GOAL,
+            [
+                pinned("t1", "researcher", n(48)),
+                pinned("t2", "coder", n(40)),
+                pinned("t3", "vision_analyst", n(32)),
+                pinned("t4", "analyst", n(24)),
+                pinned("t5", "reasoner", n(16), ["t1", "t2", "t3", "t4"]),
+            ],
+        ),
+        Dag(
+            "chain_beside_long",
+            "a 4-step chain (tools) beside one long task (coder)",
+            GOAL,
+            [
+                pinned("c1", "researcher", n(16)),
+                pinned("c2", "analyst", n(16), ["c1"]),
+                pinned("c3", "fabricator", n(16), ["c2"]),
+                pinned("c4", "cad_designer", n(16), ["c3"]),
+                pinned("long", "coder", n(64)),
+            ],
+        ),
+        Dag(
+            "two_chains",
+            "a fast 5-step chain (tools) and a slow 2-step chain (coder)",
+            GOAL,
+            [
+                pinned("f1", "researcher", n(12)),
+                pinned("f2", "analyst", n(12), ["f1"]),
+                pinned("f3", "fabricator", n(12), ["f2"]),
+                pinned("f4", "cad_designer", n(12), ["f3"]),
+                pinned("f5", "researcher", n(12), ["f4"]),
+                pinned("s1", "coder", n(32)),
+                pinned("s2", "coder", n(32), ["s1"]),
+            ],
+        ),
+        Dag(
+            "skewed_diamond",
+            "a -> {long b | c1 -> c2 -> c3} -> d: the short side is a chain",
+            GOAL,
+            [
+                pinned("a", "researcher", n(8)),
+                pinned("b", "coder", n(56), ["a"]),
+                pinned("c1", "analyst", n(16), ["a"]),
+                pinned("c2", "vision_analyst", n(16), ["c1"]),
+                pinned("c3", "fabricator", n(16), ["c2"]),
+                pinned("d", "reasoner", n(12), ["b", "c3"]),
+            ],
+        ),
+        Dag(
+            "wide_fan_out",
+            "8 mixed-length tools tasks on 4 slots, follow-ups, one join",
+            GOAL,
+            [
+                *[
+                    pinned(f"w{i}", agent, n(tokens))
+                    for i, (agent, tokens) in enumerate(
+                        [
+                            ("researcher", 32),
+                            ("analyst", 8),
+                            ("fabricator", 32),
+                            ("cad_designer", 8),
+                            ("researcher", 24),
+                            ("analyst", 8),
+                            ("fabricator", 24),
+                            ("cad_designer", 8),
+                        ],
+                        start=1,
+                    )
+                ],
+                pinned("s2", "summarizer", n(16), ["w2"]),
+                pinned("s4", "summarizer", n(16), ["w4"]),
+                pinned("v6", "vision_analyst", n(16), ["w6"]),
+                pinned("v8", "vision_analyst", n(16), ["w8"]),
+                pinned("j", "reasoner", n(12), ["w1", "w3", "w5", "w7", "s2", "s4", "v6", "v8"]),
+            ],
+        ),
+    ]
+
+
+_AGENT_CYCLE = [
+    "researcher",
+    "analyst",
+    "coder",
+    "vision_analyst",
+    "fabricator",
+    "reasoner",
+    "cad_designer",
+    "summarizer",
+]
+
+
+def layered_plan(count: int, tokens: int = 1, width: int = 10) -> Plan:
+    """A large DAG: layers of ``width`` tasks, agents in rotation, some dependencies.
+
+    Every third task of a layer depends on one or two tasks of the layer before, so the
+    plan has ``count / width`` levels and most tasks are ready at once.
+
+    Args:
+        count: Number of tasks.
+        tokens: Pinned completion tokens per task.
+        width: Tasks per layer.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    tasks: list[Task] = []
+    for index in range(count):
+        layer, position = divmod(index, width)
+        deps: list[str] = []
+        if layer and position % 3 == 0:
+            before = (layer - 1) * width
+            deps = [f"task_{before + position + 1}"]
+            if position + 1 < width and before + position + 2 <= index:
+                deps.append(f"task_{before + position + 2}")
+        agent = _AGENT_CYCLE[index % len(_AGENT_CYCLE)]
+        tasks.append(pinned(f"task_{index + 1}", agent, tokens, deps, f"Item {index + 1}"))
+    return Plan(tasks=tasks, source="given")
+
+
+def small_goal_plan(index: int, tokens: int = 8) -> Plan:
+    """A 3-task plan for the scale suite: two parallel tasks and a join."""
+    agents = _AGENT_CYCLE[index % len(_AGENT_CYCLE)], _AGENT_CYCLE[(index + 3) % len(_AGENT_CYCLE)]
+    return Plan(
+        tasks=[
+            pinned("task_1", agents[0], tokens, what=f"Gather facts for goal {index}"),
+            pinned("task_2", agents[1], tokens, what=f"Draft a design for goal {index}"),
+            pinned("task_3", "analyst", tokens, ["task_1", "task_2"], f"Combine for {index}"),
+        ],
+        source="given",
+    )

@@ -1,0 +1,194 @@
+"""Checkpointers for durable runs: SQLite by default, in-memory for tests, Postgres by URL.
+
+A checkpointer stores a run's state after every step and each finished task's result
+as soon as it returns, so an interrupted run (crash, kill, Ctrl-C, a plan waiting for
+approval) continues where it stopped. Where the checkpoints go is one string:
+
+* a file path (or ``sqlite:///path``): SQLite (the default,
+  ``$KITTY_CHECKPOINTS`` or ``~/.kitty/checkpoints.sqlite``);
+* ``memory``: in-process only (tests, notebooks);
+* ``postgres://...`` / ``postgresql://...``: Postgres, for several orchestrator processes
+  sharing threads (needs ``langgraph-checkpoint-postgres``).
+
+LangGraph Studio keeps using its server's own checkpointer.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+CHECKPOINTS_ENV_VAR = "KITTY_CHECKPOINTS"
+DEFAULT_CHECKPOINT_PATH = Path("~/.kitty/checkpoints.sqlite")
+MEMORY = "memory"
+POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+SQLITE_SCHEME = "sqlite:///"
+
+# The graph's own types stored in checkpoints; LangGraph's (Send, Interrupt...) are
+# allowed by the serializer itself. Anything else in a checkpoint is not unpacked.
+SERDE_ALLOWLIST: list[tuple[str, ...]] = [
+    ("graph.schemas", "Plan"),
+    ("graph.schemas", "Task"),
+    ("graph.schemas", "TaskResult"),
+]
+
+_shared_memory: InMemorySaver | None = None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint store cannot be opened; the message says what to change."""
+
+
+def checkpoint_serde() -> JsonPlusSerializer:
+    """The serializer every checkpointer made here uses (explicit type allowlist)."""
+    return JsonPlusSerializer(allowed_msgpack_modules=SERDE_ALLOWLIST)
+
+
+def default_checkpoint_location() -> str:
+    """``$KITTY_CHECKPOINTS`` or ``~/.kitty/checkpoints.sqlite``."""
+    return os.environ.get(CHECKPOINTS_ENV_VAR) or str(DEFAULT_CHECKPOINT_PATH.expanduser())
+
+
+def describe_location(url_or_path: str | os.PathLike[str] | None = None) -> str:
+    """Where checkpoints go, for messages (a Postgres URL loses its password)."""
+    spec = str(url_or_path) if url_or_path else default_checkpoint_location()
+    if spec.startswith(POSTGRES_SCHEMES) and "@" in spec:
+        scheme, _, rest = spec.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return spec
+
+
+def shared_memory_checkpointer() -> InMemorySaver:
+    """One process-wide in-memory checkpointer (plan approval without a store given)."""
+    global _shared_memory
+    if _shared_memory is None:
+        _shared_memory = InMemorySaver(serde=checkpoint_serde())
+    return _shared_memory
+
+
+def _sqlite_path(spec: str) -> Path:
+    raw = spec[len(SQLITE_SCHEME) :] if spec.startswith(SQLITE_SCHEME) else spec
+    path = Path(os.path.expandvars(raw)).expanduser()
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint path {path} is a directory; "
+            f"give a file such as {path / 'checkpoints.sqlite'}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot create the folder for checkpoint file {path} ({exc.strerror}); "
+            f"pass --checkpoint with a writable path or set {CHECKPOINTS_ENV_VAR}"
+        ) from None
+    return path
+
+
+@asynccontextmanager
+async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = _sqlite_path(spec)
+    try:
+        connection = await aiosqlite.connect(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise CheckpointError(
+            f"cannot open checkpoint file {path} ({exc}); pass --checkpoint with a "
+            f"writable path or set {CHECKPOINTS_ENV_VAR}"
+        ) from None
+    async with connection:
+        saver = AsyncSqliteSaver(connection, serde=checkpoint_serde())
+        try:
+            await saver.setup()
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(
+                f"{path} is not a usable SQLite checkpoint file ({exc}); "
+                "point --checkpoint at another file"
+            ) from None
+        yield saver
+
+
+@asynccontextmanager
+async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    except ImportError:
+        raise CheckpointError(
+            "Postgres checkpoints need langgraph-checkpoint-postgres; run: "
+            "pip install 'kitty-orchestrator[postgres]' (or pip install "
+            "langgraph-checkpoint-postgres 'psycopg[binary]')"
+        ) from None
+    import psycopg
+
+    opened = False
+    try:
+        async with AsyncPostgresSaver.from_conn_string(url, serde=checkpoint_serde()) as saver:
+            await saver.setup()
+            opened = True
+            yield saver
+    except psycopg.Error as exc:
+        if opened:
+            raise
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot connect to Postgres at {describe_location(url)} ({first_line}); "
+            "check the URL, that the server runs and that the user may log in"
+        ) from None
+
+
+@asynccontextmanager
+async def make_checkpointer(
+    url_or_path: str | os.PathLike[str] | None = None,
+) -> AsyncIterator[BaseCheckpointSaver]:
+    """Open a checkpointer for durable runs; closes it on exit.
+
+    Args:
+        url_or_path: ``memory``, a SQLite file path (or ``sqlite:///path``), or a
+            ``postgres://`` / ``postgresql://`` URL. ``None`` uses ``$KITTY_CHECKPOINTS``
+            or ``~/.kitty/checkpoints.sqlite``.
+
+    Yields:
+        A LangGraph checkpointer; pass it to :func:`graph.arun_goal` (``checkpointer=``).
+
+    Raises:
+        CheckpointError: The store cannot be opened (unwritable path, not an SQLite file,
+            Postgres unreachable or its package missing); the message says what to do.
+
+    Example:
+        >>> async with make_checkpointer("runs.sqlite") as saver:  # doctest: +SKIP
+        ...     result = await arun_goal("...", checkpointer=saver)
+        ...     print(result.thread_id)
+    """
+    spec = str(url_or_path) if url_or_path else default_checkpoint_location()
+    if spec == MEMORY:
+        yield InMemorySaver(serde=checkpoint_serde())
+    elif spec.startswith(POSTGRES_SCHEMES):
+        async with _postgres(spec) as saver:
+            yield saver
+    elif "://" in spec and not spec.startswith(SQLITE_SCHEME):
+        raise CheckpointError(
+            f"unknown checkpoint store {describe_location(spec)!r}; use a file path, "
+            "sqlite:///path, memory, or a postgres:// URL"
+        )
+    else:
+        async with _sqlite(spec) as saver:
+            yield saver
+
+
+__all__ = [
+    "CHECKPOINTS_ENV_VAR",
+    "CheckpointError",
+    "checkpoint_serde",
+    "default_checkpoint_location",
+    "describe_location",
+    "make_checkpointer",
+    "shared_memory_checkpointer",
+]

