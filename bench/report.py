@@ -87,14 +87,29 @@ def _scheduling(suite: dict[str, Any]) -> list[str]:
 
 
 def _overhead(suite: dict[str, Any]) -> list[str]:
-    verdict = "met" if suite["target_met"] else "NOT met"
-    return [
-        "| tasks | tokens/task | product | oracle | overhead per task | target |",
-        "|---:|---:|---:|---:|---:|---|",
-        f"| {suite['tasks']} | {suite['max_tokens']} | {suite['product']['wall_s']:.3f} s | "
-        f"{suite['oracle']['wall_s']:.3f} s | **{suite['ms_per_task']:+.2f} ms** | "
-        f"<= {suite['target_ms_per_task']} ms: {verdict} |",
+    lines = [
+        "| endpoints | tasks | tokens/task | product | oracle | overhead per task |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    for key, label in [
+        ("embedded", "embedded llama.cpp (noisy)"),
+        ("simulated", "zero-latency SIMULATED"),
+    ]:
+        row = suite.get(key)
+        if not row:
+            continue
+        lines.append(
+            f"| {label} | {row['tasks']} | {suite['max_tokens']} | "
+            f"{row['product']['wall_s']:.3f} s | {row['oracle']['wall_s']:.3f} s | "
+            f"**{row['ms_per_task']:+.2f} ms** |"
+        )
+    verdict = "met" if suite["target_met"] else "NOT met"
+    lines += [
+        "",
+        f"Target <= {suite['target_ms_per_task']} ms per task, judged on the "
+        f"{suite['judged_on']} figure: **{verdict}**.",
+    ]
+    return lines
 
 
 def _planner(suite: dict[str, Any]) -> list[str]:

@@ -16,10 +16,8 @@ one-task plan); it would add the same seconds to each.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,15 +26,15 @@ from bench.bare import new_client, run_sequential
 from bench.env import BenchEnv, plot
 from bench.product import run_product, spans_of
 from bench.records import VariantRun, best
+from bench.simserve import SIM_PROFILE, sim_fleet
 from bench.waves import run_waves
 from bench.workload import pinned
-from endpoints.config import EndpointConfig, load_fleet, resolve_fleet_path
+from endpoints.config import EndpointConfig, load_fleet
 from graph.context import Context
 from graph.events import PlanReady, RunFinished
 from graph.nodes import SYNTHESIS_TIERS, synthesis_messages
 from graph.schemas import Plan, Task, TaskResult
 
-SIM_PROFILE = "m3-ultra-sim"
 TIME_SCALE = {"full": 0.05, "quick": 0.02, "smoke": 0.01}
 VARIANTS = ["sequential", "waves", "product"]
 
@@ -114,17 +112,6 @@ SCENARIOS = [
 ]
 
 
-def _served_profile(urls: dict[str, str], folder: Path) -> str:
-    """A copy of the sim profile pointing at the servers' actual ports; returns its path."""
-    source = resolve_fleet_path(SIM_PROFILE)
-    text = source.read_text(encoding="utf-8")
-    for endpoint in load_fleet(SIM_PROFILE).all_endpoints():
-        text = text.replace(f'"{endpoint.base_url}"', f'"{urls[endpoint.name]}"')
-    path = folder / f"{SIM_PROFILE}.toml"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
 async def _synthesize(
     scenario: Scenario, outputs: dict[str, str], fleet_path: str, client: httpx.AsyncClient
 ) -> None:
@@ -196,17 +183,12 @@ async def _run_product(scenario: Scenario, fleet_path: str) -> tuple[VariantRun,
 async def run_simulated(env: BenchEnv) -> dict[str, Any]:
     """Run the suite; returns JSON-ready results (times in simulated seconds)."""
     try:
-        from ops.simfleet import SimFleet
+        import ops.simfleet  # noqa: F401
     except ImportError as exc:
         return {"skipped": f"ops.simfleet is not available ({exc})"}
     scale = TIME_SCALE[env.size]
-    names = [e.name for e in load_fleet(SIM_PROFILE).all_endpoints()]
-    sim = SimFleet.from_fleet(
-        SIM_PROFILE, time_scale=scale, overrides={n: {"port": 0} for n in names}
-    )
     rows: list[dict[str, Any]] = []
-    with sim, tempfile.TemporaryDirectory(prefix="kitty-bench-sim-") as folder:
-        fleet_path = _served_profile(sim.urls, Path(folder))
+    with sim_fleet(scale) as fleet_path:
         # warm-up: imports, graph compiles and connections, outside the timing
         await run_product(SCENARIOS[0].tasks[:1], "warm up", fleet_path, synthesis_max_tokens=1)
         for scenario in SCENARIOS:

@@ -115,7 +115,7 @@ def scheduling_dags(scale: float = 1.0) -> list[Dag]:
         ),
         Dag(
             "skewed_diamond",
-            "a -> {long b | c1 -> c2 -> c3} -> d: the short side is a chain",
+            "a, then a long b beside a chain c1 -> c2 -> c3, then d joins both",
             GOAL,
             [
                 pinned("a", "researcher", n(8)),
@@ -169,7 +169,14 @@ _AGENT_CYCLE = [
 ]
 
 
-def layered_plan(count: int, tokens: int = 1, width: int = 10) -> Plan:
+#: One agent per tier of the embedded fleet: each server sees one system prompt, so its
+#: prompt cache keeps it and a 1-token task costs little more than its request.
+ONE_AGENT_PER_TIER = ["researcher", "reasoner", "vision_analyst", "coder", "summarizer"]
+
+
+def layered_plan(
+    count: int, tokens: int = 1, width: int = 10, agents: list[str] | None = None
+) -> Plan:
     """A large DAG: layers of ``width`` tasks, agents in rotation, some dependencies.
 
     Every third task of a layer depends on one or two tasks of the layer before, so the
@@ -179,7 +186,9 @@ def layered_plan(count: int, tokens: int = 1, width: int = 10) -> Plan:
         count: Number of tasks.
         tokens: Pinned completion tokens per task.
         width: Tasks per layer.
+        agents: Agents to rotate through (default: all eight).
     """
+    cycle = agents or _AGENT_CYCLE
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     tasks: list[Task] = []
@@ -191,7 +200,7 @@ def layered_plan(count: int, tokens: int = 1, width: int = 10) -> Plan:
             deps = [f"task_{before + position + 1}"]
             if position + 1 < width and before + position + 2 <= index:
                 deps.append(f"task_{before + position + 2}")
-        agent = _AGENT_CYCLE[index % len(_AGENT_CYCLE)]
+        agent = cycle[index % len(cycle)]
         tasks.append(pinned(f"task_{index + 1}", agent, tokens, deps, f"Item {index + 1}"))
     return Plan(tasks=tasks, source="given")
 

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 
 from cli.app import FLEET_HELP, app
 from cli.fleet import fail
@@ -65,7 +64,7 @@ def bench(
         )
     console.print(f"kitty-orch bench {' '.join(names)} ({size}, fleet {fleet}) -> {out}")
     data = run(env, suite)
-    console.print(Markdown(render({**data, "suites": {k: data["suites"][k] for k in names}})))
+    console.print(render({**data, "suites": {k: data["suites"][k] for k in names}}), markup=False, soft_wrap=True)
     console.print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
     failed = [n for n in names if data["suites"][n].get("error")]
     if failed:

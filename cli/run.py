@@ -20,6 +20,7 @@ import os
 import signal
 import time
 import typing
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +38,8 @@ from rich.text import Text
 
 from cli.app import FLEET_HELP, app
 from cli.fleet import fail
+from cli.resume import CHECKPOINT_HELP, resume_hint
+from graph.checkpoint import MEMORY
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
@@ -54,8 +57,7 @@ from graph.schemas import Plan, RunResult, TaskResult
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 THINKING_LEVELS = ("low", "medium", "high")
-# Context fields with their own option, or that need an interactive decision (plan
-# approval would stop the run for an answer the CLI does not ask for).
+# Context fields with their own option.
 _NOT_SETTABLE = {"fleet", "max_tasks", "voice", "thinking", "approve_plan"}
 
 console = Console(highlight=False)
@@ -316,9 +318,10 @@ class RunView:
         return text
 
     def _wait_cell(self, view: TaskView) -> str:
-        if view.state in {"queued", "cancelled"} and view.queued_at and not view.queued_s:
-            return f"{(view.started_at or self._now()) - view.queued_at:.1f} s"
-        return f"{view.queued_s:.1f} s" if view.queued_s >= 0.05 else ""
+        wait = view.queued_s
+        if view.state in {"queued", "cancelled"} and view.queued_at and not wait:
+            wait = (view.started_at or self._now()) - view.queued_at
+        return f"{wait:.1f} s" if wait >= 0.05 else ""
 
     def _time_cell(self, view: TaskView) -> str:
         now = self._now()
@@ -420,7 +423,7 @@ class RunView:
         text.append(f"{phase}", style="bold cyan" if self.phase != "done" else "bold green")
         text.append(f" · {elapsed:.1f} s")
         if self.tasks:
-            text.append(f" · tasks {done}/{len(self.tasks)} · tokens {tokens_in}→{tokens_out}")
+            text.append(f" · tasks {done}/{len(self.tasks)} · task tokens {tokens_in}→{tokens_out}")
         return text
 
     def __rich__(self) -> RenderableType:
@@ -583,15 +586,17 @@ async def _drive(
     log: Console | None,
 ) -> RunResult | None:
     """Run the goal, feeding events to ``view``; ``None`` when cancelled by Ctrl-C."""
+    from cli.resume import durable_run
     from graph.api import astream_goal
 
     async def consume() -> RunResult | None:
-        async for event in astream_goal(goal, **run_kwargs):
-            view.apply(event)
-            if log is not None and (line := view.line_for(event)):
-                log.print(escape(line))
-            if live is not None:
-                live.update(view, refresh=True)
+        async with durable_run(run_kwargs, view=view, live=live) as kwargs:
+            async for event in astream_goal(goal, **kwargs):
+                view.apply(event)
+                if log is not None and (line := view.line_for(event)):
+                    log.print(escape(line))
+                if live is not None:
+                    live.update(view, refresh=True)
         return view.result
 
     async def tick() -> None:
@@ -635,6 +640,21 @@ async def _drive(
         if handler_set:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signal.SIGINT)
+
+
+def _preload_model_clients(config: Any) -> None:
+    """Import the chat clients the fleet needs before the run starts.
+
+    ``make_chat_model`` imports them on first use, which takes a second or two of CPU
+    on the event loop and would delay every task dispatched meanwhile.
+    """
+    import importlib
+
+    kinds = {endpoint.kind for endpoint in config.all_endpoints()}
+    for kind, module in (("llamacpp", "langchain_openai"), ("ollama", "langchain_ollama")):
+        if kind in kinds:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
 
 
 def _start_embedded(config: Any, quiet: bool) -> Any:
@@ -703,6 +723,23 @@ def run_command(
             "synthesis_max_tokens, summary_max_tokens, run_deadline_s, ...",
         ),
     ] = None,
+    thread_id: Annotated[
+        str | None,
+        typer.Option(
+            "--thread-id",
+            help="Checkpoint thread (default: a new one, printed). A thread with unfinished "
+            "work is continued instead of starting GOAL.",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", metavar="PATH|URL", help=CHECKPOINT_HELP)
+    ] = None,
+    approve_plan: Annotated[
+        bool,
+        typer.Option(
+            "--approve-plan", help="Show the plan and ask to run, edit or reject it first."
+        ),
+    ] = False,
 ) -> None:
     """Run a goal on the fleet: plan, run the tasks in parallel, synthesize an answer."""
     from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, FleetError, load_fleet
@@ -719,7 +756,12 @@ def run_command(
             raise ValueError(f"--thinking {thinking!r}: use one of {', '.join(THINKING_LEVELS)}")
         extra = parse_settings(settings or [])
         context = make_context(
-            fleet=fleet_name, max_tasks=max_tasks, voice=voice, thinking=thinking, **extra
+            fleet=fleet_name,
+            max_tasks=max_tasks,
+            voice=voice,
+            thinking=thinking,
+            approve_plan=approve_plan,
+            **extra,
         )
         config = load_fleet(fleet_name)
     except (FleetError, ValueError) as exc:
@@ -733,7 +775,16 @@ def run_command(
     try:
         if config.embedded:
             embedded = _start_embedded(config, quiet=as_json)
-        run_kwargs: dict[str, Any] = {"plan": plan, "context": context}
+        _preload_model_clients(config)
+        thread_id = thread_id or uuid.uuid4().hex
+        run_kwargs: dict[str, Any] = {
+            "plan": plan,
+            "context": context,
+            "thread_id": thread_id,
+            "checkpoint": checkpoint,
+        }
+        if not as_json:
+            err_console.print(f"[dim]thread {escape(thread_id)}[/]")
         if as_json:
             result = asyncio.run(_drive(goal, run_kwargs, view, live=None, log=None))
         elif console.is_terminal:
@@ -749,12 +800,16 @@ def run_command(
         if embedded is not None:
             embedded.stop()
 
-    if result is None or view.interrupted:
+    if view.interrupted:
         _report_cancelled(view, as_json=as_json, timeline=timeline)
+        if checkpoint != MEMORY:
+            err_console.print(f"continue it with: {escape(resume_hint(thread_id, checkpoint))}")
         raise typer.Exit(EXIT_INTERRUPTED)
+    if result is None:
+        fail("the run ended without a result (no run_finished event); please report this", 1)
 
     if timeline is not None:
-        _save_timeline(result, timeline, quiet=as_json)
+        _save_timeline(result, timeline)
     if as_json:
         typer.echo(result.model_dump_json())
         return
@@ -765,7 +820,7 @@ def run_command(
         console.print(f"[green]timeline saved:[/] {escape(str(timeline))}")
 
 
-def _save_timeline(result: RunResult, path: Path, *, quiet: bool) -> None:
+def _save_timeline(result: RunResult, path: Path) -> None:
     from graph.timeline import plot_timeline
 
     try:
@@ -781,7 +836,7 @@ def _report_cancelled(view: RunView, *, as_json: bool, timeline: Path | None) ->
     view.mark_cancelled()
     partial = view.partial_result()
     if partial is not None and timeline is not None:
-        _save_timeline(partial, timeline, quiet=as_json)
+        _save_timeline(partial, timeline)
     if as_json:
         if partial is not None:
             typer.echo(partial.model_dump_json())

@@ -62,10 +62,9 @@ def serve_command(
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve the HTTP API: POST /api/query/parallel[/stream], GET /api/endpoints, /healthz.
+    """Serve the HTTP API: POST /api/query/parallel (+ /stream), GET /api/endpoints, /healthz.
 
-    The bearer token comes from the KITTY_API_TOKEN environment variable (never a flag,
-    so it does not show in process lists). Docs: http://HOST:PORT/docs.
+    Token: env KITTY_API_TOKEN (not a flag: flags show in process lists). Docs at /docs.
     """
     from ops.embedded import EmbeddedFleetError, ensure_embedded_fleet, port_is_free
     from service.server import serve

@@ -26,6 +26,8 @@ from graph.checkpoint import shared_memory_checkpointer
 from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
 from graph.metrics import compute_metrics
+from graph.nodes import prepare_fleet
+from graph.plan_validation import parse_plan
 from graph.schemas import Plan, RunResult, TaskResult
 
 CONTEXT_METADATA_KEY = "kitty_context"
@@ -71,9 +73,7 @@ def make_context(
 
 
 def _as_plan(plan: Plan | dict[str, Any] | None) -> Plan | None:
-    if plan is None or isinstance(plan, Plan):
-        return plan
-    return Plan.model_validate(plan)
+    return None if plan is None else parse_plan(plan)
 
 
 def build_result(
@@ -103,10 +103,9 @@ def build_result(
     )
 
 
-async def _saved_context(compiled: CompiledStateGraph, config: RunnableConfig) -> Context | None:
+def _saved_context(metadata: dict[str, Any] | None) -> Context | None:
     """The settings a run on this thread started with (stored in checkpoint metadata)."""
-    snapshot = await compiled.aget_state(config)
-    raw = (snapshot.metadata or {}).get(CONTEXT_METADATA_KEY)
+    raw = (metadata or {}).get(CONTEXT_METADATA_KEY)
     if not isinstance(raw, str):
         return None
     try:
@@ -200,7 +199,7 @@ async def astream_goal(
         snapshot = await compiled.aget_state(config)
         resuming = bool(snapshot.next)
         if resuming:
-            saved = await _saved_context(compiled, config)
+            saved = _saved_context(dict(snapshot.metadata or {}))
             run_context = context or saved
             if run_context is not None and context is None:
                 overrides = dict(settings)
@@ -221,6 +220,8 @@ async def astream_goal(
             fleet=fleet, max_tasks=max_tasks, voice=voice, context=context, **settings
         )
     state_input: Any = None if resuming else {"goal": goal or "", "plan": _as_plan(plan)}
+    if resuming:  # the planner (which brings the fleet up) already ran before
+        await prepare_fleet(run_context)
     config["metadata"] = {CONTEXT_METADATA_KEY: json.dumps(dataclasses.asdict(run_context))}
     stream_kwargs: dict[str, Any] = {"durability": "sync"} if checkpointer is not None else {}
     started = time.perf_counter()

@@ -104,7 +104,7 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
             f"cannot open checkpoint file {path} ({exc}); pass --checkpoint with a "
             f"writable path or set {CHECKPOINTS_ENV_VAR}"
         ) from None
-    async with connection:
+    try:
         saver = AsyncSqliteSaver(connection, serde=checkpoint_serde())
         try:
             await saver.setup()
@@ -114,6 +114,8 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
                 "point --checkpoint at another file"
             ) from None
         yield saver
+    finally:
+        await connection.close()
 
 
 @asynccontextmanager

@@ -9,8 +9,10 @@ would cancel its running siblings and discard their work.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
+import sys
 import time
 import uuid
 from typing import Any
@@ -22,7 +24,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec, validate_agents
-from endpoints.config import EndpointConfig
+from endpoints.config import EndpointConfig, FleetConfig
 from endpoints.models import loop_http_client, make_chat_model
 from endpoints.pool import EndpointHandle, FleetRuntime, get_runtime
 from graph import prompts
@@ -40,7 +42,7 @@ from graph.events import (
 )
 from graph.executor import CallOutcome, call_model
 from graph.plan_validation import PlanError, check_given_plan, fallback_plan, repair_plan
-from graph.registry import registry_for
+from graph.registry import forget, registry_for
 from graph.schemas import Plan, Task, TaskResult
 from graph.state import AgentInput, OrchestratorState
 
@@ -81,8 +83,25 @@ async def prepare_fleet(context: Context) -> FleetRuntime:
     validate_agents(DEFAULT_AGENTS, fleet_runtime.fleet)
     if fleet_runtime.fleet.embedded:
         await asyncio.to_thread(ensure_embedded_fleet, fleet_runtime.fleet)
+    clients = _client_modules(fleet_runtime.fleet)
+    if not clients <= sys.modules.keys():
+        await asyncio.to_thread(lambda: [importlib.import_module(m) for m in clients])
     await fleet_runtime.discover()
     return fleet_runtime
+
+
+def _client_modules(fleet: FleetConfig) -> set[str]:
+    """Chat client packages the fleet's endpoints need.
+
+    Importing ``langchain_openai`` takes ~2 s; done lazily inside the first agent task it
+    would hold the event loop, so every task dispatched beside it would start that late.
+    """
+    kinds = {e.kind for e in fleet.all_endpoints()}
+    return {
+        m
+        for kind, m in (("llamacpp", "langchain_openai"), ("ollama", "langchain_ollama"))
+        if kind in kinds
+    }
 
 
 def _tiers(fleet_runtime: FleetRuntime, tiers: list[str]) -> list[str]:
@@ -429,10 +448,11 @@ async def agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any
 
     context = _context(runtime)
     task, run_id = payload["task"], payload["run_id"]
-    registry = await registry_for(run_id, get_config())
+    registry = await registry_for(run_id, get_config(), payload["plan_ids"])
     try:
         result = await _run_agent(payload, context, registry)
     except asyncio.CancelledError:
+        forget(run_id)
         raise
     except Exception as exc:  # a bug or a setup error must not take the run down
         logger.exception("task %s crashed", task.id)
@@ -462,7 +482,10 @@ async def _run_agent(payload: AgentInput, context: Context, registry: Any) -> Ta
     fleet_runtime = get_runtime(context.fleet)
     deadline = None
     if context.run_deadline_s:
-        deadline = payload["extra"].get("started_at", time.time()) + context.run_deadline_s
+        # From dispatch in this process: time spent waiting for plan approval or before
+        # an interruption does not count against a resumed run.
+        started = max(payload["extra"].get("started_at", 0.0), registry.created_at)
+        deadline = started + context.run_deadline_s
     if task.dependencies:
         emit(
             TaskWaiting(

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from graph.schemas import Plan, Task
 
 DEFAULT_AGENT = "researcher"
@@ -232,6 +234,27 @@ def repair_plan(
     return Plan(tasks=ordered, warnings=warnings, source=source)  # type: ignore[arg-type]
 
 
+def parse_plan(plan: Plan | Mapping[str, Any]) -> Plan:
+    """Read a caller's plan (a :class:`Plan` or its dict form) without repairing it.
+
+    Raises:
+        PlanError: The structure is wrong; the message names each bad field.
+    """
+    if isinstance(plan, Plan):
+        return plan
+    try:
+        return Plan.model_validate(plan)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise PlanError(
+            f'plan is not valid: {problems}. A plan is {{"tasks": [{{"id", "agent", '
+            f'"description", "dependencies"}}, ...]}} with at least one task'
+        ) from None
+
+
 def check_given_plan(plan: Plan | Mapping[str, Any], *, agents: Iterable[str]) -> Plan:
     """Validate a caller's plan strictly (no guessing): ids, agents, dependencies, cycles.
 
@@ -239,10 +262,7 @@ def check_given_plan(plan: Plan | Mapping[str, Any], *, agents: Iterable[str]) -
         PlanError: The first problem found, with what to change.
     """
     agent_names = list(agents)
-    try:
-        plan = plan if isinstance(plan, Plan) else Plan.model_validate(plan)
-    except ValueError as exc:
-        raise PlanError(f"plan is not valid: {exc}") from None
+    plan = parse_plan(plan)
     if len(plan.tasks) > MAX_GIVEN_TASKS:
         raise PlanError(f"plan has {len(plan.tasks)} tasks; the limit is {MAX_GIVEN_TASKS}")
     ids: set[str] = set()

@@ -7,6 +7,10 @@ superstep barrier. Runs are keyed by ``run_id``: concurrent runs never see each 
 A registry created in a process that resumes a run is seeded from the checkpoint's
 pending writes: tasks that finished before an interruption are not re-run by LangGraph,
 and their results reach their dependents from there.
+
+A run's registry is kept alive until every task of its plan has a result (or the run is
+cancelled, see :func:`forget`): a task that fails at once, before a sibling that depends
+on it has even started, must not take its result away with it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -30,8 +36,10 @@ _CHECKPOINTER_KEY = "__pregel_checkpointer"
 class CompletionRegistry:
     """Results of one run's finished tasks, with a wait per task id."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, task_ids: Iterable[str] = ()) -> None:
         self.run_id = run_id
+        self.created_at = time.time()
+        self._expected = set(task_ids)
         self._results: dict[str, TaskResult] = {}
         self._events: dict[str, asyncio.Event] = {}
 
@@ -45,6 +53,10 @@ class CompletionRegistry:
         """Record a task's outcome and wake its dependents."""
         self._results[result.task_id] = result
         self._event(result.task_id).set()
+        if self._expected and self._expected <= self._results.keys():
+            with _creation_lock:  # every task is done: tasks still running keep it alive
+                if _pinned.get(self.run_id) is self:
+                    del _pinned[self.run_id]
 
     def get(self, task_id: str) -> TaskResult | None:
         """The result of a finished task, if any."""
@@ -65,6 +77,7 @@ class CompletionRegistry:
 
 
 _registries: weakref.WeakValueDictionary[str, CompletionRegistry] = weakref.WeakValueDictionary()
+_pinned: dict[str, CompletionRegistry] = {}  # runs with tasks still to finish
 _creation_lock = threading.Lock()
 
 
@@ -105,17 +118,24 @@ async def _pending_results(config: RunnableConfig) -> dict[str, TaskResult]:
     return found
 
 
-async def registry_for(run_id: str, config: RunnableConfig) -> CompletionRegistry:
+async def registry_for(
+    run_id: str, config: RunnableConfig, task_ids: Iterable[str] = ()
+) -> CompletionRegistry:
     """The registry of a run, created (and seeded after a resume) on first use.
 
-    The caller must keep a reference for as long as it waits: registries live only while
-    some task of the run holds them.
+    Args:
+        run_id: The run.
+        config: The calling node's config (finds the checkpoint to seed from).
+        task_ids: Every task id of the run's plan: the registry stays alive until each
+            has a result. Without them it lives only while some caller holds it.
     """
     with _creation_lock:
         registry = _registries.get(run_id)
         created = registry is None
         if registry is None:
-            registry = _registries[run_id] = CompletionRegistry(run_id)
+            registry = _registries[run_id] = CompletionRegistry(run_id, task_ids)
+            if task_ids:
+                _pinned[run_id] = registry
     if created:
         # Waiters may already hold the registry; seeding just wakes them.
         seeded = await _pending_results(config)
@@ -123,3 +143,9 @@ async def registry_for(run_id: str, config: RunnableConfig) -> CompletionRegistr
             logger.info("run %s resumed: %d task results from the checkpoint", run_id, len(seeded))
             registry.seed(seeded)
     return registry
+
+
+def forget(run_id: str) -> None:
+    """Stop keeping a run's registry alive (the run is cancelled; a resume seeds anew)."""
+    with _creation_lock:
+        _pinned.pop(run_id, None)

@@ -33,6 +33,7 @@ FAILED_COLOUR = "#d62728"
 WAIT_COLOUR = "#c8c8c8"
 BAR_HEIGHT = 0.56
 WAIT_HEIGHT = 0.14
+WAIT_LABEL = "slot wait (ends where its\ntask's bar starts)"
 WAIT_MIN_S = 0.005  # shorter slot waits are not drawn
 _PALETTE = [colormaps["tab10"](i) for i in range(10)] + [colormaps["Dark2"](i) for i in range(8)]
 
@@ -188,14 +189,25 @@ def _draw_run(
         label = task.task_id + (" ✗" if failed else "")
         if _label_fits(ax, end - start, label, 8.5):
             ax.text(
-                (start + end) / 2, y, label, ha="center", va="center", fontsize=8.5,
-                color="white", fontweight="bold",
-            )  # fmt: skip
+                (start + end) / 2,
+                y,
+                label,
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color="white",
+                fontweight="bold",
+            )
         else:
             ax.text(
-                start, y - BAR_HEIGHT / 2 - 0.03, label, ha="left", va="bottom", fontsize=7.5,
+                start,
+                y - BAR_HEIGHT / 2 - 0.03,
+                label,
+                ha="left",
+                va="bottom",
+                fontsize=7.5,
                 color="#333333",
-            )  # fmt: skip
+            )
         places[task.task_id] = (start, end, y)
 
     if not show_deps:
@@ -252,9 +264,7 @@ def _legend_handles(
     ]
     if any(_waited(t) for t in tasks):
         handles.append(
-            Patch(
-                facecolor=WAIT_COLOUR, edgecolor="#8c8c8c", hatch="////", label="waiting for a slot"
-            )
+            Patch(facecolor=WAIT_COLOUR, edgecolor="#8c8c8c", hatch="////", label=WAIT_LABEL)
         )
     if any(t.status != "completed" for t in tasks):
         handles.append(

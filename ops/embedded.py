@@ -235,7 +235,9 @@ def _wait_healthy(endpoint: EndpointConfig, timeout_s: float) -> None:
     )
 
 
+HEALTH_CACHE_S = 5.0
 _shared: dict[str, EmbeddedFleet] = {}
+_verified_at: dict[str, float] = {}
 _shared_lock = threading.Lock()
 
 
@@ -249,16 +251,19 @@ def ensure_embedded_fleet(fleet: str | FleetConfig | None = None) -> EmbeddedFle
     if not config.embedded:
         return None
     key = config.source or config.name
+    # Runs call this at every start; a recent check spares five /health round trips.
+    if time.monotonic() - _verified_at.get(key, -HEALTH_CACHE_S) < HEALTH_CACHE_S:
+        return _shared.get(key)
     with _shared_lock:
         existing = _shared.get(key)
-        if existing is not None and (existing.running or existing.reused):
-            if all(_healthy(e) for e in config.all_endpoints()):
-                return existing
-            existing.stop()
         if all(_healthy(e) for e in config.all_endpoints()):
-            return None
+            _verified_at[key] = time.monotonic()
+            return existing
+        if existing is not None:
+            existing.stop()
         started = EmbeddedFleet(config).start()
         _shared[key] = started
+        _verified_at[key] = time.monotonic()
         return started
 
 
@@ -268,6 +273,7 @@ def stop_shared_fleets() -> None:
         for fleet in _shared.values():
             fleet.stop()
         _shared.clear()
+        _verified_at.clear()
 
 
 atexit.register(stop_shared_fleets)

@@ -82,9 +82,15 @@ def test_json_prints_only_the_run_result_and_writes_the_timeline(
 ) -> None:
     png = tmp_path / "timeline.png"
     done = run_kitty(
-        "run", "Design a wall hook", "--plan", str(fan_in_plan), "--json", "--timeline",
-        str(png), *FAST,
-    )  # fmt: skip
+        "run",
+        "Design a wall hook",
+        "--plan",
+        str(fan_in_plan),
+        "--json",
+        "--timeline",
+        str(png),
+        *FAST,
+    )
     assert done.returncode == 0, done.stderr
     result = RunResult.model_validate_json(done.stdout)  # stdout is the JSON and nothing else
     assert [t.task_id for t in result.tasks] == ["task_1", "task_2", "task_3"]

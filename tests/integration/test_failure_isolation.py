@@ -170,3 +170,40 @@ async def test_dependents_of_a_failure_can_be_skipped(broken_fleet: str) -> None
     assert "after_vis" in (result.result("after_after").error or "")
     assert result.metrics.tasks_skipped == 2
     assert result.answer
+
+
+@pytest.fixture(scope="module")
+def rejecting_fleet(
+    embedded_fleet: FleetConfig,
+    dead_ports: tuple[int, int],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """The embedded profile with the vision tier on an Ollama endpoint.
+
+    Ollama takes no ``ignore_eos``: a pinned vision task is rejected while its request is
+    built, so it fails without ever waiting on I/O.
+    """
+    text = (profiles_dir() / "embedded.toml").read_text(encoding="utf-8")
+    old = 'name = "embedded-vision"\nkind = "llamacpp"\nbase_url = "http://127.0.0.1:28085"'
+    assert text.count(old) == 1
+    text = text.replace(
+        old,
+        (f'name = "ollama-vision"\nkind = "ollama"\nbase_url = "http://127.0.0.1:{dead_ports[1]}"'),
+    )
+    text = text.replace("embedded = true", "embedded = false")
+    text = text.replace('name = "embedded"', 'name = "embedded-rejecting"')
+    path = tmp_path_factory.mktemp("rejecting") / "rejecting.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+async def test_dependent_of_an_instant_failure_still_runs(rejecting_fleet: str) -> None:
+    """Regression: the failed task's result must outlive it until its dependent looks."""
+    plan = Plan(tasks=[pinned("v", "vision_analyst"), pinned("after", "analyst", ["v"])])
+    # The deadline only bounds the test: before the fix, "after" waited forever.
+    result, _ = await run("Look at it", plan, rejecting_fleet, run_deadline_s=120)
+    v, after = result.result("v"), result.result("after")
+    assert v.status == "failed"
+    assert v.error and "does not take ['ignore_eos']" in v.error
+    assert after.status == "completed", after.error
+    assert after.ready_at is not None and after.ready_at >= (v.finished_at or 0)

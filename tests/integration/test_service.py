@@ -34,6 +34,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 QUERY = "/api/query/parallel"
 STREAM = "/api/query/parallel/stream"
 SMALL_CAPS = {"synthesis_max_tokens": 8, "summary_max_tokens": 8}
+# One agent per tier (tools, coder, vision): concurrent runs spread over three servers.
+SPREAD_AGENTS = ("researcher", "coder", "vision_analyst")
 CONTRACT_KEYS = {
     "response",
     "voice_summary",
@@ -280,20 +282,23 @@ async def test_disconnect_cancels_the_run(service: LiveService, path: str) -> No
 async def test_concurrent_requests_are_isolated(service: LiveService) -> None:
     """20 runs at once: each sees only its own plan, tasks, dependencies and run id.
 
-    Even requests all use the task ids ``a``/``b`` (so a registry keyed by task id alone
-    would mix runs up); odd ones use their own ids.
+    Even requests all use the task ids ``a`` -> ``b`` (a registry keyed by task id alone
+    would release one run's ``b`` when another run's ``a`` finished); odd ones run one
+    task with an id of their own.
     """
     count = 20
 
     def ids(index: int) -> list[str]:
-        prefix = "" if index % 2 == 0 else f"r{index:02d}_"
-        return [f"{prefix}a", f"{prefix}b"]
+        return ["a", "b"] if index % 2 == 0 else [f"r{index:02d}_a"]
 
     async def one(http: httpx.AsyncClient, index: int) -> dict[str, Any]:
         plan = pinned_plan("", f"MARK{index:02d}Z")
-        first, second = ids(index)
-        plan["tasks"][0]["id"] = first
-        plan["tasks"][1].update(id=second, dependencies=[first])
+        plan["tasks"] = plan["tasks"][: len(ids(index))]
+        for offset, (task, task_id) in enumerate(zip(plan["tasks"], ids(index), strict=True)):
+            task["id"] = task_id
+            task["agent"] = SPREAD_AGENTS[(index + offset) % len(SPREAD_AGENTS)]
+        if len(plan["tasks"]) == 2:
+            plan["tasks"][1]["dependencies"] = ["a"]
         response = await http.post(QUERY, json=body(f"request {index}", plan))
         assert response.status_code == 200, response.text
         return response.json()
@@ -307,14 +312,15 @@ async def test_concurrent_requests_are_isolated(service: LiveService) -> None:
         assert [t["task_id"] for t in result["tasks"]] == ids(index)
         assert [t["id"] for t in result["plan"]["tasks"]] == ids(index)
         assert all(t["status"] == "completed" for t in result["tasks"]), result["tasks"]
-        first, second = result["tasks"]
-        assert second["ready_at"] >= first["finished_at"], "b was released by another run's a"
+        if len(result["tasks"]) == 2:
+            first, second = result["tasks"]
+            assert second["ready_at"] >= first["finished_at"], "another run's a released b"
         assert all(f"MARK{index:02d}Z" in t["description"] for t in result["plan"]["tasks"])
         text = json.dumps(result)
         others = [j for j in range(count) if j != index]
         assert not any(f"MARK{j:02d}Z" in text or f'"r{j:02d}_' in text for j in others)
         assert result["voice_summary"] is None
-        assert result["metrics"]["tasks_total"] == 2
+        assert result["metrics"]["tasks_total"] == len(ids(index))
     phases = {
         key: statistics.median(r["metrics"][key] for r in results)
         for key in ("wall_s", "execution_s", "synthesis_s")
@@ -456,3 +462,37 @@ async def test_service_overhead_vs_direct_api(service: LiveService) -> None:
         f"HTTP time minus the run's own wall_s: median {statistics.median(transport) * 1000:.1f}"
         f" ms (min {min(transport) * 1000:.1f}, max {max(transport) * 1000:.1f})"
     )
+
+
+async def test_checkpointer_hook_saves_each_request_on_its_own_thread(
+    embedded_fleet: FleetConfig,
+) -> None:
+    """In-process (ASGI, no socket): a service checkpointer gets every run's state."""
+    from graph.checkpoint import make_checkpointer
+    from service import ServiceSettings, create_app
+
+    async with make_checkpointer("memory") as saver:
+        settings = ServiceSettings(
+            fleet="embedded",
+            api_token=None,
+            start_embedded=False,
+            checkpointer=saver,
+            context_overrides=SMALL_CAPS,
+        )
+        transport = httpx.ASGITransport(app=create_app(settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            responses = await asyncio.gather(
+                *(
+                    http.post(QUERY, json=body(f"saved {i}", pinned_plan(f"k{i}", f"K{i}")))
+                    for i in range(2)
+                ),
+            )
+        threads = []
+        for response in responses:
+            assert response.status_code == 200, response.text
+            threads.append(response.json()["thread_id"])
+        assert len(set(threads)) == 2 and all(threads)
+        for index, thread_id in enumerate(threads):
+            saved = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
+            assert saved is not None
+            assert saved.checkpoint["channel_values"]["goal"] == f"saved {index}"

@@ -16,6 +16,7 @@ from graph.plan_validation import (
     critical_path_length,
     fallback_plan,
     find_cycle,
+    parse_plan,
     repair_plan,
     topological_order,
 )
@@ -255,11 +256,22 @@ def test_given_cycle_message_names_the_cycle() -> None:
     assert set(cycle) == {"a", "b", "c"}
 
 
-def test_given_invalid_structure_is_a_plan_error() -> None:
-    with pytest.raises(PlanError, match="plan is not valid"):
+def test_given_invalid_structure_is_a_plan_error_naming_the_field() -> None:
+    with pytest.raises(PlanError, match="plan is not valid: tasks: List should have at least 1"):
         check_given_plan({"tasks": []}, agents=AGENTS)
-    with pytest.raises(PlanError, match="plan is not valid"):
-        check_given_plan({"tasks": [{"id": "a", "agent": "coder"}]}, agents=AGENTS)
+    with pytest.raises(PlanError, match=r"tasks\.0\.agent: Field required") as info:
+        check_given_plan({"tasks": [{"id": "a", "description": "x"}]}, agents=AGENTS)
+    assert "A plan is" in str(info.value)  # and says what a plan looks like
+    with pytest.raises(PlanError, match=r"tasks\.0\.assigned_to: Extra inputs"):
+        parse_plan({"tasks": [{"id": "a", "agent": "coder", "assigned_to": "coder"}]})
+    with pytest.raises(PlanError, match=r"\(top level\)"):
+        parse_plan("task_1, task_2")  # type: ignore[arg-type]
+
+
+def test_parse_plan_does_not_repair() -> None:
+    plan = Plan(tasks=[t("b", deps=["zz"])])
+    assert parse_plan(plan) is plan
+    assert parse_plan(plan.model_dump()).tasks[0].dependencies == ["zz"]
 
 
 def test_given_plan_over_the_limit_is_rejected() -> None:

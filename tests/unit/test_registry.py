@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from graph.registry import CompletionRegistry, registry_for
+from graph.registry import CompletionRegistry, forget, registry_for
 from graph.schemas import TaskResult
 
 
@@ -90,3 +90,29 @@ async def test_registries_are_dropped_when_unused() -> None:
     del registry
     gc.collect()  # a finished run leaves nothing behind
     assert (await registry_for(run_id, {})).get("a") is None
+
+
+async def test_registry_with_task_ids_outlives_its_callers_until_the_run_is_done() -> None:
+    """A task that fails at once must not take its result away before its dependent
+    has even fetched the registry."""
+    registry = await registry_for("pinned-run", {}, ["a", "b"])
+    registry.complete(done("a", "early failure", status="failed"))
+    del registry
+    gc.collect()
+    again = await registry_for("pinned-run", {}, ["a", "b"])
+    assert again.get("a") is not None and again.get("a").output == "early failure"
+    again.complete(done("b"))  # every task done: only holders keep it now
+    del again
+    gc.collect()
+    assert (await registry_for("pinned-run", {}, ["a", "b"])).get("a") is None
+
+
+async def test_forget_releases_a_cancelled_run() -> None:
+    registry = await registry_for("cancelled-run", {}, ["a", "b"])
+    registry.complete(done("a"))
+    forget("cancelled-run")
+    del registry
+    gc.collect()
+    fresh = await registry_for("cancelled-run", {}, ["a", "b"])
+    assert fresh.get("a") is None
+    forget("cancelled-run")

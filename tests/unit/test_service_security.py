@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,8 @@ from cli import commands  # noqa: F401  (registers `serve`)
 from cli.app import app as cli_app
 from endpoints.config import FleetError
 from service import ServiceSettings, create_app
-from service.runs import RunSpec, stream_events
+from service.runs import RunSpec, build_run, stream_events
+from service.schemas import QueryRequest
 from service.security import exposure_warning, is_loopback
 from service.server import make_server
 from service.settings import TOKEN_ENV_VAR, parse_context_pairs
@@ -353,6 +355,12 @@ async def test_openapi_documents_contract() -> None:
 # --- CLI -------------------------------------------------------------------------------
 
 
+def test_serve_help_renders() -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "KITTY_API_TOKEN" in result.output and "--max-body-bytes" in result.output
+
+
 def test_serve_refuses_a_taken_port() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -405,3 +413,45 @@ async def test_stream_hides_internal_errors(caplog: pytest.LogCaptureFixture) ->
     assert error["status"] == 500 and error["error_id"] in error["error"]
     assert "max_tasks" not in error["error"]
     assert any(error["error_id"] in r.getMessage() for r in caplog.records)
+
+
+# --- checkpointer hook -----------------------------------------------------------------
+
+
+async def test_checkpointer_factory_is_entered_for_the_app_lifetime() -> None:
+    entered: list[str] = []
+    saver = object()
+
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[object]:
+        entered.append("in")
+        yield saver
+        entered.append("out")
+
+    app = create_app(
+        ServiceSettings(fleet="embedded", start_embedded=False, checkpointer_factory=factory)
+    )
+    async with app.router.lifespan_context(app):
+        assert app.state.checkpointer is saver and entered == ["in"]
+    assert entered == ["in", "out"]
+
+
+def test_build_run_passes_settings_and_checkpointer() -> None:
+    request = QueryRequest(query="q", max_tasks=3, voice_mode=False)
+    saver = object()
+    spec = build_run(
+        request,
+        fleet="embedded",
+        max_query_chars=100,
+        context_overrides={"synthesis_max_tokens": 32},
+        checkpointer=saver,
+    )
+    assert spec.goal == "q" and spec.plan is None
+    assert spec.kwargs == {
+        "synthesis_max_tokens": 32,
+        "plan": None,
+        "max_tasks": 3,
+        "voice": False,
+        "fleet": "embedded",
+        "checkpointer": saver,
+    }

@@ -10,6 +10,7 @@ from graph.metrics import compute_metrics
 from graph.schemas import Plan, RunResult, Task, TaskResult
 from graph.timeline import (
     NOT_RUN_LANE,
+    WAIT_LABEL,
     compare_timelines,
     plan_depths,
     plot_plan,
@@ -103,7 +104,7 @@ def test_plot_timeline_writes_png_with_one_lane_per_slot_and_one_bar_per_task(
     failed = next(p for p in ax.patches if p.get_gid() == "task:task_4")
     assert failed.get_edgecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=0.01)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert {"researcher", "reasoner", "coder", "waiting for a slot"} <= set(legend)
+    assert {"researcher", "reasoner", "coder", WAIT_LABEL} <= set(legend)
 
 
 def test_lanes_without_failures_have_no_not_run_lane() -> None:
