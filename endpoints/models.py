@@ -161,6 +161,10 @@ def _build_chat_model(
         max_tokens=max_tokens,
         timeout=timeout,
         max_retries=0,
+        # Streamed: when a run is cancelled the server notices at its next token write
+        # and frees the slot. A non-streamed request can keep generating after the client
+        # left (the embedded llama.cpp misses the disconnect once it served another request).
+        streaming=True,
         stream_usage=True,
         extra_body=body or None,
         http_async_client=http_client,

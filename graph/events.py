@@ -84,6 +84,7 @@ class TaskFinished(_Event):
     latency_s: float = 0.0
     queued_s: float = 0.0
     error: str | None = None
+    output: str = ""
 
 
 class PhaseStarted(_Event):

@@ -472,6 +472,7 @@ async def agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any
             latency_s=result.latency_s,
             queued_s=result.queued_s,
             error=result.error,
+            output=result.output,
         )
     )
     return {"results": {task.id: result}}

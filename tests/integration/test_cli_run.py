@@ -45,8 +45,14 @@ def write_plan(path: Path, tasks: list[dict]) -> Path:
 
 
 def kitty(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
-    """Start ``kitty-orch`` (``python -m cli.main``) with ``COLUMNS=100``."""
-    full_env = {**os.environ, "COLUMNS": "100", "KITTY_FLEET": "embedded", **(env or {})}
+    """Start ``kitty-orch`` (``python -m cli.main``) 100 columns wide, checkpoints in memory."""
+    full_env = {
+        **os.environ,
+        "COLUMNS": "100",
+        "KITTY_FLEET": "embedded",
+        "KITTY_CHECKPOINTS": "memory",  # keep test runs out of ~/.kitty
+        **(env or {}),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", *args],
         cwd=REPO,
