@@ -28,7 +28,7 @@ from endpoints.config import load_fleet
 
 TARGET_MS_PER_TASK = 2.0
 SIM_TIME_SCALE = 1e-4
-SIZES = {"full": 200, "quick": 60, "smoke": 20}
+SIZES = {"full": 200, "quick": 60, "smoke": 10}
 
 
 async def measure(fleet: str, count: int, reps: int, env: BenchEnv) -> dict[str, Any]:

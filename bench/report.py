@@ -114,14 +114,22 @@ def _overhead(suite: dict[str, Any]) -> list[str]:
 
 def _planner(suite: dict[str, Any]) -> list[str]:
     s = suite["summary"]
+    issues = s.get("issues", {})
     return [
-        "| goals | schema-valid | acyclic | mean tasks | mean critical path | mean parallelism "
-        "| repairs (plans repaired) | retries | errors / keyword fallbacks | wall |",
+        "| goals | schema-valid | acyclic (no self-loops) | mean tasks | mean critical path "
+        "| mean parallelism | repairs (plans repaired) | retries | errors / keyword fallbacks "
+        "| wall |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {s['goals']} (max_tasks {s['max_tasks']}) | {s['schema_valid_pct']}% | "
-        f"{s['acyclic_pct']}% | {s['mean_tasks']} | {s['mean_critical_path']} | "
+        f"{s['acyclic_pct']}% ({s.get('acyclic_ignoring_self_pct', '?')}%) | "
+        f"{s['mean_tasks']} | {s['mean_critical_path']} | "
         f"{s['mean_parallelism']} | {s['repairs_total']} ({s['plans_repaired']}) | "
         f"{s['retries']} | {s['planner_errors']} / {s['keyword_fallbacks']} | {s['wall_s']} s |",
+        "",
+        f"Raw planner output, before repair: {issues.get('duplicate_ids', 0)} duplicate ids, "
+        f"{issues.get('self_dependencies', 0)} self-dependencies, "
+        f"{issues.get('unknown_dependencies', 0)} unknown dependencies. Acyclic in brackets: "
+        "ignoring self-dependencies. Parallelism = tasks / critical-path length (repaired plan).",
     ]
 
 

@@ -25,7 +25,7 @@ from graph.api import arun_goal
 from graph.schemas import Plan, RunResult
 
 SAMPLE_EVERY_S = 0.02
-SIZES = {"full": (50, 200), "quick": (16, 60), "smoke": (4, 20)}
+SIZES = {"full": (50, 200), "quick": (16, 60), "smoke": (2, 10)}
 SETTINGS = {"voice": False, "synthesis_max_tokens": 4}
 
 

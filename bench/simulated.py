@@ -35,7 +35,7 @@ from graph.events import PlanReady, RunFinished
 from graph.nodes import SYNTHESIS_TIERS, synthesis_messages
 from graph.schemas import Plan, Task, TaskResult
 
-TIME_SCALE = {"full": 0.05, "quick": 0.02, "smoke": 0.01}
+TIME_SCALE = {"full": 0.05, "quick": 0.02, "smoke": 0.005}
 VARIANTS = ["sequential", "waves", "product"]
 
 _CONTEXT_SENTENCE = (
@@ -139,8 +139,18 @@ async def _synthesize(
     response.raise_for_status()
 
 
-async def _run(variant: str, scenario: Scenario, fleet_path: str) -> tuple[VariantRun, Any]:
-    """Tasks + synthesis with one scheduler; wall time in real seconds."""
+async def _run(
+    variant: str, scenario: Scenario, fleet_path: str, env: BenchEnv
+) -> tuple[VariantRun, Any]:
+    """Tasks + synthesis with one scheduler (again after a failure); real seconds."""
+    run, result = await _run_once(variant, scenario, fleet_path)
+    if not run.ok:
+        env.log(f"  {scenario.name} {variant}: {run.error or 'a task failed'}; running it again")
+        run, result = await _run_once(variant, scenario, fleet_path)
+    return run, result
+
+
+async def _run_once(variant: str, scenario: Scenario, fleet_path: str) -> tuple[VariantRun, Any]:
     if variant == "product":
         return await _run_product(scenario, fleet_path)
     began = time.perf_counter()
@@ -152,7 +162,10 @@ async def _run(variant: str, scenario: Scenario, fleet_path: str) -> tuple[Varia
         else:
             run = await run_waves(scenario.tasks, scenario.goal, fleet_path)
         if run.ok:
-            await _synthesize(scenario, run.outputs, fleet_path, client)
+            try:
+                await _synthesize(scenario, run.outputs, fleet_path, client)
+            except httpx.HTTPError as exc:
+                run.error = f"synthesis failed: {exc!r}"
     run.wall_s = time.perf_counter() - began
     return run, None
 
@@ -197,8 +210,8 @@ async def run_simulated(env: BenchEnv) -> dict[str, Any]:
             for rep in range(env.reps):
                 order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]
                 for variant in order:
-                    run, result = await _run(variant, scenario, fleet_path)
-                    if run.error:
+                    run, result = await _run(variant, scenario, fleet_path, env)
+                    if not run.ok:
                         env.log(f"  {scenario.name} {variant}: FAILED {run.error}")
                     runs[variant].append(run)
                     if result is not None:

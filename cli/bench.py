@@ -64,7 +64,11 @@ def bench(
         )
     console.print(f"kitty-orch bench {' '.join(names)} ({size}, fleet {fleet}) -> {out}")
     data = run(env, suite)
-    console.print(render({**data, "suites": {k: data["suites"][k] for k in names}}), markup=False, soft_wrap=True)
+    console.print(
+        render({**data, "suites": {k: data["suites"][k] for k in names}}),
+        markup=False,
+        soft_wrap=True,
+    )
     console.print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
     failed = [n for n in names if data["suites"][n].get("error")]
     if failed:

@@ -187,7 +187,9 @@ async def call_model(
                 model,
                 messages,
                 config,
-                (call_timeout_s or endpoint.timeout_s) + 5.0,
+                # llama.cpp calls stream, so the client's read timeout only catches
+                # stalls; this bounds the whole call.
+                call_timeout_s or endpoint.timeout_s,
                 busy_retries,
             )
         except asyncio.CancelledError:

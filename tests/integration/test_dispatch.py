@@ -7,7 +7,6 @@ Plans are given (no planner) and every task is pinned to an exact token count wi
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import pytest
@@ -19,8 +18,6 @@ from graph.context import Context
 from graph.events import PlanReady, TaskFinished, TaskStarted
 
 pytestmark = pytest.mark.integration
-
-logger = logging.getLogger(__name__)
 
 PINNED: dict[str, Any] = {"ignore_eos": True}
 FAST: dict[str, Any] = {"voice": False, "synthesis_max_tokens": 16}
@@ -66,7 +63,6 @@ async def test_chain_runs_beside_the_long_task(embedded_fleet: FleetConfig) -> N
     result = await arun_goal("Explain bridges", plan=LONG_BESIDE_CHAIN, **FAST)
     summary = f"timeline (s from first start):\n{timeline(result)}\n"
     summary += f"peak concurrency {result.metrics.peak_concurrency}"
-    logger.warning(summary)
     print(summary)
 
     assert [r.task_id for r in result.tasks] == ["long", "a", "b", "c"]

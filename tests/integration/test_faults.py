@@ -422,64 +422,85 @@ async def test_planner_cycle_and_unknown_agents_are_repaired_end_to_end(
 
 
 async def test_fifty_concurrent_goals_stay_apart_within_slot_caps(
-    embedded_fleet: FleetConfig,
+    embedded_fleet: FleetConfig, tmp_path: Path
 ) -> None:
-    fleet = "embedded"
-    second = ["coder", "vision_analyst", "summarizer", "fabricator", "reasoner"]
-    runtime = get_runtime(fleet)
-    urls = {h.name: h.config.base_url for h in runtime.all_handles()}
-    peak_busy = dict.fromkeys(urls, 0)
-    total_slots: dict[str, int] = {}
-    stop = asyncio.Event()
+    """50 goals at once; the planner-free plans put 100 tasks and 50 syntheses in flight.
 
-    async def sample() -> None:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            while not stop.is_set():
-                for name, url in urls.items():
-                    slots = (await client.get(f"{url}/slots")).json()
-                    total_slots[name] = len(slots)
-                    busy = sum(bool(s.get("is_processing")) for s in slots)
-                    peak_busy[name] = max(peak_busy[name], busy)
-                await asyncio.sleep(0.2)
-
-    async def one(index: int) -> tuple[RunResult, set[str]]:
-        tag = f"run{index:02d}"
-        plan = Plan(
-            tasks=[
-                Task(
-                    id="t1",
-                    agent="researcher",
-                    description=f"{tag}: say hi",
-                    max_tokens=4,
-                    extra={"ignore_eos": True},
-                ),
-                Task(
-                    id="t2",
-                    agent=second[index % len(second)],
-                    description=f"{tag}: say bye",
-                    dependencies=["t1"],
-                    max_tokens=4,
-                    extra={"ignore_eos": True},
-                ),
-            ]
+    Tools and reasoning tiers are fake Ollama daemons (streaming replies, so calls
+    overlap) to keep the test short; coder, vision and summary are the shared llama.cpp
+    servers, whose ``/slots`` are sampled while the goals run.
+    """
+    second = ["coder", "vision_analyst", "summarizer"]
+    with (
+        FakeOllama(model=OLLAMA_MODEL, chunk_delay_s=0.02) as tools,
+        FakeOllama(model=OLLAMA_MODEL, chunk_delay_s=0.02) as reasoning,
+    ):
+        fleet = write_fleet(
+            tmp_path / "fleet.toml",
+            {
+                "tools": [
+                    endpoint("fake-tools", tools.port, kind="ollama", model=OLLAMA_MODEL, slots=4)
+                ],
+                "reasoning": [
+                    endpoint(
+                        "fake-reasoning", reasoning.port, kind="ollama", model=OLLAMA_MODEL, slots=2
+                    )
+                ],
+            },
         )
-        run_ids: set[str] = set()
-        result = None
-        async for event in astream_goal(
-            f"goal {tag}", plan=plan, fleet=fleet, voice=False, synthesis_max_tokens=4
-        ):
-            run_ids.add(event.run_id)
-            if isinstance(event, RunFinished):
-                result = event.result
-        assert result is not None
-        return result, run_ids
+        runtime = get_runtime(fleet)
+        urls = {
+            h.name: h.config.base_url for h in runtime.all_handles() if h.config.kind == "llamacpp"
+        }
+        peak_busy = dict.fromkeys(urls, 0)
+        total_slots: dict[str, int] = {}
+        stop = asyncio.Event()
 
-    sampler = asyncio.create_task(sample())
-    started = time.perf_counter()
-    outcomes = await asyncio.gather(*(one(i) for i in range(50)))
-    wall = time.perf_counter() - started
-    stop.set()
-    await sampler
+        async def sample() -> None:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                while not stop.is_set():
+                    for name, url in urls.items():
+                        slots = (await client.get(f"{url}/slots")).json()
+                        total_slots[name] = len(slots)
+                        busy = sum(bool(s.get("is_processing")) for s in slots)
+                        peak_busy[name] = max(peak_busy[name], busy)
+                    await asyncio.sleep(0.2)
+
+        async def one(index: int) -> tuple[RunResult, set[str]]:
+            tag = f"run{index:02d}"
+            plan = Plan(
+                tasks=[
+                    Task(id="t1", agent="researcher", description=f"{tag}: say hi", max_tokens=6),
+                    Task(
+                        id="t2",
+                        agent=second[index % len(second)],
+                        description=f"{tag}: say bye",
+                        dependencies=["t1"],
+                        max_tokens=4,
+                        extra={"ignore_eos": True},
+                    ),
+                ]
+            )
+            run_ids: set[str] = set()
+            result = None
+            async for event in astream_goal(
+                f"goal {tag}", plan=plan, fleet=fleet, voice=False, synthesis_max_tokens=6
+            ):
+                run_ids.add(event.run_id)
+                if isinstance(event, RunFinished):
+                    result = event.result
+            assert result is not None
+            return result, run_ids
+
+        sampler = asyncio.create_task(sample())
+        started = time.perf_counter()
+        try:
+            outcomes = await asyncio.gather(*(one(i) for i in range(50)))
+        finally:
+            stop.set()
+            await sampler
+        wall = time.perf_counter() - started
+        fake_calls = tools.chat_count + reasoning.chat_count
 
     assert len({r.run_id for r, _ in outcomes}) == 50
     for index, (result, run_ids) in enumerate(outcomes):
@@ -488,9 +509,11 @@ async def test_fifty_concurrent_goals_stay_apart_within_slot_caps(
         assert result.goal == f"goal {tag}"
         assert all(t.description.startswith(tag) for t in result.plan.tasks)
         t1, t2 = result.result("t1"), result.result("t2")
-        assert t1.status == t2.status == "completed"
+        assert t1.status == t2.status == "completed", (t1.error, t2.error)
         assert t2.ready_at is not None and t1.finished_at is not None
         assert t2.ready_at >= t1.finished_at  # waited for its own t1, not another run's
+        assert not (t1.fallback_used or t2.fallback_used)
+    assert fake_calls == 100  # 50 t1 + 50 syntheses: nothing lost, nothing repeated
     peaks = {}
     for name, limiter in runtime.limiters().items():
         stats = limiter.stats()
@@ -501,6 +524,6 @@ async def test_fifty_concurrent_goals_stay_apart_within_slot_caps(
         assert busy <= total_slots[name]
     figure(
         "50 concurrent goals",
-        f"100/100 tasks completed, 0 cross-run events, wall {wall:.1f}s; limiter peak "
-        f"{peaks}; /slots peak busy {peak_busy}",
+        f"100/100 tasks + 50 syntheses completed, 0 cross-run events, wall {wall:.1f}s; "
+        f"limiter peak {peaks}; llama.cpp /slots peak busy {peak_busy}",
     )

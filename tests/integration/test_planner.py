@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -17,8 +17,6 @@ from graph.plan_validation import find_cycle
 from graph.schemas import Plan
 
 pytestmark = pytest.mark.integration
-
-logger = logging.getLogger(__name__)
 
 # Four tasks keep plans (and the test) short; the schema caps the planner at this.
 MAX_TASKS = 4
@@ -55,6 +53,21 @@ GOALS = [
 @pytest.fixture(scope="module")
 def context(embedded_fleet: FleetConfig) -> Context:
     return Context(fleet="embedded", max_tasks=MAX_TASKS, voice=False)
+
+
+REPAIR_KINDS = {
+    "depended on itself": "self dependency",
+    "unknown dependency": "unknown dependency",
+    "closed a cycle": "cycle edge",
+    "unknown agent": "unknown agent",
+    "duplicate task id": "duplicate id",
+    "over max_tasks": "over max_tasks",
+    "no description": "no description",
+}
+
+
+def repair_kind(warning: str) -> str:
+    return next((kind for key, kind in REPAIR_KINDS.items() if key in warning), "other")
 
 
 def check_raw(text: str, schema: dict[str, Any]) -> list[str]:
@@ -94,7 +107,7 @@ async def test_planner_plans_every_goal(context: Context) -> None:
 
     invalid: list[str] = []
     sizes: list[int] = []
-    repairs = 0
+    repairs: list[str] = []
     for goal, (plan, outcome) in zip(GOALS, outcomes, strict=True):
         assert isinstance(plan, Plan)
         assert outcome is not None and outcome.ok, f"{goal}: planner call failed"
@@ -112,11 +125,11 @@ async def test_planner_plans_every_goal(context: Context) -> None:
             assert set(task.dependencies) <= seen
             seen.add(task.id)
         sizes.append(len(plan.tasks))
-        repairs += len(plan.warnings)
+        repairs.extend(repair_kind(w) for w in plan.warnings)
     summary = (
         f"planner: {len(GOALS)} goals, {len(GOALS) - len(invalid)} schema-valid, "
-        f"mean tasks {sum(sizes) / len(sizes):.2f}, repairs {repairs}"
+        f"mean tasks {sum(sizes) / len(sizes):.2f}, repairs {len(repairs)} "
+        f"{dict(Counter(repairs).most_common())}"
     )
-    logger.warning(summary)
     print(summary)
     assert not invalid, "raw planner output broke its schema:\n" + "\n".join(invalid)

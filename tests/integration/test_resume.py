@@ -130,3 +130,74 @@ def test_sigkill_mid_run_then_resume_never_reruns_finished_tasks(
         f"{first_resumed_call - resumed_at:.2f}s; kill to result {time.time() - killed_at:.2f}s; "
         f"resume wall {recovered_s:.2f}s"
     )
+
+
+async def test_cancelled_run_resumes_in_process_without_rerunning(
+    embedded_fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel (Ctrl-C, client gone) instead of a crash: the thread continues the same way."""
+    import asyncio
+
+    import graph.nodes
+    from graph import NothingToResume, aresume, astream_goal, make_checkpointer
+    from graph.events import TaskFinished, TaskStarted
+    from graph.schemas import Plan, Task
+
+    calls: list[str] = []
+    original = graph.nodes.run_task
+
+    async def counting(task: Task, *args, **kwargs):
+        calls.append(task.id)
+        if task.id == "slow" and calls.count("slow") > 1:
+            task = task.model_copy(update={"max_tokens": 8})  # keep the resumed run short
+        return await original(task, *args, **kwargs)
+
+    monkeypatch.setattr(graph.nodes, "run_task", counting)
+    pinned = {"extra": {"ignore_eos": True}}
+    plan = Plan(
+        tasks=[
+            Task(id="fast", agent="researcher", description="Say hi.", max_tokens=8, **pinned),
+            Task(id="slow", agent="reasoner", description="Say bye.", max_tokens=1200, **pinned),
+            Task(
+                id="after",
+                agent="analyst",
+                description="Combine.",
+                dependencies=["fast", "slow"],
+                max_tokens=8,
+                **pinned,
+            ),
+        ]
+    )
+    db = tmp_path / "cp.sqlite"
+    fast_done = asyncio.Event()
+
+    async def run() -> None:
+        async with make_checkpointer(db) as saver:
+            async for event in astream_goal(
+                "cancel and resume",
+                plan=plan,
+                checkpointer=saver,
+                thread_id="cancelled",
+                voice=False,
+                synthesis_max_tokens=16,
+            ):
+                if isinstance(event, TaskFinished) and event.task_id == "fast":
+                    fast_done.set()
+                if isinstance(event, TaskStarted) and event.task_id == "slow":
+                    pass
+
+    task = asyncio.create_task(run())
+    await asyncio.wait_for(fast_done.wait(), 120)
+    await asyncio.sleep(0.5)  # let the finished task's write reach the checkpoint
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _saved_results(db, "cancelled") == {"fast"}
+
+    async with make_checkpointer(db) as saver:
+        result = await aresume("cancelled", checkpointer=saver)
+        with pytest.raises(NothingToResume):
+            await aresume("cancelled", checkpointer=saver)
+    assert calls.count("fast") == 1 and calls.count("slow") == 2 and calls.count("after") == 1
+    assert [t.status for t in result.tasks] == ["completed"] * 3
+    print(f"\n[resume] cancel + in-process resume: calls {sorted(calls)}; finished tasks re-run 0")
