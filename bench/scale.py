@@ -18,7 +18,7 @@ import httpx
 import psutil
 
 from bench.env import BenchEnv
-from bench.workload import layered_plan, small_goal_plan
+from bench.workload import ONE_AGENT_PER_TIER, layered_plan, small_goal_plan
 from endpoints.pool import get_runtime
 from endpoints.probes import count_busy, fetch_slots
 from graph.api import arun_goal
@@ -100,7 +100,7 @@ async def run_scale(env: BenchEnv) -> dict[str, Any]:
         began = time.perf_counter()
         big = await arun_goal(
             f"Scale test: a {dag_tasks}-task plan",
-            plan=layered_plan(dag_tasks, tokens=2),
+            plan=layered_plan(dag_tasks, tokens=2, agents=ONE_AGENT_PER_TIER),
             fleet=env.fleet,
             **SETTINGS,
         )

@@ -206,13 +206,14 @@ def layered_plan(
 
 
 def small_goal_plan(index: int, tokens: int = 8) -> Plan:
-    """A 3-task plan for the scale suite: two parallel tasks and a join."""
-    agents = _AGENT_CYCLE[index % len(_AGENT_CYCLE)], _AGENT_CYCLE[(index + 3) % len(_AGENT_CYCLE)]
+    """A 3-task plan for the scale suite: two parallel tasks and a join, on three tiers."""
+    tiers = ONE_AGENT_PER_TIER
+    first, second, join = (tiers[(index + k) % len(tiers)] for k in (0, 2, 4))
     return Plan(
         tasks=[
-            pinned("task_1", agents[0], tokens, what=f"Gather facts for goal {index}"),
-            pinned("task_2", agents[1], tokens, what=f"Draft a design for goal {index}"),
-            pinned("task_3", "analyst", tokens, ["task_1", "task_2"], f"Combine for {index}"),
+            pinned("task_1", first, tokens, what=f"Gather facts for goal {index}"),
+            pinned("task_2", second, tokens, what=f"Draft a design for goal {index}"),
+            pinned("task_3", join, tokens, ["task_1", "task_2"], f"Combine for goal {index}"),
         ],
         source="given",
     )

@@ -8,6 +8,7 @@ is the same command.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,7 @@ from rich.console import Console
 
 from cli.app import FLEET_HELP, app
 from cli.fleet import fail
-from endpoints.config import FleetError
+from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, FleetError
 
 console = Console(highlight=False)
 
@@ -38,7 +39,7 @@ def bench(
     reps: Annotated[
         int, typer.Option("--reps", min=0, help="Best of N repetitions (0: 3, or 1 if quick).")
     ] = 0,
-    fleet: Annotated[str, typer.Option("--fleet", "-f", help=FLEET_HELP)] = "embedded",
+    fleet: Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)] = None,
 ) -> None:
     """Benchmark scheduling, overhead, planner validity, scale and a simulated fleet."""
     from bench.env import BenchEnv
@@ -50,6 +51,7 @@ def bench(
     except ValueError as exc:
         fail(str(exc))
     size = "smoke" if smoke else "quick" if quick else "full"
+    fleet = fleet or os.environ.get(FLEET_ENV_VAR) or DEFAULT_FLEET
     try:
         env = BenchEnv(
             fleet=fleet, size=size, reps=reps, out=out, log=lambda m: console.print(m, markup=False)

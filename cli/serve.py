@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.app import FLEET_HELP, app
+from cli.resume import CHECKPOINT_HELP
 from endpoints.config import FleetError, load_fleet
+from graph.checkpoint import check_location, make_checkpointer
 from service.security import exposure_warning
 from service.settings import (
     DEFAULT_HOST,
@@ -61,6 +63,9 @@ def serve_command(
         bool, typer.Option(help="Serve /docs and /openapi.json without the token.")
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", metavar="PATH|URL", help=CHECKPOINT_HELP)
+    ] = None,
 ) -> None:
     """Serve the HTTP API: POST /api/query/parallel (+ /stream), GET /api/endpoints, /healthz.
 
@@ -79,7 +84,9 @@ def serve_command(
             max_query_chars=max_query_chars,
             context_overrides=overrides,
             public_docs=public_docs,
+            checkpointer_factory=lambda: make_checkpointer(checkpoint),
         )
+        check_location(checkpoint)
     except (ValueError, ValidationError) as exc:
         raise _fail(str(exc)) from None
     if port and ":" not in host and not port_is_free(host, port):

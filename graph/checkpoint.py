@@ -146,6 +146,26 @@ async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:
         ) from None
 
 
+def check_location(url_or_path: str | os.PathLike[str] | None = None) -> str:
+    """Check a checkpoint location before a long-lived process opens it.
+
+    Returns:
+        The location, resolved (default applied).
+
+    Raises:
+        CheckpointError: Unknown scheme, a directory, or a folder that cannot be created.
+    """
+    spec = str(url_or_path) if url_or_path else default_checkpoint_location()
+    if spec == MEMORY or spec.startswith(POSTGRES_SCHEMES):
+        return spec
+    if "://" in spec and not spec.startswith(SQLITE_SCHEME):
+        raise CheckpointError(
+            f"unknown checkpoint store {describe_location(spec)!r}; use a file path, "
+            "sqlite:///path, memory, or a postgres:// URL"
+        )
+    return str(_sqlite_path(spec))
+
+
 @asynccontextmanager
 async def make_checkpointer(
     url_or_path: str | os.PathLike[str] | None = None,
@@ -175,19 +195,15 @@ async def make_checkpointer(
     elif spec.startswith(POSTGRES_SCHEMES):
         async with _postgres(spec) as saver:
             yield saver
-    elif "://" in spec and not spec.startswith(SQLITE_SCHEME):
-        raise CheckpointError(
-            f"unknown checkpoint store {describe_location(spec)!r}; use a file path, "
-            "sqlite:///path, memory, or a postgres:// URL"
-        )
     else:
-        async with _sqlite(spec) as saver:
+        async with _sqlite(check_location(spec)) as saver:
             yield saver
 
 
 __all__ = [
     "CHECKPOINTS_ENV_VAR",
     "CheckpointError",
+    "check_location",
     "checkpoint_serde",
     "default_checkpoint_location",
     "describe_location",

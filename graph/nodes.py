@@ -42,7 +42,7 @@ from graph.events import (
 )
 from graph.executor import CallOutcome, call_model
 from graph.plan_validation import PlanError, check_given_plan, fallback_plan, repair_plan
-from graph.registry import forget, registry_for
+from graph.registry import forget, persist_result, registry_for
 from graph.schemas import Plan, Task, TaskResult
 from graph.state import AgentInput, OrchestratorState
 
@@ -51,6 +51,7 @@ logger = logging.getLogger("kitty.graph")
 PLANNER_TIER = "tools"
 SYNTHESIS_TIERS = ["reasoning", "tools"]
 SUMMARY_TIERS = ["summary", "tools"]
+
 
 def _client() -> httpx.AsyncClient:
     """The running loop's shared HTTP client (tokenizer calls)."""
@@ -448,15 +449,19 @@ async def agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any
 
     context = _context(runtime)
     task, run_id = payload["task"], payload["run_id"]
-    registry = await registry_for(run_id, get_config(), payload["plan_ids"])
-    try:
-        result = await _run_agent(payload, context, registry)
-    except asyncio.CancelledError:
-        forget(run_id)
-        raise
-    except Exception as exc:  # a bug or a setup error must not take the run down
-        logger.exception("task %s crashed", task.id)
-        result = _failed(task, f"internal error: {type(exc).__name__}: {exc}")
+    config = get_config()
+    registry = await registry_for(run_id, config, payload["plan_ids"])
+    result = registry.get(task.id)  # finished before an interruption: never run again
+    if result is None:
+        try:
+            result = await _run_agent(payload, context, registry)
+        except asyncio.CancelledError:
+            forget(run_id)
+            raise
+        except Exception as exc:  # a bug or a setup error must not take the run down
+            logger.exception("task %s crashed", task.id)
+            result = _failed(task, f"internal error: {type(exc).__name__}: {exc}")
+        await persist_result(config, result)  # durable before any dependent may start
     registry.complete(result)
     emit(
         TaskFinished(

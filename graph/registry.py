@@ -6,7 +6,9 @@ superstep barrier. Runs are keyed by ``run_id``: concurrent runs never see each 
 
 A registry created in a process that resumes a run is seeded from the checkpoint's
 pending writes: tasks that finished before an interruption are not re-run by LangGraph,
-and their results reach their dependents from there.
+and their results reach their dependents from there. A finished task's result is
+written to the checkpoint (:func:`persist_result`) *before* its dependents are woken, so
+no dependent ever runs on a result a crash could still lose.
 
 A run's registry is kept alive until every task of its plan has a result (or the run is
 cancelled, see :func:`forget`): a task that fails at once, before a sibling that depends
@@ -31,6 +33,10 @@ logger = logging.getLogger("kitty.graph")
 
 RESULTS_CHANNEL = "results"
 _CHECKPOINTER_KEY = "__pregel_checkpointer"
+_TASK_ID_KEY = "__pregel_task_id"
+# Early writes are filed under their own task id: LangGraph ignores writes of tasks it
+# does not know, so they never apply twice; the registry reads them after a resume.
+EARLY_WRITE_SUFFIX = "~result"
 
 
 class CompletionRegistry:
@@ -116,6 +122,40 @@ async def _pending_results(config: RunnableConfig) -> dict[str, TaskResult]:
             if result is not None:
                 found[result.task_id] = result
     return found
+
+
+async def persist_result(config: RunnableConfig, result: TaskResult) -> bool:
+    """Write a finished task's result to the run's checkpoint now (durable runs only).
+
+    LangGraph saves a task's writes only after the node returns; dependents woken
+    before that could act on a result a crash would lose (and the task would run again
+    on resume). Called before :meth:`CompletionRegistry.complete`, this closes the gap.
+
+    Returns:
+        True when the result was written (False without a checkpointer, or on error:
+        the run goes on, it is only less durable).
+    """
+    configurable = config.get("configurable", {})
+    checkpointer = configurable.get(_CHECKPOINTER_KEY)
+    thread_id = configurable.get("thread_id")
+    checkpoint_id = (configurable.get("checkpoint_map") or {}).get("")
+    task_id = configurable.get(_TASK_ID_KEY)
+    if checkpointer is None or not (thread_id and checkpoint_id and task_id):
+        return False
+    target: RunnableConfig = {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": "",
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+    writes = [(RESULTS_CHANNEL, {result.task_id: result})]
+    try:
+        await checkpointer.aput_writes(target, writes, f"{task_id}{EARLY_WRITE_SUFFIX}")
+    except Exception:  # a store hiccup must not fail the task
+        logger.warning("could not save task %s's result early", result.task_id, exc_info=True)
+        return False
+    return True
 
 
 async def registry_for(

@@ -26,6 +26,7 @@ from graph import (
 from graph.api import graph_for
 from graph.approval import REJECTED_ANSWER
 from graph.context import Context
+from tests.integration.test_studio import studio_url  # noqa: F401  (fixture: langgraph dev)
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +212,37 @@ def test_cli_run_approve_plan_reject_then_resume_approve(
 
     again = runner.invoke(app, ["resume", thread, "--checkpoint", str(db)])
     assert again.exit_code == 2 and "no unfinished work" in again.output
+
+
+async def test_studio_shows_the_interrupt_and_resumes_with_a_command(
+    studio_url: str,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """LangGraph Studio / langgraph_sdk: the plan interrupt is native, resumed by Command."""
+    from langgraph_sdk import get_client
+
+    client = get_client(url=studio_url)
+    thread = await client.threads.create()
+    context = {"approve_plan": True, "fleet": "embedded", **FAST}
+    await client.runs.wait(
+        thread["thread_id"],
+        "kitty",
+        input={"goal": "approval in studio", "plan": PLAN.model_dump(mode="json")},
+        context=context,
+    )
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["approval"]
+    waiting = state["interrupts"][0]["value"]
+    assert waiting["kind"] == "plan_approval"
+    assert [t["id"] for t in waiting["plan"]["tasks"]] == ["A", "B"]
+
+    edited = {"tasks": [pinned("only").model_dump(mode="json")]}
+    await client.runs.wait(
+        thread["thread_id"],
+        "kitty",
+        command={"resume": {"action": "edit", "plan": edited}},
+        context=context,
+    )
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["next"] == []
+    assert list(state["values"]["results"]) == ["only"]
+    assert state["values"]["answer"].strip()

@@ -10,6 +10,7 @@ from the checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sqlite3
@@ -19,12 +20,16 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+import graph.nodes
+from graph import NothingToResume, aresume, astream_goal, make_checkpointer
 from graph.checkpoint import checkpoint_serde
-from graph.schemas import RunResult
+from graph.events import TaskFinished
+from graph.schemas import Plan, RunResult, Task
 
 pytestmark = pytest.mark.integration
 
@@ -136,17 +141,10 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
     embedded_fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancel (Ctrl-C, client gone) instead of a crash: the thread continues the same way."""
-    import asyncio
-
-    import graph.nodes
-    from graph import NothingToResume, aresume, astream_goal, make_checkpointer
-    from graph.events import TaskFinished, TaskStarted
-    from graph.schemas import Plan, Task
-
     calls: list[str] = []
     original = graph.nodes.run_task
 
-    async def counting(task: Task, *args, **kwargs):
+    async def counting(task: Task, *args: Any, **kwargs: Any) -> Any:
         calls.append(task.id)
         if task.id == "slow" and calls.count("slow") > 1:
             task = task.model_copy(update={"max_tokens": 8})  # keep the resumed run short
@@ -183,12 +181,13 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
             ):
                 if isinstance(event, TaskFinished) and event.task_id == "fast":
                     fast_done.set()
-                if isinstance(event, TaskStarted) and event.task_id == "slow":
-                    pass
 
     task = asyncio.create_task(run())
     await asyncio.wait_for(fast_done.wait(), 120)
-    await asyncio.sleep(0.5)  # let the finished task's write reach the checkpoint
+    for _ in range(200):  # until the finished task's result is in the checkpoint
+        if "fast" in await asyncio.to_thread(_saved_results, db, "cancelled"):
+            break
+        await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

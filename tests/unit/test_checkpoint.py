@@ -17,7 +17,7 @@ from graph.checkpoint import (
     make_checkpointer,
 )
 from graph.plan_validation import PlanError
-from graph.registry import registry_for
+from graph.registry import persist_result, registry_for
 from graph.schemas import Plan, Task, TaskResult
 
 
@@ -147,3 +147,23 @@ def test_task_model_round_trips_through_the_serializer() -> None:
     serde = checkpoint_serde()
     task = Task(id="a", agent="coder", description="d", extra={"ignore_eos": True})
     assert serde.loads_typed(serde.dumps_typed(task)) == task
+
+
+async def test_early_result_write_is_read_back_after_a_resume(tmp_path: Path) -> None:
+    finished = TaskResult(task_id="B", status="completed", agent="coder", output="early")
+    async with make_checkpointer(tmp_path / "cp.sqlite") as saver:
+        checkpoint = empty_checkpoint()
+        base = {"configurable": {"thread_id": "t2", "checkpoint_ns": ""}}
+        await saver.aput(base, checkpoint, {"source": "loop", "step": 1}, {})
+        node_config = {
+            "configurable": {
+                "thread_id": "t2",
+                "__pregel_checkpointer": saver,
+                "__pregel_task_id": "send-task-b",
+                "checkpoint_map": {"": checkpoint["id"]},
+            }
+        }
+        assert await persist_result(node_config, finished)
+        assert not await persist_result({"configurable": {}}, finished)  # no checkpointer
+        registry = await registry_for("run-after-crash", node_config)
+        assert registry.get("B") == finished
