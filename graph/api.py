@@ -27,7 +27,7 @@ from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
 from graph.metrics import compute_metrics
 from graph.nodes import prepare_fleet
-from graph.plan_validation import parse_plan
+from graph.plan_validation import PlanError, parse_plan
 from graph.schemas import Plan, RunResult, TaskResult
 
 CONTEXT_METADATA_KEY = "kitty_context"
@@ -187,7 +187,8 @@ async def astream_goal(
     wants_approval = bool(settings.get("approve_plan")) or bool(
         context is not None and context.approve_plan
     )
-    if checkpointer is None and (wants_approval or plan_decision is not None):
+    borrowed = checkpointer is None and (wants_approval or plan_decision is not None)
+    if borrowed:
         checkpointer = shared_memory_checkpointer()
     thread_id = thread_id or uuid.uuid4().hex
     compiled = graph_for(checkpointer)
@@ -215,6 +216,11 @@ async def astream_goal(
             )
     elif goal is None:
         raise NothingToResume("continuing a run needs the checkpointer it was saved in")
+    if plan_decision is not None and pending is None:
+        raise PlanError(
+            f"thread {thread_id!r} has no plan waiting for a decision; plan_decision only "
+            "answers a run stopped by approve_plan (same thread_id and checkpointer)"
+        )
     if run_context is None:
         run_context = make_context(
             fleet=fleet, max_tasks=max_tasks, voice=voice, context=context, **settings
@@ -259,6 +265,8 @@ async def astream_goal(
     result = build_result(
         values, goal=goal or "", wall_s=time.perf_counter() - started, thread_id=thread_id
     )
+    if borrowed:  # the process-wide in-memory store keeps only runs still waiting
+        await checkpointer.adelete_thread(thread_id)
     yield RunFinished(run_id=result.run_id, result=result)
 
 

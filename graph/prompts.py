@@ -24,7 +24,8 @@ Respond with a JSON object {{"tasks": [...]}}, each task with "id" (task_1, task
 {{"tasks": [
   {{"id": "task_1", "agent": "researcher", "description": "...", "dependencies": []}},
   {{"id": "task_2", "agent": "coder", "description": "...", "dependencies": []}},
-  {{"id": "task_3", "agent": "reasoner", "description": "...", "dependencies": ["task_1", "task_2"]}}
+  {{"id": "task_3", "agent": "reasoner", "description": "...",
+    "dependencies": ["task_1", "task_2"]}}
 ]}}"""
 
 TASK_USER = """Overall goal: {goal}

@@ -11,6 +11,18 @@ from endpoints.config import FleetConfig, load_fleet
 from endpoints.pool import reset_runtimes
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep test runs (and the CLI subprocesses they start) out of ~/.kitty."""
+    previous = os.environ.get("KITTY_CHECKPOINTS")
+    os.environ["KITTY_CHECKPOINTS"] = str(tmp_path_factory.mktemp("kitty") / "checkpoints.sqlite")
+    yield
+    if previous is None:
+        os.environ.pop("KITTY_CHECKPOINTS", None)
+    else:
+        os.environ["KITTY_CHECKPOINTS"] = previous
+
+
 @pytest.fixture(scope="session")
 def embedded_config() -> FleetConfig:
     """The shipped embedded fleet profile."""

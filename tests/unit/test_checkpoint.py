@@ -167,3 +167,16 @@ async def test_early_result_write_is_read_back_after_a_resume(tmp_path: Path) ->
         assert not await persist_result({"configurable": {}}, finished)  # no checkpointer
         registry = await registry_for("run-after-crash", node_config)
         assert registry.get("B") == finished
+
+
+async def test_plan_decision_for_a_thread_not_waiting_is_refused() -> None:
+    from graph import NothingToResume, arun_goal
+
+    plan = {"tasks": [{"id": "a", "agent": "researcher", "description": "d"}]}
+    with pytest.raises(PlanError, match="no plan waiting for a decision"):
+        await arun_goal("goal", plan=plan, plan_decision="approve")
+    async with make_checkpointer("memory") as saver:
+        with pytest.raises(NothingToResume, match="no unfinished work"):
+            await arun_goal(None, thread_id="never-ran", checkpointer=saver)
+    with pytest.raises(NothingToResume, match="needs the checkpointer"):
+        await arun_goal(None, thread_id="never-ran")
