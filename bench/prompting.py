@@ -1,7 +1,7 @@
 """The prompt every scheduler sends for a task: the product's own, rebuilt without it.
 
 The baselines must send byte-for-byte what the product sends, so that only scheduling
-differs. This mirrors :func:`graph.nodes.run_task`: the agent's system prompt, then
+differs. This mirrors :func:`graph.nodes.tasks.run_task`: the agent's system prompt, then
 ``TASK_USER`` with the results of the task's dependencies (bench outputs are short, so
 the product's trimming to the context window never applies).
 """

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.registry import DEFAULT_AGENTS
 from graph.context import Context
-from graph.nodes import _context, dispatch
+from graph.nodes import context_of, dispatch
 from graph.plan_validation import PlanError, check_given_plan
 from graph.schemas import Plan
 from graph.state import OrchestratorState
@@ -159,7 +159,7 @@ async def approval(state: OrchestratorState, runtime: Runtime[Context]) -> Comma
 
     An answer that is not a valid decision asks again, with the error in the payload.
     """
-    if not _context(runtime).approve_plan:
+    if not context_of(runtime).approve_plan:
         return Command(goto=dispatch(state))
     error: str | None = None
     while True:

@@ -10,7 +10,7 @@ import pytest
 from langgraph.types import Command
 from typer.testing import CliRunner
 
-import graph.nodes
+import graph.nodes.tasks
 from endpoints.config import FleetConfig
 from graph import (
     Plan,
@@ -51,13 +51,13 @@ PLAN = Plan(tasks=[pinned("A"), pinned("B", "analyst", ["A"])])
 def task_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Ids of the agent tasks whose model was called."""
     calls: list[str] = []
-    original = graph.nodes.run_task
+    original = graph.nodes.tasks.run_task
 
     async def counting(task: Task, *args: Any, **kwargs: Any) -> Any:
         calls.append(task.id)
         return await original(task, *args, **kwargs)
 
-    monkeypatch.setattr(graph.nodes, "run_task", counting)
+    monkeypatch.setattr(graph.nodes.tasks, "run_task", counting)
     return calls
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-import graph.nodes
+import graph.nodes.tasks
 from graph import NothingToResume, aresume, astream_goal, make_checkpointer
 from graph.checkpoint import checkpoint_serde
 from graph.events import TaskFinished
@@ -142,7 +142,7 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
 ) -> None:
     """Cancel (Ctrl-C, client gone) instead of a crash: the thread continues the same way."""
     calls: list[str] = []
-    original = graph.nodes.run_task
+    original = graph.nodes.tasks.run_task
 
     async def counting(task: Task, *args: Any, **kwargs: Any) -> Any:
         calls.append(task.id)
@@ -150,7 +150,7 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
             task = task.model_copy(update={"max_tokens": 8})  # keep the resumed run short
         return await original(task, *args, **kwargs)
 
-    monkeypatch.setattr(graph.nodes, "run_task", counting)
+    monkeypatch.setattr(graph.nodes.tasks, "run_task", counting)
     pinned = {"extra": {"ignore_eos": True}}
     plan = Plan(
         tasks=[
