@@ -29,6 +29,7 @@ class BenchEnv:
             ``full`` and 1 otherwise.
         out: Folder for ``results.md``, ``results.json`` and timeline PNGs.
         log: Progress printer.
+        label: How results name the fleet (default: ``fleet``).
     """
 
     fleet: str = "embedded"
@@ -36,6 +37,7 @@ class BenchEnv:
     reps: int = 0
     out: Path = Path("docs/bench")
     log: Callable[[str], None] = field(default=lambda message: print(message, flush=True))
+    label: str = ""
     _config: FleetConfig | None = None
 
     def __post_init__(self) -> None:

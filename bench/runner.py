@@ -7,6 +7,7 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from bench.env import BenchEnv, machine
@@ -72,7 +73,7 @@ async def run_suites(env: BenchEnv, names: list[str]) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "size": env.size,
             "reps": env.reps,
-            "fleet": env.fleet,
+            "fleet": env.label or env.fleet,
             "seconds": round(time.perf_counter() - began, 1),
         }
         results[name] = result
@@ -80,6 +81,21 @@ async def run_suites(env: BenchEnv, names: list[str]) -> dict[str, Any]:
     return save(env.out, results, machine())
 
 
-def run(env: BenchEnv, selection: str = "all") -> dict[str, Any]:
-    """Synchronous entry: run the selection and write ``results.md`` / ``results.json``."""
-    return asyncio.run(run_suites(env, resolve(selection)))
+def run(env: BenchEnv, selection: str = "all", *, own_fleet: bool = False) -> dict[str, Any]:
+    """Synchronous entry: run the selection and write ``results.md`` / ``results.json``.
+
+    Args:
+        env: Settings.
+        selection: ``all`` or a suite name.
+        own_fleet: Run on a private copy of the (embedded) fleet on free ports.
+    """
+    names = resolve(selection)
+    if not own_fleet:
+        return asyncio.run(run_suites(env, names))
+    from bench.private import private_fleet
+
+    env.log(f"starting a private copy of fleet {env.fleet!r} on free ports")
+    with private_fleet(env.fleet) as path:
+        private = replace(env, fleet=path, _config=None)
+        private.label = f"{env.fleet} (private copy on free ports)"
+        return asyncio.run(run_suites(private, names))

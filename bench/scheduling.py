@@ -75,14 +75,26 @@ async def _run_once(
         return await run_oracle(dag.tasks, dag.goal, env.config, client, slots), None
 
 
-async def run_scheduling(env: BenchEnv) -> dict[str, Any]:
-    """Run the suite; returns JSON-ready results."""
-    env.ensure_fleet()
+def suite_dags(size: str) -> list[Dag]:
+    """The DAGs for a run size (token counts scaled down for quick and smoke runs)."""
+    dags = scheduling_dags(TOKEN_SCALE[size])
+    return dags[:SMOKE_DAGS] if size == "smoke" else dags
+
+
+async def compare(
+    env: BenchEnv, dags: list[Dag], *, seconds_per_wall_s: float = 1.0, label: str = ""
+) -> dict[str, Any]:
+    """Run every DAG with the four schedulers on ``env.fleet``; best of ``env.reps``.
+
+    Args:
+        env: Fleet, repetitions, output folder.
+        dags: The DAGs.
+        seconds_per_wall_s: Factor for reported seconds (a simulated fleet's
+            ``1 / time_scale``); ratios do not depend on it.
+        label: Prefix of the timeline file names.
+    """
     slots = await server_slots(env.config)
     await _warm_up(env, slots)
-    dags = scheduling_dags(TOKEN_SCALE[env.size])
-    if env.size == "smoke":
-        dags = dags[:SMOKE_DAGS]
     rows: list[dict[str, Any]] = []
     for dag in dags:
         runs: dict[str, list[VariantRun]] = {v: [] for v in VARIANTS}
@@ -106,14 +118,17 @@ async def run_scheduling(env: BenchEnv) -> dict[str, Any]:
         span_ratios = {
             v: r.span_s / oracle_span if oracle_span else 0.0 for v, r in best_runs.items()
         }
-        timeline = plot(env, product_results.get(id(best_runs["product"])), dag.name)
+        timeline = plot(env, product_results.get(id(best_runs["product"])), label + dag.name)
+        summaries = {v: r.summary() for v, r in best_runs.items()}
+        for summary in summaries.values():
+            summary["seconds"] = round(summary["wall_s"] * seconds_per_wall_s, 3)
         rows.append(
             {
                 "name": dag.name,
                 "shape": dag.shape,
                 "tasks": len(dag.tasks),
                 "completion_tokens": dag.tokens,
-                "best": {v: r.summary() for v, r in best_runs.items()},
+                "best": summaries,
                 "all_wall_s": {v: [round(r.wall_s, 4) for r in rs] for v, rs in runs.items()},
                 "ratio_to_oracle": {v: round(x, 3) for v, x in ratios.items()},
                 "span_ratio_to_oracle": {v: round(x, 3) for v, x in span_ratios.items()},
@@ -122,14 +137,13 @@ async def run_scheduling(env: BenchEnv) -> dict[str, Any]:
             }
         )
         env.log(
-            f"  {dag.name:18s} "
-            + "  ".join(f"{v} {best_runs[v].wall_s:6.2f}s ({ratios[v]:.2f}x)" for v in VARIANTS)
+            f"  {label}{dag.name:18s} "
+            + "  ".join(f"{v} {summaries[v]['seconds']:6.2f}s ({ratios[v]:.2f}x)" for v in VARIANTS)
         )
     gm = {v: round(geomean([r["ratio_to_oracle"][v] for r in rows]), 3) for v in VARIANTS}
     gm_span = {v: round(geomean([r["span_ratio_to_oracle"][v] for r in rows]), 3) for v in VARIANTS}
     return {
         "reps": env.reps,
-        "token_scale": TOKEN_SCALE[env.size],
         "slots": slots,
         "dags": rows,
         "geomean_ratio_to_oracle": gm,
@@ -138,3 +152,10 @@ async def run_scheduling(env: BenchEnv) -> dict[str, Any]:
         "target_met": bool(gm["product"] <= TARGET_PRODUCT_RATIO),
         "product_beats_waves": bool(gm["product"] < gm["waves"]),
     }
+
+
+async def run_scheduling(env: BenchEnv) -> dict[str, Any]:
+    """Run the suite on the benchmark fleet; returns JSON-ready results."""
+    env.ensure_fleet()
+    result = await compare(env, suite_dags(env.size))
+    return {**result, "token_scale": TOKEN_SCALE[env.size]}

@@ -19,7 +19,13 @@ SIM_PROFILE = "m3-ultra-sim"
 
 
 def served_profile(urls: dict[str, str], folder: Path, profile: str = SIM_PROFILE) -> str:
-    """Write a copy of ``profile`` whose endpoints point at ``urls``; returns its path."""
+    """Write a copy of a fleet file whose endpoints point at ``urls``; returns its path.
+
+    Args:
+        urls: Endpoint name -> new base URL.
+        folder: Where to write the copy (same file name as the original).
+        profile: Fleet profile name or path.
+    """
     source = resolve_fleet_path(profile)
     text = source.read_text(encoding="utf-8")
     for endpoint in load_fleet(profile).all_endpoints():

@@ -18,6 +18,7 @@ from rich.console import Console
 from cli.app import FLEET_HELP, app
 from cli.fleet import fail
 from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, FleetError
+from ops.embedded import EmbeddedFleetError
 
 console = Console(highlight=False)
 
@@ -40,6 +41,14 @@ def bench(
         int, typer.Option("--reps", min=0, help="Best of N repetitions (0: 3, or 1 if quick).")
     ] = 0,
     fleet: Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)] = None,
+    own_fleet: Annotated[
+        bool,
+        typer.Option(
+            "--own-fleet",
+            help="Start a private copy of the embedded fleet on free ports (no other "
+            "client shares its slots).",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark scheduling, overhead, planner validity, scale and a simulated fleet."""
     from bench.env import BenchEnv
@@ -65,7 +74,10 @@ def bench(
             "token counts with llama.cpp's ignore_eos. Use --fleet embedded or a llama.cpp fleet"
         )
     console.print(f"kitty-orch bench {' '.join(names)} ({size}, fleet {fleet}) -> {out}")
-    data = run(env, suite)
+    try:
+        data = run(env, suite, own_fleet=own_fleet)
+    except (ValueError, EmbeddedFleetError) as exc:
+        fail(str(exc))
     console.print(
         render({**data, "suites": {k: data["suites"][k] for k in names}}),
         markup=False,

@@ -98,7 +98,9 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
 
     path = _sqlite_path(spec)
     try:
-        connection = await aiosqlite.connect(path)
+        # Wait for a lock instead of failing at once: a cancelled run may still be closing
+        # its connection, or another process may be writing (WAL lets readers proceed).
+        connection = await aiosqlite.connect(path, timeout=30.0)
     except (sqlite3.Error, OSError) as exc:
         raise CheckpointError(
             f"cannot open checkpoint file {path} ({exc}); pass --checkpoint with a "
@@ -107,6 +109,7 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
     try:
         saver = AsyncSqliteSaver(connection, serde=checkpoint_serde())
         try:
+            await connection.execute("PRAGMA journal_mode=WAL")
             await saver.setup()
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(
