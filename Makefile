@@ -25,7 +25,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=15
 
 bench: setup
 	$(BIN)/kitty-orch bench all
