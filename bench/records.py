@@ -69,8 +69,17 @@ class VariantRun:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """Figures plus spans."""
-        return {**self.summary(), "spans": [asdict(s) for s in self.spans]}
+        """Figures plus spans (times in seconds from the first call's start)."""
+        origin = min((s.started_at for s in self.spans), default=0.0)
+        spans = [
+            {
+                **asdict(s),
+                "started_at": round(s.started_at - origin, 4),
+                "finished_at": round(s.finished_at - origin, 4),
+            }
+            for s in self.spans
+        ]
+        return {**self.summary(), "spans": spans}
 
 
 def best(runs: list[VariantRun]) -> VariantRun:

@@ -125,7 +125,7 @@ async def run_scale(env: BenchEnv) -> dict[str, Any]:
         "failed_polls": sampler.failed_polls,
         "rss_before_mb": round(rss_before / 2**20, 1),
         "peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
-        "fleet_in_process": _fleet_in_process(),
+        "fleet_in_process": _serves_in_process({h.config.port for h in runtime.all_handles()}),
         "dag_tasks": dag_tasks,
         "dag_completed": sum(1 for t in big.tasks if t.status == "completed"),
         "dag_wall_s": round(dag_wall, 2),
@@ -140,8 +140,14 @@ async def run_scale(env: BenchEnv) -> dict[str, Any]:
     return summary
 
 
-def _fleet_in_process() -> bool:
-    """True when this process started embedded servers (their memory is in its RSS)."""
-    from ops.embedded import _shared
-
-    return any(fleet.running for fleet in _shared.values())
+def _serves_in_process(ports: set[int]) -> bool:
+    """True when this process listens on one of the fleet's ports (servers in its RSS)."""
+    try:
+        listening = {
+            c.laddr.port
+            for c in psutil.Process().net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+    except psutil.Error:
+        return False
+    return bool(listening & ports)

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from endpoints.config import EndpointConfig, FleetConfig, load_fleet
+from endpoints.config import EndpointConfig, FleetConfig, load_fleet, resolve_fleet_path
 from endpoints.limiter import SlotLimiter, limiter_for
 from endpoints.probes import probe_all
 
@@ -193,9 +193,23 @@ _runtimes_lock = threading.Lock()
 
 
 def get_runtime(fleet: str | FleetConfig | None = None) -> FleetRuntime:
-    """Process-wide runtime for a fleet (by profile name, path or config)."""
-    config = load_fleet(fleet)
-    key = config.source or config.model_dump_json()
+    """Process-wide runtime for a fleet (by profile name, path or config).
+
+    Every model call asks for its runtime, so a fleet named by profile or path is only
+    re-read when its file changes (path + modification time identify it).
+    """
+    if isinstance(fleet, FleetConfig):
+        config = fleet
+        key = config.source or config.model_dump_json()
+    else:
+        path = resolve_fleet_path(fleet)
+        stamp = f"{path.resolve()}@{path.stat().st_mtime_ns}"
+        with _runtimes_lock:
+            cached = _runtimes.get(stamp)
+        if cached is not None:
+            return cached
+        config = load_fleet(path)
+        key = stamp
     with _runtimes_lock:
         runtime = _runtimes.get(key)
         if runtime is None or runtime.fleet != config:
