@@ -36,11 +36,13 @@ async def measure(fleet: str, count: int, reps: int, env: BenchEnv) -> dict[str,
     config = load_fleet(fleet)
     slots = await server_slots(config)
     tasks = layered_plan(count, tokens=1, agents=ONE_AGENT_PER_TIER).tasks
-    # unmeasured warm-up: the plan's prompts into the servers' caches, and the product's
-    # imports, graph compile and connections
-    await run_product(tasks[: len(ONE_AGENT_PER_TIER)], GOAL, fleet)
+    # unmeasured warm-up: each server's system prompt into its prompt cache (the tails
+    # differ per task, so a full run would cache nothing more), the product's imports,
+    # graph compile and connections
+    warm = tasks[: 2 * len(ONE_AGENT_PER_TIER)]  # the first layer: no dependencies
+    await run_product(warm, GOAL, fleet)
     async with new_client() as client:
-        await run_oracle(tasks, GOAL, config, client, slots)
+        await run_oracle(warm, GOAL, config, client, slots)
     runs: dict[str, list[VariantRun]] = {"product": [], "oracle": []}
     for rep in range(reps):
         for variant in ["oracle", "product"] if rep % 2 else ["product", "oracle"]:

@@ -31,7 +31,7 @@ def save(out: Path, suites: dict[str, Any], machine: dict[str, Any]) -> dict[str
     data = load(out)
     data["suites"].update(suites)
     data["machine"] = machine
-    (out / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out / JSON_NAME).write_text(json.dumps(data, indent=1, default=str) + "\n")
     (out / MARKDOWN_NAME).write_text(render(data))
     return data
 
