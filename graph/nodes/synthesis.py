@@ -6,19 +6,20 @@ import logging
 import time
 from typing import Any
 
+from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from endpoints.config import EndpointConfig
+from endpoints.config import EndpointConfig, ThinkingLevel
 from endpoints.models import make_chat_model
-from endpoints.pool import get_runtime
+from endpoints.pool import FleetRuntime, get_runtime
 from graph import prompts
 from graph.budget import PROMPT_MARGIN_TOKENS, estimate_tokens, trim_to_tokens
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
 )
-from graph.executor import call_model
+from graph.executor import CallOutcome, call_model
 from graph.nodes.common import (
     SUMMARY_TIERS,
     SYNTHESIS_TIERS,
@@ -40,6 +41,40 @@ def _results_in_plan_order(state: OrchestratorState) -> list[TaskResult]:
     return [results[t.id] for t in plan.tasks if t.id in results] if plan else []
 
 
+async def _phase_call(
+    context: Context,
+    fleet_runtime: FleetRuntime,
+    tiers: list[str],
+    messages: list[Any],
+    phase: str,
+    *,
+    temperature: float,
+    max_tokens: int,
+    thinking: ThinkingLevel | None = None,
+) -> CallOutcome:
+    """One run-level model call (synthesis or summary) with the run's limits."""
+
+    def build(endpoint: EndpointConfig) -> BaseChatModel:
+        return make_chat_model(
+            endpoint,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            thinking=thinking,
+            timeout_s=context.task_timeout_s,
+        )
+
+    return await call_model(
+        fleet_runtime,
+        tiers,
+        messages,
+        build,
+        config={"tags": [f"kitty:{phase}"]},
+        slot_timeout_s=context.slot_timeout_s,
+        call_timeout_s=context.task_timeout_s,
+        busy_retries=context.busy_retries,
+    )
+
+
 async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Merge the task results into one answer on the reasoning tier; name failures."""
     context = context_of(runtime)
@@ -50,24 +85,15 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> di
     began = time.perf_counter()
     messages, _ = await synthesis_messages(state, context, primary.config)
 
-    def build(endpoint: EndpointConfig):
-        return make_chat_model(
-            endpoint,
-            temperature=0.5,
-            max_tokens=context.synthesis_max_tokens,
-            thinking=context.thinking,
-            timeout_s=context.task_timeout_s,
-        )
-
-    outcome = await call_model(
+    outcome = await _phase_call(
+        context,
         fleet_runtime,
         tiers,
         messages,
-        build,
-        config={"tags": ["kitty:synthesizer"]},
-        slot_timeout_s=context.slot_timeout_s,
-        call_timeout_s=context.task_timeout_s,
-        busy_retries=context.busy_retries,
+        "synthesizer",
+        temperature=0.5,
+        max_tokens=context.synthesis_max_tokens,
+        thinking=context.thinking,
     )
     if outcome.ok:
         answer = outcome.text
@@ -160,23 +186,14 @@ async def summarizer(state: OrchestratorState, runtime: Runtime[Context]) -> dic
         HumanMessage(prompts.SUMMARY_USER.format(answer=answer)),
     ]
 
-    def build(endpoint: EndpointConfig):
-        return make_chat_model(
-            endpoint,
-            temperature=0.4,
-            max_tokens=context.summary_max_tokens,
-            timeout_s=context.task_timeout_s,
-        )
-
-    outcome = await call_model(
+    outcome = await _phase_call(
+        context,
         fleet_runtime,
         tiers,
         messages,
-        build,
-        config={"tags": ["kitty:summarizer"]},
-        slot_timeout_s=context.slot_timeout_s,
-        call_timeout_s=context.task_timeout_s,
-        busy_retries=context.busy_retries,
+        "summarizer",
+        temperature=0.4,
+        max_tokens=context.summary_max_tokens,
     )
     timings = {**state.get("timings", {}), "summary_s": time.perf_counter() - began}
     warnings = list(state.get("warnings", []))
