@@ -16,15 +16,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kitty.errors import FleetError
+
 DEFAULT_FLEET = "embedded"
 FLEET_ENV_VAR = "KITTY_FLEET"
 
 EndpointKind = Literal["llamacpp", "ollama"]
 ThinkingLevel = Literal["low", "medium", "high"]
-
-
-class FleetError(ValueError):
-    """A fleet file is missing, malformed or inconsistent; the message says how to fix it."""
 
 
 class LaunchSettings(BaseModel):

@@ -19,9 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-
-class SlotTimeoutError(TimeoutError):
-    """No slot became free within the acquire timeout."""
+from kitty.errors import SlotTimeoutError
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,13 @@ from graph.metrics import compute_metrics
 from graph.nodes import prepare_fleet
 from graph.plan_validation import PlanError, parse_plan
 from graph.schemas import Plan, RunResult, TaskResult
+from kitty.errors import NothingToResume
 
 CONTEXT_METADATA_KEY = "kitty_context"
 
 PlanCallback = Callable[[PlanApproval], "PlanDecision | dict[str, Any] | str | Awaitable[Any]"]
 
 _base_graph: CompiledStateGraph | None = None
-
-
-class NothingToResume(ValueError):
-    """A thread asked to continue has no unfinished work in the checkpoint store."""
 
 
 def graph_for(checkpointer: Any | None = None) -> CompiledStateGraph:

@@ -28,6 +28,7 @@ from graph.nodes import context_of, dispatch
 from graph.plan_validation import PlanError, check_given_plan
 from graph.schemas import Plan
 from graph.state import OrchestratorState
+from kitty.errors import PlanApprovalRequired
 
 ACTIONS = ("approve", "edit", "reject")
 HOW_TO_ANSWER = (
@@ -83,22 +84,6 @@ class PlanApproval(BaseModel):
             plan=Plan.model_validate(data.get("plan")),
             error=data.get("error"),
         )
-
-
-class PlanApprovalRequired(RuntimeError):
-    """A run stopped for plan approval and no decision was given.
-
-    Attributes:
-        approval: The pending plan; resume its ``thread_id`` with a decision.
-    """
-
-    def __init__(self, approval: PlanApproval) -> None:
-        super().__init__(
-            f"the plan of thread {approval.thread_id} waits for approval; pass "
-            "on_plan=callback, or call arun_goal again with the same thread_id and "
-            "checkpointer and plan_decision={'action': 'approve'|'edit'|'reject', ...}"
-        )
-        self.approval = approval
 
 
 def parse_decision(

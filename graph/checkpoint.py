@@ -25,6 +25,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from kitty.errors import CheckpointError
+
 CHECKPOINTS_ENV_VAR = "KITTY_CHECKPOINTS"
 DEFAULT_CHECKPOINT_PATH = Path("~/.kitty/checkpoints.sqlite")
 MEMORY = "memory"
@@ -40,10 +42,6 @@ SERDE_ALLOWLIST: list[tuple[str, ...]] = [
 ]
 
 _shared_memory: InMemorySaver | None = None
-
-
-class CheckpointError(ValueError):
-    """A checkpoint store cannot be opened; the message says what to change."""
 
 
 def checkpoint_serde() -> JsonPlusSerializer:

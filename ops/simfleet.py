@@ -65,6 +65,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet
+from kitty.errors import SimFleetError
 
 logger = logging.getLogger("kitty.simfleet")
 
@@ -116,10 +117,6 @@ SIM_ENDPOINT_PARAMS: dict[str, dict[str, Any]] = {
         + _PREFILL_NOTE,
     },
 }
-
-
-class SimFleetError(RuntimeError):
-    """The simulated fleet could not start; the message names the cause and the fix."""
 
 
 # --------------------------------------------------------------------------------------

@@ -250,23 +250,7 @@ async def agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any
             result = _failed(task, f"internal error: {type(exc).__name__}: {exc}")
         await persist_result(config, result)  # durable before any dependent may start
     registry.complete(result)
-    emit(
-        TaskFinished(
-            run_id=run_id,
-            task_id=task.id,
-            agent=task.agent,
-            status=result.status,
-            endpoint=result.endpoint,
-            slot=result.slot,
-            fallback=result.fallback_used,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            latency_s=result.latency_s,
-            queued_s=result.queued_s,
-            error=result.error,
-            output=result.output,
-        )
-    )
+    emit(TaskFinished(run_id=run_id, result=result))
     return {"results": {task.id: result}}
 
 

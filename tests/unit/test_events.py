@@ -47,15 +47,20 @@ EVENTS = [
     TaskFallback(run_id="r", task_id="b", failed_endpoint="ep-c", error="down", next_endpoint="ep"),
     TaskFinished(
         run_id="r",
-        task_id="a",
-        agent="researcher",
-        status="completed",
-        endpoint="ep",
-        slot=1,
-        completion_tokens=3,
-        latency_s=1.5,
+        result=TaskResult(
+            task_id="a",
+            agent="researcher",
+            status="completed",
+            endpoint="ep",
+            slot=1,
+            completion_tokens=3,
+            latency_s=1.5,
+        ),
     ),
-    TaskFinished(run_id="r", task_id="b", agent="coder", status="failed", error="all down"),
+    TaskFinished(
+        run_id="r",
+        result=TaskResult(task_id="b", agent="coder", status="failed", error="all down"),
+    ),
     PhaseStarted(run_id="r", phase="synthesizing", endpoint="ep"),
     RunFinished(
         run_id="r",

@@ -1,0 +1,1 @@
+"""Foundations shared by every layer: the error tree (:mod:`kitty.errors`)."""
