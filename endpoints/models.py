@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.runnables import Runnable
 
 from endpoints.config import EndpointConfig, ThinkingLevel
 
@@ -65,6 +66,23 @@ def _loop_resources() -> _LoopResources | None:
     if resources is None:
         resources = _per_loop[loop] = _LoopResources()
     return resources
+
+
+class ChatModelFactory(Protocol):
+    """Builds the chat model for one endpoint (:func:`make_chat_model`'s signature)."""
+
+    def __call__(
+        self,
+        endpoint: EndpointConfig,
+        *,
+        temperature: float = ...,
+        max_tokens: int | None = ...,
+        thinking: ThinkingLevel | None = ...,
+        extra: dict[str, Any] | None = ...,
+        timeout_s: float | None = ...,
+    ) -> BaseChatModel:
+        """Return a chat model bound to ``endpoint``."""
+        ...
 
 
 def make_chat_model(
@@ -208,3 +226,22 @@ def is_endpoint_failure(exc: BaseException) -> bool:
         return status >= 500
     name = type(exc).__name__
     return name in {"ConnectError", "ReadTimeout", "RemoteProtocolError"}
+
+
+def constrain_to_json_schema(
+    model: BaseChatModel, endpoint: EndpointConfig, schema: dict[str, Any], *, name: str
+) -> Runnable[Any, Any]:
+    """Bind ``model`` so its answer must match ``schema``, in the engine's own form.
+
+    Ollama takes the schema as ``format``. llama.cpp takes OpenAI's nested
+    ``response_format`` (``{"type": "json_schema", "json_schema": {"schema": ...}}``) and
+    turns it into a grammar; the flat form is silently ignored.
+    """
+    if endpoint.kind == "ollama":
+        return model.bind(format=schema)
+    return model.bind(
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": name, "strict": True, "schema": schema},
+        }
+    )

@@ -13,9 +13,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
 
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet, resolve_fleet_path
 from endpoints.limiter import SlotLimiter, limiter_for
+from endpoints.models import ChatModelFactory, make_chat_model
 from endpoints.probes import probe_all
 
 logger = logging.getLogger("kitty.endpoints")
@@ -103,6 +107,12 @@ class FleetRuntime:
         self._discovered = False
         self._discover_lock = threading.Lock()
         self.warnings: list[str] = []
+        # The one seam between the graph and the chat client: tests put a fake here.
+        self.model_factory: ChatModelFactory = make_chat_model
+
+    def chat_model(self, endpoint: EndpointConfig, **settings: Any) -> BaseChatModel:
+        """A chat model bound to ``endpoint`` (``settings`` as for ``make_chat_model``)."""
+        return self.model_factory(endpoint, **settings)
 
     def handles(self, tier: str) -> list[EndpointHandle]:
         """The replicas of a tier (raises ``FleetError`` for an unknown tier)."""

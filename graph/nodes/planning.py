@@ -9,11 +9,12 @@ import uuid
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
 from endpoints.config import EndpointConfig
-from endpoints.models import make_chat_model
+from endpoints.models import constrain_to_json_schema
 from endpoints.pool import FleetRuntime
 from graph import prompts
 from graph.context import Context
@@ -68,17 +69,10 @@ def plan_json_schema(agent_names: list[str], max_tasks: int) -> dict[str, Any]:
     }
 
 
-def _planner_model(schema: dict[str, Any], max_tokens: int):
-    def build(endpoint: EndpointConfig):
-        model = make_chat_model(endpoint, temperature=0.3, max_tokens=max_tokens)
-        if endpoint.kind == "ollama":
-            return model.bind(format=schema)
-        return model.bind(
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "plan", "strict": True, "schema": schema},
-            }
-        )
+def _planner_model(fleet_runtime: FleetRuntime, schema: dict[str, Any], max_tokens: int):
+    def build(endpoint: EndpointConfig) -> Runnable[Any, Any]:
+        model = fleet_runtime.chat_model(endpoint, temperature=0.3, max_tokens=max_tokens)
+        return constrain_to_json_schema(model, endpoint, schema, name="plan")
 
     return build
 
@@ -123,7 +117,7 @@ async def make_plan(
             fleet_runtime,
             usable_tiers(fleet_runtime, [PLANNER_TIER, "reasoning"]),
             messages,
-            _planner_model(schema, context.planner_max_tokens),
+            _planner_model(fleet_runtime, schema, context.planner_max_tokens),
             config={"tags": ["kitty:planner"]},
             slot_timeout_s=context.slot_timeout_s,
             call_timeout_s=context.task_timeout_s,

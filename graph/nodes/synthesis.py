@@ -11,7 +11,6 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from endpoints.config import EndpointConfig, ThinkingLevel
-from endpoints.models import make_chat_model
 from endpoints.pool import FleetRuntime, get_runtime
 from graph import prompts
 from graph.budget import PROMPT_MARGIN_TOKENS, estimate_tokens, trim_to_tokens
@@ -55,7 +54,7 @@ async def _phase_call(
     """One run-level model call (synthesis or summary) with the run's limits."""
 
     def build(endpoint: EndpointConfig) -> BaseChatModel:
-        return make_chat_model(
+        return fleet_runtime.chat_model(
             endpoint,
             temperature=temperature,
             max_tokens=max_tokens,

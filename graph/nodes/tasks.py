@@ -19,7 +19,6 @@ from langgraph.types import Send
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
 from endpoints.config import EndpointConfig
-from endpoints.models import make_chat_model
 from endpoints.pool import EndpointHandle, FleetRuntime, get_runtime
 from graph import prompts
 from graph.budget import PROMPT_MARGIN_TOKENS, estimate_tokens, trim_to_tokens
@@ -171,7 +170,7 @@ async def run_task(
     ]
 
     def build(endpoint: EndpointConfig):
-        return make_chat_model(
+        return fleet_runtime.chat_model(
             endpoint,
             temperature=agent.temperature,
             max_tokens=max_tokens,
