@@ -220,23 +220,3 @@ class SlotLimiter:
             yield number
         finally:
             self.release(number)
-
-
-_registry: dict[str, SlotLimiter] = {}
-_registry_lock = threading.Lock()
-
-
-def limiter_for(key: str, name: str, capacity: int) -> SlotLimiter:
-    """Process-wide limiter for an endpoint.
-
-    Args:
-        key: Identity of the server (its base URL): runs and fleets naming the same server
-            share one cap.
-        name: Display name for errors and stats.
-        capacity: Slots, used when the limiter is first created.
-    """
-    with _registry_lock:
-        limiter = _registry.get(key)
-        if limiter is None:
-            limiter = _registry[key] = SlotLimiter(name, capacity)
-        return limiter

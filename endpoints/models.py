@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from typing import Any, Protocol
 
 import httpx
@@ -17,6 +16,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from endpoints.config import EndpointConfig, ThinkingLevel
+from endpoints.state import fleet_state
 
 PLACEHOLDER_API_KEY = "sk-no-key-required"
 
@@ -44,11 +44,6 @@ class _LoopResources:
         return self.http
 
 
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def loop_http_client() -> httpx.AsyncClient:
     """The shared HTTP client of the running event loop (for tokenizer and probe calls)."""
     resources = _loop_resources()
@@ -62,9 +57,10 @@ def _loop_resources() -> _LoopResources | None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None
-    resources = _per_loop.get(loop)
+    per_loop = fleet_state().loop_resources
+    resources = per_loop.get(loop)
     if resources is None:
-        resources = _per_loop[loop] = _LoopResources()
+        resources = per_loop[loop] = _LoopResources()
     return resources
 
 

@@ -11,54 +11,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet, resolve_fleet_path
-from endpoints.limiter import SlotLimiter, limiter_for
+from endpoints.health import EndpointHealth
+from endpoints.limiter import SlotLimiter
 from endpoints.models import ChatModelFactory, make_chat_model
 from endpoints.probes import probe_all
+from endpoints.state import fleet_state, limiter_for, reset_fleet_state
 
 logger = logging.getLogger("kitty.endpoints")
 
 DEFAULT_SLOTS = 1
 
 
-@dataclass
-class EndpointHealth:
-    """Failure bookkeeping for one server (a circuit breaker).
-
-    Attributes:
-        consecutive_failures: Endpoint failures since the last success.
-        cooldown_until: ``time.monotonic()`` before which routing avoids the server.
-        latencies_s: Recent successful request latencies.
-    """
-
-    consecutive_failures: int = 0
-    cooldown_until: float = 0.0
-    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=20))
-
-    def cooling_down(self, now: float | None = None) -> bool:
-        """True while the server is benched after repeated failures."""
-        return (now if now is not None else time.monotonic()) < self.cooldown_until
-
-    @property
-    def recent_latency_s(self) -> float | None:
-        """Mean of recent successful latencies, if any."""
-        return sum(self.latencies_s) / len(self.latencies_s) if self.latencies_s else None
-
-
-_health: dict[str, EndpointHealth] = {}
-_health_lock = threading.Lock()
-
-
 def health_for(base_url: str) -> EndpointHealth:
     """Process-wide health record of a server."""
-    with _health_lock:
-        return _health.setdefault(base_url, EndpointHealth())
+    return fleet_state().health(base_url)
 
 
 @dataclass
@@ -149,15 +121,20 @@ class FleetRuntime:
             if not status.total_slots:
                 continue
             configured = handle.config.slots
-            if configured is not None and configured != status.total_slots:
-                message = (
-                    f"endpoint {handle.name}: fleet file says {configured} slots but the "
-                    f"server reports {status.total_slots}; using the server's value"
-                )
-                logger.warning(message)
-                self.warnings.append(message)
-            if handle.limiter.capacity != status.total_slots:
-                handle.limiter.resize(status.total_slots)
+            if configured is not None and configured < status.total_slots:
+                # A deliberate cap (the server is shared with something else): keep it.
+                target = configured
+            else:
+                target = status.total_slots
+                if configured is not None and configured != status.total_slots:
+                    message = (
+                        f"endpoint {handle.name}: fleet file says {configured} slots but "
+                        f"the server reports {status.total_slots}; using the server's value"
+                    )
+                    logger.warning(message)
+                    self.warnings.append(message)
+            if handle.limiter.capacity != target:
+                handle.limiter.resize(target)
         return self.warnings
 
     def candidates(self, tiers: list[str]) -> list[EndpointHandle]:
@@ -198,41 +175,35 @@ class FleetRuntime:
             )
 
 
-_runtimes: dict[str, FleetRuntime] = {}
-_runtimes_lock = threading.Lock()
-
-
 def get_runtime(fleet: str | FleetConfig | None = None) -> FleetRuntime:
     """Process-wide runtime for a fleet (by profile name, path or config).
 
     Every model call asks for its runtime, so a fleet named by profile or path is only
-    re-read when its file changes (path + modification time identify it).
+    re-read when its file changes (path + modification time identify it); a changed file
+    gets a new runtime whose limiters are resized to the new slot counts.
     """
+    state = fleet_state()
     if isinstance(fleet, FleetConfig):
         config = fleet
         key = config.source or config.model_dump_json()
     else:
         path = resolve_fleet_path(fleet)
-        stamp = f"{path.resolve()}@{path.stat().st_mtime_ns}"
-        with _runtimes_lock:
-            cached = _runtimes.get(stamp)
+        key = f"{path.resolve()}@{path.stat().st_mtime_ns}"
+        with state.lock:
+            cached = state.runtimes.get(key)
         if cached is not None:
             return cached
         config = load_fleet(path)
-        key = stamp
-    with _runtimes_lock:
-        runtime = _runtimes.get(key)
+    with state.lock:
+        runtime = state.runtimes.get(key)
         if runtime is None or runtime.fleet != config:
-            runtime = _runtimes[key] = FleetRuntime(config)
+            runtime = state.runtimes[key] = FleetRuntime(config)
         return runtime
 
 
 def reset_runtimes() -> None:
-    """Forget cached runtimes and health (tests, or after the fleet file changed)."""
-    with _runtimes_lock:
-        _runtimes.clear()
-    with _health_lock:
-        _health.clear()
+    """Forget all fleet state: runtimes, limiters, health, clients (tests)."""
+    reset_fleet_state()
 
 
 __all__ = [

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from endpoints.limiter import SlotLimiter, SlotTimeoutError, limiter_for
+from endpoints.limiter import SlotLimiter, SlotTimeoutError
+from endpoints.state import limiter_for
 
 
 async def settle() -> None:
@@ -288,6 +289,7 @@ def test_load_counts_holders_and_queue() -> None:
 def test_limiter_for_is_shared_per_server() -> None:
     key = "http://limiter-test.invalid:1"
     first = limiter_for(key, "x", 3)
-    second = limiter_for(key, "y", 9)
-    assert first is second
     assert first.capacity == 3
+    second = limiter_for(key, "y", 9)  # the fleet file now says 9: resized, still shared
+    assert first is second
+    assert first.capacity == 9
