@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import inspect
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -51,22 +51,13 @@ def graph_for(checkpointer: Any | None = None) -> CompiledStateGraph:
     return _base_graph.copy(update={"checkpointer": checkpointer})
 
 
-def make_context(
-    *,
-    fleet: str | None = None,
-    max_tasks: int = 6,
-    voice: bool = True,
-    context: Context | None = None,
-    **settings: Any,
-) -> Context:
-    """Build a :class:`Context` from keyword settings (``context`` wins when given)."""
-    if context is not None:
-        return context
-    if not 1 <= max_tasks <= 50:
-        raise ValueError(f"max_tasks must be between 1 and 50, got {max_tasks}")
-    if fleet is not None:
-        settings["fleet"] = str(fleet)
-    return Context(max_tasks=max_tasks, voice=voice, **settings)
+def make_context(*, context: Context | None = None, **settings: Any) -> Context:
+    """A validated :class:`Context`: ``context`` (or the defaults) with ``settings`` on top.
+
+    Raises:
+        SettingsError: An unknown setting or a bad value; the message names each.
+    """
+    return Context.build(context, **settings)
 
 
 def _as_plan(plan: Plan | dict[str, Any] | None) -> Plan | None:
@@ -109,8 +100,13 @@ def _saved_context(metadata: dict[str, Any] | None) -> Context | None:
         data = json.loads(raw)
     except ValueError:
         return None
-    known = {f.name for f in dataclasses.fields(Context)}
-    return Context(**{k: v for k, v in data.items() if k in known})
+    if not isinstance(data, dict):
+        return None
+    known = set(Context.setting_names())
+    try:  # settings saved by another version keep what this one still knows
+        return Context.model_validate({k: v for k, v in data.items() if k in known})
+    except ValueError:
+        return None
 
 
 def _decision_input(
@@ -126,84 +122,45 @@ async def _ask(on_plan: PlanCallback, approval: PlanApproval) -> Any:
     return await answer if inspect.isawaitable(answer) else answer
 
 
-async def astream_goal(
+@dataclass
+class _Start:
+    """Where a call to :func:`astream_goal` begins: a new run, or a thread to continue."""
+
+    compiled: CompiledStateGraph
+    config: RunnableConfig
+    context: Context
+    state_input: Any
+    pending: PlanApproval | None
+    checkpointer: Any | None
+    borrowed_checkpointer: bool
+    resuming: bool
+
+
+async def _resolve_start(
     goal: str | None,
-    *,
-    plan: Plan | dict[str, Any] | None = None,
-    max_tasks: int = 6,
-    voice: bool = True,
-    fleet: str | None = None,
-    context: Context | None = None,
-    checkpointer: Any | None = None,
-    thread_id: str | None = None,
-    on_plan: PlanCallback | None = None,
-    plan_decision: PlanDecision | dict[str, Any] | str | None = None,
-    **settings: Any,
-) -> AsyncIterator[ProgressEvent | PlanApproval]:
-    """Run a goal, yielding typed progress events and finally :class:`RunFinished`.
-
-    Durable runs: with a ``checkpointer`` every step and every finished task is saved
-    under ``thread_id`` (generated when not given; it is on the result). Calling again
-    with a thread that has unfinished work (crash, kill, cancel, a plan waiting for
-    approval) *continues* it: tasks that finished are not run again, ``goal`` and
-    ``plan`` are ignored and the run's saved settings are used (``context=`` replaces
-    them; ``fleet=`` and ``**settings`` override single fields). A thread with no
-    unfinished work runs ``goal`` as a new run on that thread.
-
-    Plan approval (``approve_plan=True``): after planning the run stops for a decision
-    (``{"action": "approve"}``, ``{"action": "edit", "plan": {...}}`` or
-    ``{"action": "reject", "reason": "..."}``). With ``on_plan`` the callback (sync or
-    async) gets a :class:`PlanApproval` and returns the decision, and the run goes on.
-    Without it, the last event is the :class:`PlanApproval`; call again with the same
-    ``thread_id`` and ``checkpointer`` and ``plan_decision=...``. Without a checkpointer
-    a process-wide in-memory one is used.
-
-    Args:
-        goal: What to do, in plain words (``None`` only to continue a thread).
-        plan: A ready plan (skips the planner; validated strictly).
-        max_tasks: Most tasks the planner may create.
-        voice: Produce a voice summary.
-        fleet: Fleet profile name or path (default ``$KITTY_FLEET`` or ``embedded``).
-        context: Full settings; overrides the keyword settings when given.
-        checkpointer: LangGraph checkpointer for durable runs
-            (see :func:`graph.checkpoint.make_checkpointer`).
-        thread_id: Checkpoint thread: continue it, or name the new run's thread.
-        on_plan: Plan approval callback: ``PlanApproval -> decision``.
-        plan_decision: The decision for a thread whose plan waits for approval.
-        **settings: Further :class:`Context` fields (``thinking``, ``task_timeout_s``,
-            ``run_deadline_s``, ``approve_plan``...).
-
-    Yields:
-        Progress events; the last one is :class:`RunFinished` with the result, or a
-        :class:`PlanApproval` when the plan waits for a decision.
-
-    Raises:
-        NothingToResume: ``goal`` is ``None`` and the thread has no unfinished work.
-        PlanError: Bad goal, plan or plan decision; the message says what to fix.
-    """
-    wants_approval = bool(settings.get("approve_plan")) or bool(
-        context is not None and context.approve_plan
-    )
+    plan: Plan | dict[str, Any] | None,
+    context: Context | None,
+    settings: dict[str, Any],
+    checkpointer: Any | None,
+    thread_id: str | None,
+    plan_decision: Any | None,
+) -> _Start:
+    """Decide between a new run and a continued thread, and the settings it runs with."""
+    wants_approval = bool(settings.get("approve_plan")) or bool(context and context.approve_plan)
     borrowed = checkpointer is None and (wants_approval or plan_decision is not None)
     if borrowed:
         checkpointer = shared_memory_checkpointer()
     thread_id = thread_id or uuid.uuid4().hex
     compiled = graph_for(checkpointer)
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-    run_context: Context | None = None
     pending: PlanApproval | None = None
     resuming = False
+    base = context
     if checkpointer is not None:
         snapshot = await compiled.aget_state(config)
         resuming = bool(snapshot.next)
         if resuming:
-            saved = _saved_context(dict(snapshot.metadata or {}))
-            run_context = context or saved
-            if run_context is not None and context is None:
-                overrides = dict(settings)
-                if fleet is not None:
-                    overrides["fleet"] = str(fleet)
-                run_context = dataclasses.replace(run_context, **overrides)
+            base = context or _saved_context(dict(snapshot.metadata or {}))
             if snapshot.interrupts:
                 pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread_id)
         elif goal is None:
@@ -218,52 +175,137 @@ async def astream_goal(
             f"thread {thread_id!r} has no plan waiting for a decision; plan_decision only "
             "answers a run stopped by approve_plan (same thread_id and checkpointer)"
         )
-    if run_context is None:
-        run_context = make_context(
-            fleet=fleet, max_tasks=max_tasks, voice=voice, context=context, **settings
-        )
-    state_input: Any = None if resuming else {"goal": goal or "", "plan": _as_plan(plan)}
+    run_context = Context.build(base, **settings)
     if resuming:  # the planner (which brings the fleet up) already ran before
         await prepare_fleet(run_context)
-    config["metadata"] = {CONTEXT_METADATA_KEY: json.dumps(dataclasses.asdict(run_context))}
-    stream_kwargs: dict[str, Any] = {"durability": "sync"} if checkpointer is not None else {}
+    config["metadata"] = {CONTEXT_METADATA_KEY: run_context.model_dump_json()}
+    return _Start(
+        compiled=compiled,
+        config=config,
+        context=run_context,
+        state_input=None if resuming else {"goal": goal or "", "plan": _as_plan(plan)},
+        pending=pending,
+        checkpointer=checkpointer,
+        borrowed_checkpointer=borrowed,
+        resuming=resuming,
+    )
+
+
+async def _next_input(
+    start: _Start, on_plan: PlanCallback | None, plan_decision: Any | None
+) -> tuple[Any, Any | None] | None:
+    """The input that answers a pending plan approval, or ``None`` to stop and ask."""
+    assert start.pending is not None
+    if plan_decision is not None:
+        return _decision_input(plan_decision), None
+    if on_plan is not None:
+        return _decision_input(await _ask(on_plan, start.pending)), None
+    return None
+
+
+async def _stream_graph(start: _Start) -> AsyncIterator[ProgressEvent | dict[str, Any]]:
+    """One pass of the graph: typed events, then the last full state (a plain dict)."""
+    stream_kwargs: dict[str, Any] = {"durability": "sync"} if start.checkpointer else {}
+    values: dict[str, Any] = {}
+    async for mode, chunk in start.compiled.astream(
+        start.state_input,
+        start.config,
+        context=start.context,
+        stream_mode=["custom", "values"],
+        **stream_kwargs,
+    ):
+        if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
+            yield parse_event(chunk)
+        elif mode == "values" and isinstance(chunk, dict) and "__interrupt__" not in chunk:
+            values = chunk
+    yield values
+
+
+async def astream_goal(
+    goal: str | None,
+    *,
+    context: Context | None = None,
+    plan: Plan | dict[str, Any] | None = None,
+    checkpointer: Any | None = None,
+    thread_id: str | None = None,
+    on_plan: PlanCallback | None = None,
+    plan_decision: PlanDecision | dict[str, Any] | str | None = None,
+    **settings: Any,
+) -> AsyncIterator[ProgressEvent | PlanApproval]:
+    """Run a goal, yielding typed progress events and finally :class:`RunFinished`.
+
+    Settings come as one :class:`Context`; keyword settings (``fleet=``, ``max_tasks=``,
+    ``voice=``, ``thinking=``...) are sugar that override single fields of it.
+
+    Durable runs: with a ``checkpointer`` every step and every finished task is saved
+    under ``thread_id`` (generated when not given; it is on the result). Calling again
+    with a thread that has unfinished work (crash, kill, cancel, a plan waiting for
+    approval) *continues* it: tasks that finished are not run again, ``goal`` and
+    ``plan`` are ignored and the run's saved settings are used (``context=`` replaces
+    them; keyword settings override single fields). A thread with no unfinished work
+    runs ``goal`` as a new run on that thread.
+
+    Plan approval (``approve_plan=True``): after planning the run stops for a decision
+    (``{"action": "approve"}``, ``{"action": "edit", "plan": {...}}`` or
+    ``{"action": "reject", "reason": "..."}``). With ``on_plan`` the callback (sync or
+    async) gets a :class:`PlanApproval` and returns the decision, and the run goes on.
+    Without it, the last event is the :class:`PlanApproval`; call again with the same
+    ``thread_id`` and ``checkpointer`` and ``plan_decision=...``. Without a checkpointer
+    a process-wide in-memory one is used.
+
+    Args:
+        goal: What to do, in plain words (``None`` only to continue a thread).
+        context: The run's settings (defaults when not given).
+        plan: A ready plan (skips the planner; validated strictly).
+        checkpointer: LangGraph checkpointer for durable runs
+            (see :func:`graph.checkpoint.make_checkpointer`).
+        thread_id: Checkpoint thread: continue it, or name the new run's thread.
+        on_plan: Plan approval callback: ``PlanApproval -> decision``.
+        plan_decision: The decision for a thread whose plan waits for approval.
+        **settings: :class:`Context` fields, applied on top of ``context``.
+
+    Yields:
+        Progress events; the last one is :class:`RunFinished` with the result, or a
+        :class:`PlanApproval` when the plan waits for a decision.
+
+    Raises:
+        NothingToResume: ``goal`` is ``None`` and the thread has no unfinished work.
+        PlanError: Bad goal, plan or plan decision; the message says what to fix.
+        SettingsError: An unknown setting or a bad value.
+    """
+    start = await _resolve_start(
+        goal, plan, context, settings, checkpointer, thread_id, plan_decision
+    )
     started = time.perf_counter()
     values: dict[str, Any] = {}
     while True:
-        if pending is not None:
-            if plan_decision is not None:
-                state_input, plan_decision = _decision_input(plan_decision), None
-            elif on_plan is not None:
-                state_input = _decision_input(await _ask(on_plan, pending))
-            else:
-                yield pending
+        if start.pending is not None:
+            answer = await _next_input(start, on_plan, plan_decision)
+            if answer is None:
+                yield start.pending
                 return
-            pending = None
-        async for mode, chunk in compiled.astream(
-            state_input,
-            config,
-            context=run_context,
-            stream_mode=["custom", "values"],
-            **stream_kwargs,
-        ):
-            if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
-                yield parse_event(chunk)
-            elif mode == "values" and isinstance(chunk, dict) and "__interrupt__" not in chunk:
-                values = chunk
-        if checkpointer is None:
+            start.state_input, plan_decision = answer
+            start.pending = None
+        async for item in _stream_graph(start):
+            if isinstance(item, dict):
+                values = item or values
+            else:
+                yield item
+        if start.checkpointer is None:
             break
-        snapshot = await compiled.aget_state(config)
+        snapshot = await start.compiled.aget_state(start.config)
         if not snapshot.interrupts:
             break
-        pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread_id)
+        thread = start.config["configurable"]["thread_id"]
+        start.pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread)
     if not values.get("plan"):
-        snapshot = await compiled.aget_state(config)
-        values = dict(snapshot.values)
+        values = dict((await start.compiled.aget_state(start.config)).values)
+    thread = start.config["configurable"]["thread_id"]
     result = build_result(
-        values, goal=goal or "", wall_s=time.perf_counter() - started, thread_id=thread_id
+        values, goal=goal or "", wall_s=time.perf_counter() - started, thread_id=thread
     )
-    if borrowed:  # the process-wide in-memory store keeps only runs still waiting
-        await checkpointer.adelete_thread(thread_id)
+    if start.borrowed_checkpointer:  # the in-memory store keeps only runs still waiting
+        await start.checkpointer.adelete_thread(thread)
     yield RunFinished(run_id=result.run_id, result=result)
 
 

@@ -3,52 +3,135 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, FleetConfig
+from kitty.errors import SettingsError, format_validation_error
+
+MAX_TASKS = 20
+"""The one upper bound of ``max_tasks`` (planner cap, service requests, CLI)."""
 
 
 def _default_fleet() -> str:
     return os.environ.get(FLEET_ENV_VAR) or DEFAULT_FLEET
 
 
-@dataclass(kw_only=True)
-class Context:
-    """Settings for one run.
+class Context(BaseModel):
+    """Settings for one run. Studio shows each field's description."""
 
-    Attributes:
-        fleet: Fleet profile name or path to a fleet .toml (default ``$KITTY_FLEET`` or
-            ``embedded``). The embedded fleet is started in-process when nothing serves it.
-        max_tasks: Most tasks the planner may create.
-        voice: Write a 2-3 sentence voice summary after the answer.
-        thinking: Reasoning effort of the synthesizer (``low``/``medium``/``high``);
-            ``None`` uses the endpoint's setting.
-        skip_failed_dependents: Skip tasks whose dependency failed instead of running
-            them with a note that their input failed.
-        task_timeout_s: Seconds one model call may take before it counts as an endpoint
-            failure (``None``: the endpoint's ``timeout_s``).
-        slot_timeout_s: Seconds a task may wait for a free slot before it fails.
-        run_deadline_s: Seconds the whole task phase may take; unfinished tasks then fail
-            with a deadline error and the synthesizer works with what finished.
-        planner_max_tokens: Completion cap of the planner call.
-        synthesis_max_tokens: Completion cap of the synthesizer.
-        summary_max_tokens: Completion cap of the voice summary.
-        busy_retries: Retries on a "server busy" answer (Ollama 503) before falling back.
-        approve_plan: Stop after planning until the plan is approved, edited or rejected
-            (``interrupt()``; needs a checkpointer, see :mod:`graph.approval`).
-    """
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    fleet: str = field(default_factory=_default_fleet)
-    max_tasks: int = 6
-    voice: bool = True
-    thinking: Literal["low", "medium", "high"] | None = None
-    skip_failed_dependents: bool = False
-    task_timeout_s: float | None = None
-    slot_timeout_s: float = 600.0
-    run_deadline_s: float | None = None
-    planner_max_tokens: int = 1024
-    synthesis_max_tokens: int = 768
-    summary_max_tokens: int = 160
-    busy_retries: int = 3
-    approve_plan: bool = False
+    fleet: str | FleetConfig = Field(
+        default_factory=_default_fleet,
+        description=(
+            "Fleet profile name, path to a fleet .toml, or a loaded FleetConfig (default "
+            "$KITTY_FLEET or 'embedded'; the embedded fleet starts in-process when needed)."
+        ),
+    )
+    max_tasks: int = Field(
+        default=6, ge=1, le=MAX_TASKS, description="Most tasks the planner may create."
+    )
+    voice: bool = Field(
+        default=True, description="Write a 2-3 sentence voice summary after the answer."
+    )
+    thinking: Literal["low", "medium", "high"] | None = Field(
+        default=None,
+        description="Reasoning effort of the synthesizer; empty uses the endpoint's setting.",
+    )
+    skip_failed_dependents: bool = Field(
+        default=False,
+        description=(
+            "Skip tasks whose dependency failed instead of running them with a note that "
+            "their input failed."
+        ),
+    )
+    task_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds one model call may take (empty: the endpoint's timeout_s). A timeout "
+            "on a live server is 'slow': the next endpoint is tried, nothing is benched."
+        ),
+    )
+    slot_timeout_s: float = Field(
+        default=600.0, gt=0, description="Seconds a task may wait for a free slot."
+    )
+    run_deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds the whole task phase may take; unfinished tasks then fail with a "
+            "deadline error and the synthesizer works with what finished."
+        ),
+    )
+    planner_max_tokens: int = Field(
+        default=1024, ge=16, le=32768, description="Completion cap of the planner call."
+    )
+    synthesis_max_tokens: int = Field(
+        default=768, ge=1, le=32768, description="Completion cap of the synthesizer."
+    )
+    summary_max_tokens: int = Field(
+        default=160, ge=1, le=4096, description="Completion cap of the voice summary."
+    )
+    busy_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Retries on a 'server busy' answer (Ollama 503) before falling back.",
+    )
+    approve_plan: bool = Field(
+        default=False,
+        description=(
+            "Stop after planning until the plan is approved, edited or rejected (needs a "
+            "checkpointer)."
+        ),
+    )
+    planner_tiers: list[str] = Field(
+        default_factory=lambda: ["tools"],
+        min_length=1,
+        description="Tier chain of the planner call, primary first.",
+    )
+    synthesis_tiers: list[str] = Field(
+        default_factory=lambda: ["reasoning", "tools"],
+        min_length=1,
+        description="Tier chain of the synthesizer, primary first.",
+    )
+    summary_tiers: list[str] = Field(
+        default_factory=lambda: ["summary", "tools"],
+        min_length=1,
+        description="Tier chain of the voice summary, primary first.",
+    )
+
+    @field_validator("fleet", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """Names of every setting, in declaration order."""
+        return list(cls.model_fields)
+
+    @classmethod
+    def build(cls, base: Context | None = None, **settings: Any) -> Context:
+        """A validated Context from keyword settings, on top of ``base`` if given.
+
+        Settings given as ``None`` are ignored, so optional keyword options can be passed
+        through unchanged.
+
+        Raises:
+            SettingsError: An unknown setting or a bad value; the message names each.
+        """
+        data: dict[str, Any] = dict(base) if base is not None else {}
+        # None means "not given" (keyword sugar passes every option through).
+        data.update({k: v for k, v in settings.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SettingsError(
+                "invalid run settings: "
+                + format_validation_error(exc.errors())
+                + f" (known settings: {', '.join(cls.setting_names())})"
+            ) from None

@@ -103,7 +103,7 @@ async def test_bad_given_plan_raises_plan_error(
 
 
 async def test_bad_settings_say_what_to_fix(embedded_fleet: FleetConfig) -> None:
-    with pytest.raises(ValueError, match="max_tasks must be between 1 and 50"):
+    with pytest.raises(ValueError, match="max_tasks: Input should be greater than or equal to 1"):
         await arun_goal("Hooks", max_tasks=0, **FAST)
     with pytest.raises(FleetError, match="unknown fleet profile 'nowhere'"):
         await arun_goal("Hooks", plan=tiny_plan("coder"), fleet="nowhere", **FAST)
