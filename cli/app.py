@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from graph.checkpoint import CHECKPOINTS_ENV_VAR
+
 app = typer.Typer(
     name="kitty-orch",
     help="Parallel multi-agent orchestration for local model fleets (llama.cpp, Ollama).",
@@ -16,4 +18,8 @@ app.add_typer(fleet_app, name="fleet")
 
 FLEET_HELP = (
     "Fleet profile name (embedded, m3-ultra, ...) or path to a fleet .toml; env KITTY_FLEET."
+)
+CHECKPOINT_HELP = (
+    "Checkpoint store: SQLite file path, sqlite:///path, postgres://... URL, or memory "
+    f"(no persistence). Default: ${CHECKPOINTS_ENV_VAR} or ~/.kitty/checkpoints.sqlite."
 )

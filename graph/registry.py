@@ -48,6 +48,9 @@ class CompletionRegistry:
         self._expected = set(task_ids)
         self._results: dict[str, TaskResult] = {}
         self._events: dict[str, asyncio.Event] = {}
+        # Every caller awaits this one seeding (results saved before a resume): a sibling
+        # that read the registry before it was seeded would run a finished task again.
+        self.seeding: asyncio.Future[None] | None = None
 
     def _event(self, task_id: str) -> asyncio.Event:
         event = self._events.get(task_id)
@@ -171,18 +174,25 @@ async def registry_for(
     """
     with _creation_lock:
         registry = _registries.get(run_id)
-        created = registry is None
         if registry is None:
             registry = _registries[run_id] = CompletionRegistry(run_id, task_ids)
             if task_ids:
                 _pinned[run_id] = registry
-    if created:
-        # Waiters may already hold the registry; seeding just wakes them.
-        seeded = await _pending_results(config)
-        if seeded:
-            logger.info("run %s resumed: %d task results from the checkpoint", run_id, len(seeded))
-            registry.seed(seeded)
+        if registry.seeding is None:
+            registry.seeding = asyncio.ensure_future(_seed(registry, config))
+        seeding = registry.seeding
+    # Shielded: one caller's cancellation must not cancel the seeding its siblings await.
+    await asyncio.shield(seeding)
     return registry
+
+
+async def _seed(registry: CompletionRegistry, config: RunnableConfig) -> None:
+    seeded = await _pending_results(config)
+    if seeded:
+        logger.info(
+            "run %s resumed: %d task results from the checkpoint", registry.run_id, len(seeded)
+        )
+        registry.seed(seeded)
 
 
 def forget(run_id: str) -> None:

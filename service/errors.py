@@ -1,13 +1,16 @@
 """Error responses: one JSON shape (:class:`~service.schemas.ErrorResponse`), no tracebacks.
 
-Validation problems name the field; bad plans are 400, fleet problems 503, anything
-unexpected a generic 500 with an error id that is also in the service log.
+The split follows the project's error tree (:mod:`kitty.errors`): a
+:class:`~kitty.errors.UserError` is answered with its own text and a 4xx (or 503 when the
+service's own setup is at fault: fleet, checkpoint store); anything else is a bug and
+gets a generic 500 with an error id that is also in the service log. Validation problems
+of the request body name the field.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,20 +18,58 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from endpoints.config import FleetError
-from graph.plan_validation import PlanError
+from kitty.errors import (
+    CheckpointError,
+    FleetError,
+    NothingToResume,
+    PlanApprovalRequired,
+    PlanError,
+    SettingsError,
+    SlotTimeoutError,
+    UserError,
+    new_error_id,
+)
+
+__all__ = [
+    "RequestError",
+    "describe_validation",
+    "error_body",
+    "install_error_handlers",
+    "internal_error_body",
+    "new_error_id",
+    "user_error_response",
+]
 
 logger = logging.getLogger("kitty.service")
 
+# Seconds a client is told to wait after a slot timeout (the fleet is saturated).
+SLOT_TIMEOUT_RETRY_AFTER_S = 5
 
-class RequestError(Exception):
-    """A request the service refuses, with a status, a message and the field at fault."""
+_REQUEST_PARTS = ("body", "query", "path", "header")
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+
+class RequestError(UserError):
+    """A request the service refuses, with a status, a message and the field at fault.
+
+    Attributes:
+        status: HTTP status of the answer.
+        message: What was wrong and what to do.
+        field: The request part at fault (``query``, ``plan.tasks.0.max_tokens``...).
+        headers: Extra response headers (``Retry-After`` on a 429).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})
 
 
 def error_body(message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -36,11 +77,42 @@ def error_body(message: str, field: str | None = None, **extra: Any) -> dict[str
     return {"error": message, "field": field, **{k: v for k, v in extra.items() if v}}
 
 
+def user_error_response(exc: UserError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body and headers answering a :class:`~kitty.errors.UserError`.
+
+    Bad plans are 400, bad settings 422, a thread with nothing to resume or a plan
+    waiting for a decision 409; the fleet or checkpoint store failing the run is the
+    service's own setup, so 503. Any other user error is a 400 with its text.
+    """
+    if isinstance(exc, RequestError):
+        return exc.status, error_body(exc.message, exc.field), exc.headers
+    if isinstance(exc, PlanError):
+        return 400, error_body(str(exc), "plan"), {}
+    if isinstance(exc, FleetError):
+        return 503, error_body(f"the service's fleet cannot serve this run: {exc}"), {}
+    if isinstance(exc, SlotTimeoutError):
+        headers = {"Retry-After": str(SLOT_TIMEOUT_RETRY_AFTER_S)}
+        return 503, error_body(f"the service's fleet is saturated: {exc}"), headers
+    if isinstance(exc, CheckpointError):
+        return 503, error_body(f"the service's checkpoint store failed: {exc}"), {}
+    if isinstance(exc, SettingsError):
+        return 422, error_body(str(exc)), {}
+    if isinstance(exc, NothingToResume | PlanApprovalRequired):
+        return 409, error_body(str(exc)), {}
+    return 400, error_body(str(exc)), {}
+
+
+# The HTTP contract answers with the field apart from the message (``field``, ``details``),
+# which a one-line ``format_validation_error`` cannot give; these two keep that shape.
 def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
+    if parts and parts[0] in _REQUEST_PARTS:
         parts = parts[1:]
     return ".".join(parts) or "body"
+
+
+def _message_of(error: Mapping[str, Any]) -> str:
+    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
 def describe_validation(
@@ -59,7 +131,7 @@ def describe_validation(
     details = [
         {
             "field": _field_of(e.get("loc", ())),
-            "message": str(e.get("msg", "")).removeprefix("Value error, "),
+            "message": _message_of(e),
             "type": str(e.get("type", "")),
         }
         for e in errors
@@ -93,9 +165,7 @@ def describe_validation(
         return 422, error_body(message, field, details=details)
     if kind == "missing":
         return 422, error_body(f"field {field!r} is required", field, details=details)
-    msg = str(first.get("msg", "invalid value"))
-    msg = msg.removeprefix("Value error, ")
-    return 422, error_body(f"field {field!r}: {msg}", field, details=details)
+    return 422, error_body(f"field {field!r}: {details[0]['message']}", field, details=details)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -104,18 +174,10 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def _request_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestError)
-    return JSONResponse(error_body(exc.message, exc.field), status_code=exc.status)
-
-
-async def _plan_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(error_body(str(exc), "plan"), status_code=400)
-
-
-async def _fleet_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    message = f"the service's fleet cannot serve this run: {exc}"
-    return JSONResponse(error_body(message), status_code=503)
+async def _user_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UserError)
+    status, body, headers = user_error_response(exc)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -123,11 +185,6 @@ async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers
     )
-
-
-def new_error_id() -> str:
-    """A short id tying a 500 response to its log record."""
-    return uuid.uuid4().hex[:12]
 
 
 def internal_error_body(error_id: str) -> dict[str, Any]:
@@ -138,23 +195,20 @@ def internal_error_body(error_id: str) -> dict[str, Any]:
     )
 
 
+def log_internal_error(error_id: str, what: str, exc: BaseException) -> None:
+    """Log a bug with its traceback under ``error_id`` (the id the client was given)."""
+    logger.error("error id %s: %s", error_id, what, exc_info=(type(exc), exc, exc.__traceback__))
+
+
 async def _internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
     error_id = new_error_id()
-    logger.error(
-        "error id %s: %s %s failed",
-        error_id,
-        request.method,
-        request.url.path,
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    log_internal_error(error_id, f"{request.method} {request.url.path} failed", exc)
     return JSONResponse(internal_error_body(error_id), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register every error handler on ``app``."""
+    """Register every error handler on ``app``: validation, user errors, HTTP, the rest."""
     app.add_exception_handler(RequestValidationError, _validation_handler)
-    app.add_exception_handler(RequestError, _request_error_handler)
-    app.add_exception_handler(PlanError, _plan_error_handler)
-    app.add_exception_handler(FleetError, _fleet_error_handler)
+    app.add_exception_handler(UserError, _user_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(Exception, _internal_error_handler)

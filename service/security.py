@@ -1,7 +1,13 @@
-"""Service security: loopback-first binding, bearer-token auth, request body limits.
+"""Service security: loopback-first binding, Host checks, bearer-token auth, body limits.
 
-Both guards are plain ASGI middleware (not ``BaseHTTPMiddleware``), so they add no task
+The guards are plain ASGI middleware (not ``BaseHTTPMiddleware``), so they add no task
 per request and leave streaming responses (SSE) untouched.
+
+Why the ``Host`` check: a loopback service without a token trusts whoever can reach
+127.0.0.1, and a web page can reach it through *DNS rebinding* (its own name first
+resolves to the attacker's server, then to 127.0.0.1; the browser keeps sending the
+attacker's name as ``Host``). Answering only requests addressed to a loopback name or a
+host named with ``--allowed-hosts`` closes that door.
 """
 
 from __future__ import annotations
@@ -36,6 +42,23 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def split_host_header(value: str) -> str:
+    """The host name of a ``Host`` header, lower case, without port or IPv6 brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value[1:]
+    name, _, _port = value.partition(":")
+    return name.rstrip(".")
+
+
+def host_matches(name: str, pattern: str) -> bool:
+    """``name`` equals ``pattern``, or is a subdomain of ``*.suffix`` (case-insensitive)."""
+    pattern = pattern.strip().lower().rstrip(".")
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:])
+    return name == split_host_header(pattern)
 
 
 def exposure_warning(host: str, token: str | None) -> str | None:
@@ -119,6 +142,52 @@ class BearerTokenMiddleware:
             {"error": reason, "field": "Authorization"},
             headers=[("www-authenticate", "Bearer")],
         )
+
+
+class HostCheckMiddleware:
+    """Answer only requests whose ``Host`` is a loopback name or an allowed host.
+
+    Loopback names (``localhost``, ``127.0.0.1`` and the rest of ``127/8``, ``[::1]``)
+    are always accepted, with any port. Anything else gets a 400 naming the host and
+    the fix (``--allowed-hosts``); a WebSocket is closed with policy violation.
+
+    Args:
+        app: The wrapped ASGI app.
+        allowed_hosts: Extra host names (``kitty.lan``) or ``*.suffix`` patterns.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = ()) -> None:
+        self.app = app
+        self._allowed = [h for h in allowed_hosts if h.strip()]
+
+    def _accepts(self, header: bytes | None) -> str | None:
+        """``None`` when accepted, else the host as sent (for the error)."""
+        raw = (header or b"").decode("latin-1")
+        name = split_host_header(raw)
+        if name and (is_loopback(name) or any(host_matches(name, p) for p in self._allowed)):
+            return None
+        return raw.strip() or "(no Host header)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass requests addressed to an accepted host on; answer others with 400."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refused = self._accepts(_header(scope, b"host"))
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        logger.warning("refused a request for host %r (not loopback, not allowed)", refused)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        message = (
+            f"this service does not answer requests for host {refused!r} (a page reaching "
+            "a local service through DNS rebinding looks like this). If you meant to reach "
+            "it under that name, restart it with --allowed-hosts "
+            f"{split_host_header(refused) or 'NAME'}"
+        )
+        await send_json(send, 400, {"error": message, "field": "Host"})
 
 
 class BodySizeLimitMiddleware:

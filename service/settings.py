@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from graph.context import Context
+from graph.context import MAX_TASKS, Context
+from kitty.errors import SettingsError, format_validation_error
 
 TOKEN_ENV_VAR = "KITTY_API_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_MAX_QUERY_CHARS = 8_000
-MAX_TASKS_LIMIT = 20
+# Runs in flight at once before new ones get 429. Tasks beyond the fleet's slots already
+# wait in the slot limiters; this bounds how many whole runs may pile up there.
+DEFAULT_MAX_CONCURRENT_RUNS = 32
+DEFAULT_RETRY_AFTER_S = 5
+DEFAULT_RETENTION_INTERVAL_S = 3600.0
+MAX_TASKS_LIMIT = MAX_TASKS
 
 # Context fields a request sets itself (or the service's fleet); not overridable per service.
 _REQUEST_FIELDS = frozenset({"fleet", "max_tasks", "voice"})
 # Context fields the HTTP contract cannot serve (a run stopping for a plan decision).
 _UNSUPPORTED_FIELDS = frozenset({"approve_plan"})
-_context_adapter: TypeAdapter[Context] = TypeAdapter(Context)
+# A host name or IP, optionally ``*.``-prefixed, optionally with a port; or [IPv6]:port.
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_.-]+(:\d+)?|\[[0-9a-f:.]+\](:\d+)?", re.IGNORECASE)
 
 
 def _token_from_env() -> str | None:
@@ -33,36 +40,36 @@ def _token_from_env() -> str | None:
 def context_field_names() -> list[str]:
     """Run settings (:class:`~graph.context.Context` fields) a service may preset."""
     excluded = _REQUEST_FIELDS | _UNSUPPORTED_FIELDS
-    return [f.name for f in dataclasses.fields(Context) if f.name not in excluded]
+    return [name for name in Context.setting_names() if name not in excluded]
 
 
 def check_context_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """Validate default run settings and coerce their types (``"32"`` -> ``32``).
 
     Raises:
-        ValueError: An unknown field, a field set by each request, or a bad value; the
+        SettingsError: An unknown field, a field set by each request, or a bad value; the
             message names the field and what is allowed.
     """
     allowed = context_field_names()
     for key in overrides:
         if key in _REQUEST_FIELDS:
-            raise ValueError(
+            raise SettingsError(
                 f"run setting {key!r} is chosen per request or by --fleet; remove it from the "
                 "service's default run settings"
             )
         if key in _UNSUPPORTED_FIELDS:
-            raise ValueError(
+            raise SettingsError(
                 f"run setting {key!r} is not available in the HTTP service (a run cannot "
                 "stop and wait for a decision there); use the Python API or the CLI"
             )
         if key not in allowed:
-            raise ValueError(f"unknown run setting {key!r}; known: {', '.join(allowed)}")
+            raise SettingsError(f"unknown run setting {key!r}; known: {', '.join(allowed)}")
     try:
-        context = _context_adapter.validate_python(dict(overrides))
+        context = Context.model_validate(dict(overrides))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise ValueError(f"run setting {field!r}: {error['msg']}") from None
+        raise SettingsError(
+            f"invalid run setting: {format_validation_error(exc.errors())}"
+        ) from None
     return {key: getattr(context, key) for key in overrides}
 
 
@@ -72,13 +79,13 @@ def parse_context_pairs(pairs: Iterable[str]) -> dict[str, Any]:
     ``none``/``null`` (any case) mean ``None``.
 
     Raises:
-        ValueError: A pair without ``=`` or an invalid setting.
+        SettingsError: A pair without ``=`` or an invalid setting.
     """
     raw: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(
+            raise SettingsError(
                 f"run setting {pair!r} is not KEY=VALUE; e.g. --context synthesis_max_tokens=256"
             )
         raw[key.strip()] = None if value.strip().lower() in {"none", "null"} else value.strip()
@@ -109,6 +116,17 @@ class ServiceSettings(BaseModel):
         checkpointer_factory: Alternative to ``checkpointer``: a callable returning an
             async context manager that yields a checkpointer; entered at startup and
             exited at shutdown (e.g. ``lambda: AsyncSqliteSaver.from_conn_string(path)``).
+        allowed_hosts: Host names (``kitty.lan``, ``*.example.org``, optional port
+            ignored) accepted in the ``Host`` header besides the loopback names. The check
+            is on when the service binds a loopback address (no token by default, so a
+            DNS-rebinding page must not reach it) or when this list is not empty; a
+            service bound beyond loopback without it accepts any host, as before.
+        max_concurrent_runs: Runs in flight at once; more get 429 with ``Retry-After``.
+            ``0``: no limit.
+        retry_after_s: Seconds the 429 tells a client to wait.
+        keep_days: Delete checkpoint threads whose last checkpoint is older than this
+            many days, at startup and every ``retention_interval_s`` (``None``: keep all).
+        retention_interval_s: Seconds between retention sweeps.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -125,6 +143,11 @@ class ServiceSettings(BaseModel):
     context_overrides: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     checkpointer: Any | None = None
     checkpointer_factory: Callable[[], AbstractAsyncContextManager[Any]] | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+    max_concurrent_runs: int = Field(default=DEFAULT_MAX_CONCURRENT_RUNS, ge=0)
+    retry_after_s: int = Field(default=DEFAULT_RETRY_AFTER_S, ge=1)
+    keep_days: float | None = Field(default=None, gt=0)
+    retention_interval_s: float = Field(default=DEFAULT_RETENTION_INTERVAL_S, gt=0)
 
     @field_validator("api_token")
     @classmethod
@@ -135,3 +158,15 @@ class ServiceSettings(BaseModel):
     @classmethod
     def _check_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_context_overrides(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        hosts = [h.strip().lower() for h in value if h.strip()]
+        for host in hosts:
+            if not _HOST_PATTERN.fullmatch(host):
+                raise ValueError(
+                    f"allowed host {host!r} is not a host name; give names such as "
+                    "kitty.lan, 192.168.1.10 or *.example.org (no scheme, no path)"
+                )
+        return hosts

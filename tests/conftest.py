@@ -1,14 +1,18 @@
-"""Shared fixtures: the embedded llama.cpp fleet, started once per test session."""
+"""Shared fixtures: the embedded llama.cpp fleet (started once per session), fake fleets."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from endpoints.config import FleetConfig, load_fleet
 from endpoints.pool import reset_runtimes
+from tests.fake_chat import FakeChat
+from tests.helpers import offline_fleet
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,3 +46,32 @@ def embedded_fleet(embedded_config: FleetConfig) -> Iterator[FleetConfig]:
     with EmbeddedFleet(embedded_config):
         reset_runtimes()
         yield embedded_config
+
+
+@pytest.fixture
+def fresh_fleet_state() -> Iterator[None]:
+    """No runtime, limiter or health record left over from another test, before or after."""
+    reset_runtimes()
+    yield
+    reset_runtimes()
+
+
+@dataclass
+class FakeFleet:
+    """A fleet file whose servers do not run, its chat models scripted by ``chat``.
+
+    Attributes:
+        path: The fleet file, for ``fleet=`` (tiers as in the embedded profile, endpoints
+            ``fake-<tier>`` with 2 slots on loopback ports where nothing listens).
+        chat: The fake model factory installed on its runtime.
+    """
+
+    path: str
+    chat: FakeChat
+
+
+@pytest.fixture
+def fake_fleet(tmp_path: Path, fresh_fleet_state: None) -> FakeFleet:
+    """Graph runs without servers: every model call is answered by a :class:`FakeChat`."""
+    path = str(offline_fleet(tmp_path))
+    return FakeFleet(path=path, chat=FakeChat().install(path))
