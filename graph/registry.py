@@ -153,12 +153,25 @@ async def persist_result(config: RunnableConfig, result: TaskResult) -> bool:
         }
     }
     writes = [(RESULTS_CHANNEL, {result.task_id: result})]
+    write = asyncio.ensure_future(
+        checkpointer.aput_writes(target, writes, f"{task_id}{EARLY_WRITE_SUFFIX}")
+    )
     try:
-        await checkpointer.aput_writes(target, writes, f"{task_id}{EARLY_WRITE_SUFFIX}")
+        # Shielded: a run cancelled mid-write must not leave the store's write transaction
+        # open (SQLite: "database is locked" for the resume); the write finishes, committed.
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        write.add_done_callback(_log_failed_write)
+        raise
     except Exception:  # a store hiccup must not fail the task
         logger.warning("could not save task %s's result early", result.task_id, exc_info=True)
         return False
     return True
+
+
+def _log_failed_write(write: asyncio.Future[None]) -> None:
+    if not write.cancelled() and write.exception() is not None:
+        logger.warning("early write of a cancelled run failed", exc_info=write.exception())
 
 
 async def registry_for(

@@ -41,9 +41,11 @@ def _saved_results(db: Path, thread_id: str) -> set[str]:
     """Task ids whose results are in the thread's latest checkpoint (pending writes)."""
     if not db.exists():
         return set()
-    connection = sqlite3.connect(db, check_same_thread=False)
+    # Read-only, and no setup(): the probe itself must never take the file's write lock.
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
     try:
         saver = SqliteSaver(connection, serde=checkpoint_serde())
+        saver.is_setup = True
         try:
             saved = saver.get_tuple({"configurable": {"thread_id": thread_id}})
         except sqlite3.OperationalError:  # tables not created yet
