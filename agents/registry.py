@@ -21,6 +21,8 @@ class AgentSpec(BaseModel):
         tool_allowlist: Tools the agent may call (names; wired by integrations).
         temperature: Sampling temperature.
         max_tokens: Completion cap for one task.
+        planner_hint: When the planner should pick this agent (one rule line of the
+            planner prompt); empty for agents the planner picks by expertise alone.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -34,6 +36,7 @@ class AgentSpec(BaseModel):
     tool_allowlist: tuple[str, ...] = ()
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=512, gt=0)
+    planner_hint: str = ""
 
     def tiers(self) -> list[str]:
         """The tier chain to try, primary first."""
@@ -47,6 +50,7 @@ DEFAULT_AGENTS: dict[str, AgentSpec] = {
     for spec in [
         AgentSpec(
             name="researcher",
+            planner_hint="any web lookups",
             role="Research Specialist",
             expertise="Web search, document analysis, citation tracking, fact verification",
             system_prompt=prompts.RESEARCHER,
@@ -58,6 +62,7 @@ DEFAULT_AGENTS: dict[str, AgentSpec] = {
         ),
         AgentSpec(
             name="reasoner",
+            planner_hint="deep analysis of other tasks' results",
             role="Deep Reasoning Specialist",
             expertise="Complex analysis, multi-step logic, synthesis, critical evaluation",
             system_prompt=prompts.REASONER,
@@ -68,6 +73,7 @@ DEFAULT_AGENTS: dict[str, AgentSpec] = {
         ),
         AgentSpec(
             name="cad_designer",
+            planner_hint="3D model creation",
             role="CAD Generation Specialist",
             expertise="Parametric modeling, organic shapes, fabrication constraints, DFM",
             system_prompt=prompts.CAD_DESIGNER,
@@ -99,6 +105,7 @@ DEFAULT_AGENTS: dict[str, AgentSpec] = {
         ),
         AgentSpec(
             name="coder",
+            planner_hint="code generation tasks",
             role="Software Engineer",
             expertise="Python, TypeScript, CadQuery, OpenSCAD, algorithm implementation",
             system_prompt=prompts.CODER,
