@@ -7,17 +7,19 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
-from cli.app import FLEET_HELP, app
-from cli.resume import CHECKPOINT_HELP
-from endpoints.config import FleetError, load_fleet
+from cli.app import CHECKPOINT_HELP, FLEET_HELP, app
+from cli.console import err_console
+from cli.errors import shows_errors
+from endpoints.config import load_fleet
 from graph.checkpoint import check_location, make_checkpointer
+from kitty.errors import SettingsError, UserError, format_validation_error
 from service.security import exposure_warning
 from service.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT_RUNS,
     DEFAULT_MAX_QUERY_CHARS,
     DEFAULT_PORT,
     TOKEN_ENV_VAR,
@@ -25,15 +27,9 @@ from service.settings import (
     parse_context_pairs,
 )
 
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(2)
-
 
 @app.command("serve")
+@shows_errors
 def serve_command(
     host: Annotated[
         str,
@@ -66,16 +62,45 @@ def serve_command(
     checkpoint: Annotated[
         str | None, typer.Option("--checkpoint", metavar="PATH|URL", help=CHECKPOINT_HELP)
     ] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            metavar="HOST,HOST",
+            help="Host names the service answers besides localhost, 127.0.0.1 and [::1] "
+            "(comma-separated, any port; *.example.org matches its subdomains), e.g. a "
+            "reverse proxy's or a LAN name. Requests for any other Host get 400, which "
+            "blocks DNS rebinding. Checked on a loopback --host, and on any --host once "
+            f"given; a non-loopback --host without it accepts any Host (use {TOKEN_ENV_VAR}).",
+        ),
+    ] = None,
+    max_concurrent_runs: Annotated[
+        int,
+        typer.Option(
+            help="Runs in flight at once; more get 429 with Retry-After. 0: no limit.", min=0
+        ),
+    ] = DEFAULT_MAX_CONCURRENT_RUNS,
+    keep_days: Annotated[
+        float | None,
+        typer.Option(
+            metavar="N",
+            help="Delete checkpoint threads (the stored queries and answers) whose last "
+            "checkpoint is older than N days, at startup and then hourly. Default: keep all.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API: POST /api/query/parallel (+ /stream), GET /api/endpoints, /healthz.
 
     Token: env KITTY_API_TOKEN (not a flag: flags show in process lists). Docs at /docs.
     """
-    from ops.embedded import EmbeddedFleetError, ensure_embedded_fleet, port_is_free
+    from ops.embedded import ensure_embedded_fleet, port_is_free
     from service.server import serve
 
     try:
         overrides = parse_context_pairs(context or [])
+    except ValueError as exc:  # service.settings reports bad pairs as a plain ValueError
+        raise SettingsError(str(exc)) from None
+    try:
         settings = ServiceSettings(
             host=host,
             port=port,
@@ -85,21 +110,21 @@ def serve_command(
             context_overrides=overrides,
             public_docs=public_docs,
             checkpointer_factory=lambda: make_checkpointer(checkpoint),
+            allowed_hosts=(allowed_hosts or "").split(","),
+            max_concurrent_runs=max_concurrent_runs,
+            keep_days=keep_days,
         )
-        check_location(checkpoint)
-    except (ValueError, ValidationError) as exc:
-        raise _fail(str(exc)) from None
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc.errors())) from None
+    check_location(checkpoint)
     if port and ":" not in host and not port_is_free(host, port):
-        raise _fail(f"port {port} on {host} is already in use; pick another with --port")
+        raise UserError(f"port {port} on {host} is already in use; pick another with --port")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model call is noise
     warning = exposure_warning(host, settings.api_token)
     if warning:
         err_console.print(f"[bold red]{escape(warning)}[/]")
-    try:
-        config = load_fleet(fleet)
-        if config.embedded:
-            ensure_embedded_fleet(config)  # a clean error now instead of a startup traceback
-        serve(settings, log_level=log_level)
-    except (FleetError, EmbeddedFleetError) as exc:
-        raise _fail(str(exc)) from None
+    config = load_fleet(fleet)
+    if config.embedded:
+        ensure_embedded_fleet(config)  # a clean error now instead of a startup traceback
+    serve(settings, log_level=log_level)

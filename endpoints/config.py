@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kitty.errors import FleetError
+from kitty.errors import FleetError, format_validation_error
 
 DEFAULT_FLEET = "embedded"
 FLEET_ENV_VAR = "KITTY_FLEET"
@@ -217,14 +217,6 @@ def resolve_fleet_path(fleet: str | os.PathLike[str] | None = None) -> Path:
     return profile
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        parts.append(f"{key}: {item['msg']}")
-    return f"invalid fleet file {path}: " + "; ".join(parts)
-
-
 def load_fleet(fleet: str | os.PathLike[str] | FleetConfig | None = None) -> FleetConfig:
     """Load and validate a fleet by profile name, path, ``$KITTY_FLEET`` or the default.
 
@@ -252,5 +244,6 @@ def load_fleet(fleet: str | os.PathLike[str] | FleetConfig | None = None) -> Fle
     try:
         config = FleetConfig.model_validate(data)
     except ValidationError as exc:
-        raise FleetError(_format_validation_error(path, exc)) from None
+        problems = format_validation_error(exc.errors(), limit=10)
+        raise FleetError(f"invalid fleet file {path}: {problems}") from None
     return config.model_copy(update={"source": str(path)})

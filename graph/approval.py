@@ -28,7 +28,7 @@ from graph.nodes import context_of, dispatch
 from graph.plan_validation import PlanError, check_given_plan
 from graph.schemas import Plan
 from graph.state import OrchestratorState
-from kitty.errors import PlanApprovalRequired
+from kitty.errors import PlanApprovalRequired, format_validation_error
 
 ACTIONS = ("approve", "edit", "reject")
 HOW_TO_ANSWER = (
@@ -110,10 +110,7 @@ def parse_decision(
         try:
             decision = PlanDecision.model_validate(dict(value))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'decision'}: {e['msg']}"
-                for e in exc.errors()
-            )
+            problems = format_validation_error(exc.errors())
             raise PlanError(f"invalid plan decision ({problems}); {HOW_TO_ANSWER}") from None
     else:
         raise PlanError(f"a plan decision must be an object, got {value!r}; {HOW_TO_ANSWER}")

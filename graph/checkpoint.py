@@ -11,6 +11,9 @@ approval) continues where it stopped. Where the checkpoints go is one string:
   sharing threads (needs ``langgraph-checkpoint-postgres``).
 
 LangGraph Studio keeps using its server's own checkpointer.
+
+Checkpoints hold every goal, plan and answer of a run; :func:`delete_threads_older_than`
+removes threads idle for longer than a retention period (the service's ``--keep-days``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -201,12 +205,65 @@ async def make_checkpointer(
             yield saver
 
 
+async def _thread_ids(saver: BaseCheckpointSaver) -> list[str]:
+    """Every thread id in the store."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    if isinstance(saver, AsyncSqliteSaver):
+        # One small query instead of reading (and unpacking) every checkpoint.
+        async with (
+            saver.lock,
+            saver.conn.execute("SELECT DISTINCT thread_id FROM checkpoints") as cursor,
+        ):
+            return [str(row[0]) async for row in cursor]
+    seen: dict[str, None] = {}
+    async for item in saver.alist(None):
+        seen.setdefault(str(item.config["configurable"]["thread_id"]), None)
+    return list(seen)
+
+
+def _as_utc(timestamp: str) -> datetime:
+    moment = datetime.fromisoformat(timestamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def delete_threads_older_than(
+    saver: BaseCheckpointSaver, *, keep_days: float, now: datetime | None = None
+) -> list[str]:
+    """Delete every thread whose last checkpoint is older than ``keep_days`` days.
+
+    A thread's age is the ``ts`` of its newest checkpoint, so a run that was resumed
+    recently stays however old its first checkpoint is.
+
+    Args:
+        saver: The checkpointer (SQLite, Postgres or in-memory).
+        keep_days: Retention period in days.
+        now: The current time (tests); default: now, UTC.
+
+    Returns:
+        The ids of the threads deleted, sorted.
+    """
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    expired: list[str] = []
+    for thread_id in await _thread_ids(saver):
+        latest = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
+        if latest is None:
+            continue
+        stamp = latest.checkpoint.get("ts")
+        if stamp and _as_utc(stamp) < cutoff:
+            expired.append(thread_id)
+    for thread_id in expired:
+        await saver.adelete_thread(thread_id)
+    return sorted(expired)
+
+
 __all__ = [
     "CHECKPOINTS_ENV_VAR",
     "CheckpointError",
     "check_location",
     "checkpoint_serde",
     "default_checkpoint_location",
+    "delete_threads_older_than",
     "describe_location",
     "make_checkpointer",
     "shared_memory_checkpointer",

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from graph.schemas import Plan, Task
-from kitty.errors import PlanError
+from kitty.errors import PlanError, format_validation_error
 
 DEFAULT_AGENT = "researcher"
 MAX_GIVEN_TASKS = 1000
@@ -133,6 +133,20 @@ def _coerce_task(raw: Any, index: int, warnings: list[str]) -> dict[str, Any] | 
     return {k: v for k, v in item.items() if k in known}
 
 
+def _usable_extra(task_id: str, extra: Any, warnings: list[str]) -> dict[str, Any]:
+    """``extra`` if :class:`Task` accepts it, else ``{}`` with a warning (never raises)."""
+    if not extra:
+        return {}
+    try:
+        return Task.model_validate(
+            {"id": task_id, "agent": "-", "description": "-", "extra": extra}
+        ).extra
+    except ValidationError as exc:
+        problem = format_validation_error(exc.errors(), limit=1)
+        warnings.append(f"task {task_id}: dropped its engine parameters ({problem})")
+        return {}
+
+
 def repair_plan(
     raw_tasks: Iterable[Any],
     *,
@@ -195,7 +209,7 @@ def repair_plan(
                 description=description,
                 dependencies=item["dependencies"],
                 max_tokens=item.get("max_tokens"),
-                extra=item.get("extra") or {},
+                extra=_usable_extra(task_id, item.get("extra"), warnings),
             )
         )
     if not tasks:
@@ -231,6 +245,11 @@ def repair_plan(
     return Plan(tasks=ordered, warnings=warnings, source=source)  # type: ignore[arg-type]
 
 
+def _top_level_named(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Errors of the plan as a whole (not an object at all) are located at ``(top level)``."""
+    return [{**e, "loc": e.get("loc") or ("(top level)",)} for e in errors]
+
+
 def parse_plan(plan: Plan | Mapping[str, Any]) -> Plan:
     """Read a caller's plan (a :class:`Plan` or its dict form) without repairing it.
 
@@ -242,10 +261,7 @@ def parse_plan(plan: Plan | Mapping[str, Any]) -> Plan:
     try:
         return Plan.model_validate(plan)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = format_validation_error(_top_level_named(exc.errors()))
         raise PlanError(
             f'plan is not valid: {problems}. A plan is {{"tasks": [{{"id", "agent", '
             f'"description", "dependencies"}}, ...]}} with at least one task'

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TaskStatus = Literal["completed", "failed", "skipped"]
 
@@ -18,9 +18,56 @@ class Task(BaseModel):
         description: What the agent must do.
         dependencies: Ids of tasks whose results this task needs.
         max_tokens: Per-task completion cap, overriding the agent's.
-        extra: Engine parameters passed through to the request body (llama.cpp
-            ``ignore_eos``, ``top_k``...).
+        extra: Sampling and engine parameters merged into the request body (llama.cpp
+            ``ignore_eos``, ``top_k``, ``seed``...); only :attr:`EXTRA_KEYS` are
+            accepted, so a plan cannot replace the messages, the model or the stream mode.
     """
+
+    # llama.cpp server sampling/engine options (tools/server/README.md, POST /completion);
+    # everything that shapes the request itself (messages, model, stream, n_predict, slot)
+    # stays ours.
+    EXTRA_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "temperature",
+            "dynatemp_range",
+            "dynatemp_exponent",
+            "top_p",
+            "top_k",
+            "min_p",
+            "typical_p",
+            "min_keep",
+            "repeat_penalty",
+            "repeat_last_n",
+            "presence_penalty",
+            "frequency_penalty",
+            "mirostat",
+            "mirostat_tau",
+            "mirostat_eta",
+            "seed",
+            "ignore_eos",
+            "n_probs",
+            "dry_multiplier",
+            "dry_base",
+            "dry_allowed_length",
+            "dry_penalty_last_n",
+            "dry_sequence_breakers",
+            "xtc_probability",
+            "xtc_threshold",
+            "logit_bias",
+            "grammar",
+            "samplers",
+            "cache_prompt",
+        }
+    )
+    _EXTRA_INSTEAD: ClassVar[dict[str, str]] = {
+        "n_predict": "set the task's max_tokens",
+        "max_tokens": "set the task's max_tokens",
+        "messages": "the agent builds the messages from description and dependencies",
+        "prompt": "the agent builds the messages from description and dependencies",
+        "model": "the endpoint's model is used; choose the agent (tier) instead",
+        "stream": "the orchestrator always streams",
+        "id_slot": "slots are assigned by the orchestrator",
+    }
 
     model_config = ConfigDict(extra="forbid")
 
@@ -30,6 +77,19 @@ class Task(BaseModel):
     dependencies: list[str] = Field(default_factory=list)
     max_tokens: int | None = Field(default=None, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _only_sampling_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        refused = [key for key in value if key not in cls.EXTRA_KEYS]
+        if refused:
+            key = refused[0]
+            why = cls._EXTRA_INSTEAD.get(key, "it is not a sampling or engine option")
+            raise ValueError(
+                f"key {key!r} is not allowed in extra ({why}); allowed keys: "
+                + ", ".join(sorted(cls.EXTRA_KEYS))
+            )
+        return value
 
 
 class Plan(BaseModel):
@@ -54,6 +114,30 @@ class Plan(BaseModel):
         raise KeyError(task_id)
 
 
+CallStatus = Literal["ok", "slow", "down", "busy", "rejected", "cancelled"]
+
+
+class ModelCall(BaseModel):
+    """One request of a task to one endpoint, while holding one of its slots.
+
+    Attributes:
+        endpoint: Endpoint name.
+        slot: Our slot number on it.
+        started_at: Epoch seconds when the request started.
+        latency_s: Seconds until it answered, failed or was cancelled.
+        status: ``ok``, ``slow`` (timed out, server alive), ``down`` (connection error,
+            5xx), ``busy`` (server queue full), ``rejected`` (4xx) or ``cancelled``.
+        error: What went wrong, if anything.
+    """
+
+    endpoint: str
+    slot: int | None = None
+    started_at: float
+    latency_s: float = 0.0
+    status: CallStatus = "ok"
+    error: str | None = None
+
+
 class TaskResult(BaseModel):
     """The outcome of one task.
 
@@ -69,14 +153,24 @@ class TaskResult(BaseModel):
         model: Model id the endpoint reported or was configured with.
         fallback_used: True when a fallback-tier endpoint served it.
         attempts: Endpoints tried, in order.
-        queued_s: Seconds between dependencies being met and getting a slot.
-        latency_s: Seconds of the model call(s).
+        calls: Each request made to an endpoint (fallbacks, a retry of an empty answer),
+            with its own endpoint and latency: per-endpoint busy time is charged from
+            these, not from the summed :attr:`latency_s`.
+        prepare_s: Seconds spent building prompts after the dependencies were met
+            (counting tokens with the endpoint's tokenizer to fit its context), summed
+            over the endpoints tried. ``ready_at + prepare_s + queued_s`` is about
+            ``started_at`` for a task that ran on its first endpoint.
+        queued_s: Seconds spent waiting for a free slot (excluding ``prepare_s``).
+        latency_s: Seconds of the model call(s), summed over :attr:`calls`.
         ready_at: Epoch seconds when its dependencies were met.
-        started_at: Epoch seconds when its model call started.
+        started_at: Epoch seconds when its first model call started (kept when the run
+            deadline ends the task mid-call).
         finished_at: Epoch seconds when it ended.
         prompt_tokens: Input tokens reported by the server.
         completion_tokens: Output tokens reported by the server.
         reasoning: Reasoning text, if the model returned any.
+        truncated: The answer stopped at the completion cap (``finish_reason`` ``length``):
+            still ``completed``, but it may be incomplete (raise ``max_tokens``).
     """
 
     task_id: str
@@ -89,6 +183,8 @@ class TaskResult(BaseModel):
     model: str | None = None
     fallback_used: bool = False
     attempts: list[str] = Field(default_factory=list)
+    calls: list[ModelCall] = Field(default_factory=list)
+    prepare_s: float = 0.0
     queued_s: float = 0.0
     latency_s: float = 0.0
     ready_at: float | None = None
@@ -97,6 +193,7 @@ class TaskResult(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning: str | None = None
+    truncated: bool = False
 
 
 class EndpointUsage(BaseModel):
@@ -114,7 +211,10 @@ class RunMetrics(BaseModel):
     Attributes:
         wall_s: Goal in -> answer out.
         planner_s: Time spent planning.
-        execution_s: Makespan of the tasks (first start -> last finish).
+        execution_s: Time during which some task was preparing, queued or running (the
+            union of the tasks' ``ready_at``/``started_at`` -> ``finished_at`` spans): the
+            makespan of the task phase, without the downtime of an interrupted run
+            between the crash and its resume.
         synthesis_s: Time in the synthesizer.
         summary_s: Time in the summarizer.
         critical_path_s: Longest dependency chain of measured task latencies: the best
@@ -127,7 +227,8 @@ class RunMetrics(BaseModel):
         tasks_skipped: Skipped tasks.
         fallbacks: Tasks served by a fallback tier.
         peak_concurrency: Most tasks holding a slot at the same time.
-        endpoints: Endpoint name -> usage (busy seconds = summed task latencies).
+        endpoints: Endpoint name -> usage (busy seconds = the summed latencies of the
+            requests that endpoint served or failed, see :attr:`TaskResult.calls`).
     """
 
     wall_s: float = 0.0

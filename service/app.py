@@ -19,12 +19,15 @@ from typing import Any
 from fastapi import FastAPI, Request, Response, Security
 from fastapi.security import HTTPBearer
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from endpoints.config import FleetConfig, load_fleet
 from endpoints.pool import get_runtime
 from endpoints.probes import probe_all
+from service.admission import AdmissionTicket, RunAdmission
 from service.errors import install_error_handlers
-from service.runs import ClientGone, build_run, run_to_result, stream_events, until_disconnect
+from service.retention import start_retention
+from service.runs import build_run, run_unless_disconnected, stream_events
 from service.schemas import (
     EndpointInfo,
     EndpointsResponse,
@@ -34,7 +37,12 @@ from service.schemas import (
     QueryRequest,
     QueryResponse,
 )
-from service.security import BearerTokenMiddleware, BodySizeLimitMiddleware
+from service.security import (
+    BearerTokenMiddleware,
+    BodySizeLimitMiddleware,
+    HostCheckMiddleware,
+    is_loopback,
+)
 from service.settings import ServiceSettings
 
 logger = logging.getLogger("kitty.service")
@@ -52,9 +60,10 @@ into one answer plus an optional voice summary.
 **Auth**: when the service was started with `KITTY_API_TOKEN`, every route except
 `/healthz` needs `Authorization: Bearer <token>`.
 
-**Errors** always have the shape `{"error": ..., "field": ...}`: 400 bad JSON or unusable
-plan, 401 missing/wrong token, 413 body too large, 422 invalid field, 503 fleet cannot
-serve, 500 internal error (with an `error_id` found in the service log).
+**Errors** always have the shape `{"error": ..., "field": ...}`: 400 bad JSON, unusable
+plan or a `Host` the service does not answer, 401 missing/wrong token, 413 body too large,
+422 invalid field, 429 too many runs in flight (see `Retry-After`), 503 fleet cannot serve,
+500 internal error (with an `error_id` found in the service log).
 """
 
 _bearer = HTTPBearer(
@@ -64,12 +73,22 @@ _bearer = HTTPBearer(
 _AUTH = [Security(_bearer)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Invalid JSON or an unusable plan."},
+    400: {
+        "model": ErrorResponse,
+        "description": "Invalid JSON, an unusable plan, or a Host header not served.",
+    },
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
     413: {"model": ErrorResponse, "description": "Request body over the size limit."},
     422: {"model": ErrorResponse, "description": "A field is missing or invalid."},
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many runs in flight; retry after the Retry-After seconds.",
+    },
     500: {"model": ErrorResponse, "description": "Internal error (see error_id in the log)."},
-    503: {"model": ErrorResponse, "description": "The fleet cannot serve the run."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The fleet or the checkpoint store cannot serve the run.",
+    },
 }
 
 _STREAM_DOC = """Server-sent events, one per progress step:
@@ -100,6 +119,29 @@ def _tiers_by_endpoint(config: FleetConfig) -> dict[str, list[str]]:
     return tiers
 
 
+class _AdmittedStream(EventSourceResponse):
+    """An event stream that gives its run's admission back however the stream ends.
+
+    Released around the whole response (not in the generator's ``finally``): a client
+    that leaves before the first event means the generator never starts, so its
+    ``finally`` would never run.
+    """
+
+    def __init__(self, *args: Any, ticket: AdmissionTicket, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ticket.release()
+
+
+def _checks_host(settings: ServiceSettings) -> bool:
+    return bool(settings.allowed_hosts) or is_loopback(settings.host)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the service for ``settings`` (defaults: loopback, ``$KITTY_API_TOKEN``).
 
@@ -115,6 +157,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     config = load_fleet(settings.fleet)
     fleet = _fleet_key(config, settings)
+    largest_ctx = max(endpoint.ctx for endpoint in config.all_endpoints())
+    admission = RunAdmission(settings.max_concurrent_runs, settings.retry_after_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,6 +172,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             if checkpointer is None and settings.checkpointer_factory is not None:
                 checkpointer = await stack.enter_async_context(settings.checkpointer_factory())
             app.state.checkpointer = checkpointer
+            if settings.keep_days is not None and checkpointer is not None:
+                await start_retention(
+                    stack, checkpointer, settings.keep_days, settings.retention_interval_s
+                )
             logger.info(
                 "kitty service ready: fleet %s, auth %s",
                 config.name,
@@ -145,11 +193,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.fleet_config = config
     app.state.checkpointer = settings.checkpointer
+    app.state.admission = admission
     install_error_handlers(app)
 
     if settings.api_token:
         public = {HEALTH_PATH, *(DOCS_PATHS if settings.public_docs else ())}
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token, public_paths=public)
+    if _checks_host(settings):
+        app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)
     # Added last, so it runs first: oversized bodies are refused before anything else.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
 
@@ -160,6 +211,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             max_query_chars=settings.max_query_chars,
             context_overrides=settings.context_overrides,
             checkpointer=request.app.state.checkpointer,
+            max_task_tokens=largest_ctx,
         )
 
     @app.post(
@@ -176,12 +228,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         Plans the query (or takes the given plan), runs every task as soon as its
         dependencies are done, synthesizes one answer and, with ``voice_mode``, a short
         voice summary. Task failures do not fail the request: they are in ``tasks`` and
-        named in ``response``. Disconnecting cancels the run.
+        named in ``response``. Disconnecting cancels the run. Beyond the service's
+        ``--max-concurrent-runs`` the answer is 429 with ``Retry-After``.
         """
         spec = _spec(request, body)
+        ticket = admission.admit()
         try:
-            result = await until_disconnect(request, run_to_result(spec))
-        except ClientGone:
+            result = await run_unless_disconnected(request, spec)
+        finally:
+            ticket.release()
+        if result is None:
             logger.info("client disconnected; run cancelled")
             return Response(status_code=499)
         logger.info(
@@ -207,11 +263,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """Run a goal and stream its progress as server-sent events.
 
         Same run as ``POST /api/query/parallel``, streamed: progress events, then
-        ``result``. Request errors (bad plan, too long query) are plain 4xx responses
-        before the stream starts.
+        ``result``. Request errors (bad plan, too long query, too many runs in flight)
+        are plain 4xx responses before the stream starts.
         """
         spec = _spec(request, body)
-        return EventSourceResponse(stream_events(spec), ping=15)
+        ticket = admission.admit()
+        return _AdmittedStream(stream_events(spec), ping=15, ticket=ticket)
 
     @app.get(
         "/api/endpoints",

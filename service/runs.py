@@ -17,12 +17,18 @@ from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 
 from agents.registry import DEFAULT_AGENTS
-from endpoints.config import FleetError
 from graph.api import astream_goal
 from graph.events import RunFinished
-from graph.plan_validation import PlanError, check_given_plan
+from graph.plan_validation import check_given_plan
 from graph.schemas import Plan, RunResult
-from service.errors import RequestError, error_body, internal_error_body, new_error_id
+from kitty.errors import UserError
+from service.errors import (
+    RequestError,
+    internal_error_body,
+    log_internal_error,
+    new_error_id,
+    user_error_response,
+)
 from service.schemas import QueryRequest, QueryResponse
 
 logger = logging.getLogger("kitty.service")
@@ -30,8 +36,12 @@ logger = logging.getLogger("kitty.service")
 T = TypeVar("T")
 
 
-class ClientGone(Exception):
-    """The client disconnected; its run was cancelled."""
+class _ClientGone(Exception):
+    """The client disconnected; its run was cancelled.
+
+    Control flow between :func:`until_disconnect` and :func:`run_unless_disconnected`,
+    never seen outside this module, so it stays out of the public error tree.
+    """
 
 
 @dataclass
@@ -56,11 +66,22 @@ def build_run(
     max_query_chars: int,
     context_overrides: dict[str, Any],
     checkpointer: Any | None,
+    max_task_tokens: int | None = None,
 ) -> RunSpec:
     """Check what a model cannot be asked to guess and assemble the run's arguments.
 
+    Args:
+        request: The request body.
+        fleet: The service's fleet (profile name or path).
+        max_query_chars: Longest query accepted.
+        context_overrides: The service's default run settings.
+        checkpointer: The service's checkpointer (``None``: no checkpoints).
+        max_task_tokens: Largest ``max_tokens`` a given plan's task may ask for (the
+            fleet's largest context); ``None``: not checked.
+
     Raises:
-        RequestError: The query is too long or the plan has more tasks than ``max_tasks``.
+        RequestError: The query is too long, the plan has more tasks than ``max_tasks``
+            or a task asks for more tokens than any endpoint's context holds.
         PlanError: The given plan is not usable (duplicate ids, unknown agent, cycle...).
     """
     if len(request.query) > max_query_chars:
@@ -80,6 +101,8 @@ def build_run(
                 "plan",
             )
         plan = check_given_plan(request.plan, agents=list(DEFAULT_AGENTS))
+        if max_task_tokens is not None:
+            _check_task_tokens(plan, max_task_tokens)
     kwargs: dict[str, Any] = {
         **context_overrides,
         "plan": plan,
@@ -91,11 +114,23 @@ def build_run(
     return RunSpec(goal=request.query, plan=plan, kwargs=kwargs)
 
 
+def _check_task_tokens(plan: Plan, limit: int) -> None:
+    for index, task in enumerate(plan.tasks):
+        if task.max_tokens is not None and task.max_tokens > limit:
+            raise RequestError(
+                422,
+                f"task {task.id!r} asks for max_tokens={task.max_tokens}, more than the "
+                f"largest context of the service's fleet ({limit} tokens); lower it to "
+                f"{limit} or less (less still leaves room for the prompt)",
+                f"plan.tasks.{index}.max_tokens",
+            )
+
+
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work`` but cancel it as soon as the client disconnects.
 
     Raises:
-        ClientGone: The client went away first (``work`` was cancelled).
+        _ClientGone: The client went away first (``work`` was cancelled).
     """
     task = asyncio.ensure_future(work)
 
@@ -111,7 +146,7 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         return await task
     except asyncio.CancelledError:
         if watcher.done() and task.cancelled():
-            raise ClientGone from None
+            raise _ClientGone from None
         raise
     finally:
         watcher.cancel()
@@ -128,6 +163,14 @@ async def run_to_result(spec: RunSpec) -> RunResult:
     if result is None:  # pragma: no cover - astream_goal always ends with RunFinished
         raise RuntimeError("the run ended without a result")
     return result
+
+
+async def run_unless_disconnected(request: Request, spec: RunSpec) -> RunResult | None:
+    """Run to the end; ``None`` when the client left first (the run was cancelled)."""
+    try:
+        return await until_disconnect(request, run_to_result(spec))
+    except _ClientGone:
+        return None
 
 
 def _error_event(status: int, body: dict[str, Any]) -> ServerSentEvent:
@@ -153,14 +196,11 @@ _END = object()
 
 
 def _failure_event(exc: Exception) -> ServerSentEvent:
-    if isinstance(exc, PlanError):
-        return _error_event(400, error_body(str(exc), "plan"))
-    if isinstance(exc, FleetError):
-        return _error_event(503, error_body(f"the service's fleet cannot serve this run: {exc}"))
+    if isinstance(exc, UserError):
+        status, body, _headers = user_error_response(exc)
+        return _error_event(status, body)
     error_id = new_error_id()
-    logger.error(
-        "error id %s: streamed run failed", error_id, exc_info=(type(exc), exc, exc.__traceback__)
-    )
+    log_internal_error(error_id, "streamed run failed", exc)
     return _error_event(500, internal_error_body(error_id))
 
 

@@ -408,6 +408,26 @@ async def test_bad_input_gets_4xx_naming_the_problem(service: LiveService) -> No
     assert len(seen) == 2 * len(_bad_requests())
 
 
+async def test_hardening_answers_before_any_run(service: LiveService) -> None:
+    """Real uvicorn: a foreign Host, a bad ``extra`` and an oversized ``max_tokens``."""
+    async with client(service) as http:
+        rebound = await http.get("/healthz", headers={"Host": "rebind.attacker.example"})
+        local = await http.get("/healthz", headers={"Host": "localhost"})
+        plan = pinned_plan("h", "HARD")
+        plan["tasks"][0]["extra"] = {"stream": False}
+        bad_extra = await http.post(QUERY, json=body("q", plan))
+        plan = pinned_plan("h", "HARD", tokens=10**6)
+        too_long = await http.post(STREAM, json=body("q", plan))
+    assert rebound.status_code == 400 and rebound.json()["field"] == "Host"
+    assert "--allowed-hosts" in rebound.json()["error"]
+    assert local.status_code == 200
+    assert bad_extra.status_code == 422, bad_extra.text
+    assert bad_extra.json()["field"] == "plan.tasks.0.extra"
+    assert "'stream'" in bad_extra.json()["error"]
+    assert too_long.status_code == 422, too_long.text
+    assert too_long.json()["field"] == "plan.tasks.0.max_tokens"
+
+
 async def test_service_overhead_vs_direct_api(service: LiveService) -> None:
     """Median wall time of the same pinned run via HTTP vs ``arun_goal`` (printed only).
 
@@ -480,7 +500,7 @@ async def test_checkpointer_hook_saves_each_request_on_its_own_thread(
             context_overrides=SMALL_CAPS,
         )
         transport = httpx.ASGITransport(app=create_app(settings))
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
             responses = await asyncio.gather(
                 *(
                     http.post(QUERY, json=body(f"saved {i}", pinned_plan(f"k{i}", f"K{i}")))

@@ -37,7 +37,7 @@ def make_client(**overrides: object) -> httpx.AsyncClient:
         raise RuntimeError("secret internals /etc/passwd")
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000")
 
 
 def assert_error(response: httpx.Response, status: int, field: str | None = None) -> dict:
@@ -163,7 +163,7 @@ async def test_public_docs_option() -> None:
 async def test_no_token_configured_means_no_auth() -> None:
     app = create_app(ServiceSettings(fleet="embedded", start_embedded=False, api_token=None))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
         response = await client.post(QUERY, json={"query": ""})
     assert_error(response, 422, "query")
 
@@ -405,14 +405,28 @@ async def test_stream_reports_fleet_errors_as_503_event(tmp_path: Path) -> None:
     assert error["status"] == 503 and str(missing) in error["error"]
 
 
-async def test_stream_hides_internal_errors(caplog: pytest.LogCaptureFixture) -> None:
+async def test_stream_hides_internal_errors(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(goal: str, **kwargs: object) -> AsyncIterator[object]:
+        raise RuntimeError("max_tasks went negative in a bug")  # a bug, not a user error
+        yield  # pragma: no cover
+
+    monkeypatch.setattr("service.runs.astream_goal", broken)
     with caplog.at_level(logging.ERROR, logger="kitty.service"):
-        events = await collect(RunSpec(goal="x", plan=None, kwargs={"max_tasks": 0}))
+        events = await collect(RunSpec(goal="x", plan=None, kwargs={}))
     assert [name for name, _ in events] == ["error"]
     error = events[0][1]
     assert error["status"] == 500 and error["error_id"] in error["error"]
     assert "max_tasks" not in error["error"]
     assert any(error["error_id"] in r.getMessage() for r in caplog.records)
+
+
+async def test_stream_shows_a_bad_run_setting_as_422_event() -> None:
+    events = await collect(RunSpec(goal="x", plan=None, kwargs={"max_tasks": 0}))
+    assert [name for name, _ in events] == ["error"]
+    error = events[0][1]
+    assert error["status"] == 422 and "max_tasks" in error["error"]
 
 
 # --- checkpointer hook -----------------------------------------------------------------
