@@ -43,6 +43,9 @@ class AgentSpec(BaseModel):
         return [self.primary_tier] + ([self.fallback_tier] if self.fallback_tier else [])
 
 
+DEFAULT_AGENT = "researcher"
+"""Who gets a planner task whose agent is unknown and has no close match."""
+
 # max_tokens: the sketch's 2048-4096 everywhere makes small models ramble for minutes;
 # these cover a focused answer per subtask (the synthesizer writes the long one).
 DEFAULT_AGENTS: dict[str, AgentSpec] = {

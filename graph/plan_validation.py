@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agents.fallback import fallback_steps
+from agents.registry import DEFAULT_AGENT
 from graph.schemas import Plan, Task
 from kitty.errors import PlanError, format_validation_error
 
-DEFAULT_AGENT = "researcher"
 MAX_GIVEN_TASKS = 1000
 
 
@@ -128,7 +129,11 @@ def _coerce_task(raw: Any, index: int, warnings: list[str]) -> dict[str, Any] | 
     deps = item.get("dependencies") or []
     if isinstance(deps, str):
         deps = [deps]
-    item["dependencies"] = [str(d).strip() for d in deps if str(d).strip()]
+    if not isinstance(deps, list | tuple):
+        warnings.append(f"task #{index + 1}: dependencies were not a list; dropped them")
+        deps = []
+    # Cut like ids, so a dependency on a long id still names the task it meant.
+    item["dependencies"] = [str(d).strip()[:64] for d in deps if str(d).strip()]
     known = {"id", "agent", "description", "dependencies", "max_tokens", "extra"}
     return {k: v for k, v in item.items() if k in known}
 
@@ -145,6 +150,29 @@ def _usable_extra(task_id: str, extra: Any, warnings: list[str]) -> dict[str, An
         problem = format_validation_error(exc.errors(), limit=1)
         warnings.append(f"task {task_id}: dropped its engine parameters ({problem})")
         return {}
+
+
+def _usable_max_tokens(task_id: str, value: Any, warnings: list[str]) -> int | None:
+    """``value`` if it is a positive whole number, else ``None`` with a warning."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    warnings.append(
+        f"task {task_id}: max_tokens {value!r} is not a positive whole number; "
+        "used the agent's default"
+    )
+    return None
+
+
+def _free_id(index: int, taken: set[str]) -> str:
+    """A ``task_N`` id for a task without one that no other task uses or will use."""
+    candidate = f"task_{index + 1}"
+    suffix = 0
+    while candidate in taken:
+        suffix += 1
+        candidate = f"task_{index + 1}_{suffix}"
+    return candidate
 
 
 def repair_plan(
@@ -175,12 +203,15 @@ def repair_plan(
     tasks: list[Task] = []
     seen: set[str] = set()
     renames: dict[str, str] = {}
-    for index, raw in enumerate(raw_tasks):
-        item = _coerce_task(raw, index, warnings)
+    items = [(index, _coerce_task(raw, index, warnings)) for index, raw in enumerate(raw_tasks)]
+    # Ids the planner gave are kept: a task without one must not take a real task's id
+    # (dependencies on that real task would then point at the wrong one).
+    given_ids = {item["id"] for _, item in items if item and item["id"]}
+    for index, item in items:
         if item is None:
             continue
         original_id = item["id"]
-        task_id = original_id or f"task_{index + 1}"
+        task_id = original_id or _free_id(index, given_ids | seen)
         if not original_id:
             warnings.append(f"task #{index + 1} had no id; named it {task_id}")
         if task_id in seen:
@@ -208,7 +239,7 @@ def repair_plan(
                 agent=agent,
                 description=description,
                 dependencies=item["dependencies"],
-                max_tokens=item.get("max_tokens"),
+                max_tokens=_usable_max_tokens(task_id, item.get("max_tokens"), warnings),
                 extra=_usable_extra(task_id, item.get("extra"), warnings),
             )
         )
@@ -303,36 +334,22 @@ def check_given_plan(plan: Plan | Mapping[str, Any], *, agents: Iterable[str]) -
 
 
 def fallback_plan(goal: str, *, agents: Iterable[str]) -> Plan:
-    """Keyword plans for when the planner endpoint itself is unreachable (the sketch's three).
+    """A keyword plan for when the planner endpoint itself is unreachable.
+
+    The plans are data (:data:`agents.fallback.FALLBACK_PLANS`); agents the registry
+    lacks are remapped by repair, with a warning.
 
     Args:
         goal: The goal.
-        agents: Registered agents (tasks for missing agents are remapped).
+        agents: Registered agents.
     """
-    lowered = goal.lower()
-    if any(k in lowered for k in ("code", "implement", "program", "script")):
-        raw = [
-            ("task_1", "researcher", f"Research best practices for: {goal}", []),
-            ("task_2", "coder", f"Implement code solution for: {goal}", []),
-            (
-                "task_3",
-                "reasoner",
-                "Synthesize research and code into final answer",
-                ["task_1", "task_2"],
-            ),
-        ]
-    elif any(k in lowered for k in ("design", "cad", "model", "print", "3d")):
-        raw = [
-            ("task_1", "researcher", f"Search for reference designs: {goal}", []),
-            ("task_2", "cad_designer", f"Generate CAD model for: {goal}", ["task_1"]),
-            ("task_3", "fabricator", "Analyze printability and recommend settings", ["task_2"]),
-        ]
-    else:
-        raw = [
-            ("task_1", "researcher", f"Research: {goal}", []),
-            ("task_2", "analyst", "Analyze and structure findings", ["task_1"]),
-            ("task_3", "reasoner", "Synthesize into comprehensive answer", ["task_2"]),
-        ]
-    tasks = [{"id": i, "agent": a, "description": d, "dependencies": deps} for i, a, d, deps in raw]
-    plan = repair_plan(tasks, agents=agents, goal=goal, max_tasks=len(tasks), source="fallback")
-    return plan
+    tasks = [
+        {
+            "id": step.id,
+            "agent": step.agent,
+            "description": step.description.format(goal=goal),
+            "dependencies": list(step.dependencies),
+        }
+        for step in fallback_steps(goal)
+    ]
+    return repair_plan(tasks, agents=agents, goal=goal, max_tasks=len(tasks), source="fallback")
