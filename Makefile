@@ -23,6 +23,8 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/pytest -q -ra --durations=15

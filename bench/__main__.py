@@ -2,7 +2,7 @@
 
 import typer
 
-from cli.bench import bench
+from bench.command import bench
 
 if __name__ == "__main__":
     typer.run(bench)

@@ -17,8 +17,8 @@ from bench.prompting import DepOutput, endpoint_for, request_body, task_messages
 from bench.records import TaskSpan, VariantRun
 from endpoints.config import EndpointConfig, FleetConfig
 from endpoints.probes import probe_all
+from graph import Task
 from graph.plan_validation import topological_order
-from graph.schemas import Task
 
 REQUEST_TIMEOUT_S = 300.0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import platform
 import sys
 import time
@@ -14,6 +13,10 @@ from typing import Any, Literal
 import psutil
 
 from endpoints.config import FleetConfig, load_fleet
+from graph import RunResult
+
+BenchSize = Literal["full", "quick", "smoke"]
+"""How big the workloads are: the published numbers, a few minutes, or the CI smoke run."""
 
 
 @dataclass
@@ -33,7 +36,7 @@ class BenchEnv:
     """
 
     fleet: str = "embedded"
-    size: Literal["full", "quick", "smoke"] = "full"
+    size: BenchSize = "full"
     reps: int = 0
     out: Path = Path("docs/bench")
     log: Callable[[str], None] = field(default=lambda message: print(message, flush=True))
@@ -75,24 +78,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def timeline_plotter() -> Callable[[Any, Path], Any] | None:
-    """``graph.timeline.plot_timeline`` when that module exists (timeline PNGs are optional)."""
-    try:
-        module = importlib.import_module("graph.timeline")
-    except ImportError:
-        return None
-    return getattr(module, "plot_timeline", None)
-
-
-def plot(env: BenchEnv, result: Any, name: str) -> str | None:
+def plot(env: BenchEnv, result: RunResult | None, name: str) -> str | None:
     """Write a timeline PNG of a product run; returns the file name or ``None``."""
-    plotter = timeline_plotter()
-    if plotter is None or result is None:
+    if result is None:
         return None
+    from graph.timeline import plot_timeline  # matplotlib loads only when a picture is drawn
+
     path = env.out / f"timeline-{name}.png"
     try:
         env.out.mkdir(parents=True, exist_ok=True)
-        plotter(result, path)
+        plot_timeline(result, path)
     except Exception as exc:  # a plotting problem must not lose the measurements
         env.log(f"  (timeline {name} not written: {exc})")
         return None

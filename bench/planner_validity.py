@@ -26,9 +26,9 @@ from typing import Any
 from bench.env import BenchEnv
 from endpoints.config import FleetConfig, TierConfig
 from endpoints.pool import FleetRuntime
-from graph.context import Context
+from graph import Context, PlanError
 from graph.nodes import PLANNER_TIER, make_plan, plan_json_schema
-from graph.plan_validation import PlanError, critical_path_length
+from graph.plan_validation import critical_path_length
 
 GOALS = [
     "Design a wall hook for a 2 kg bag and plan its print",
@@ -178,14 +178,14 @@ async def _one(goal: str, context: Context, runtime: FleetRuntime) -> dict[str, 
         except ValueError:
             raw = None
     raw_tasks = raw.get("tasks") if isinstance(raw, dict) else None
-    parsed = isinstance(raw_tasks, list)
+    parsed: list[Any] | None = raw_tasks if isinstance(raw_tasks, list) else None
     record.update(
         ok=True,
         source=plan.source,
         schema_valid=raw is not None and not schema_errors(raw, schema),
-        acyclic=parsed and not has_cycle(raw_tasks),
-        acyclic_ignoring_self=parsed and not has_cycle(raw_tasks, self_loops=False),
-        issues=raw_issues(raw_tasks) if parsed else {},
+        acyclic=parsed is not None and not has_cycle(parsed),
+        acyclic_ignoring_self=parsed is not None and not has_cycle(parsed, self_loops=False),
+        issues=raw_issues(parsed) if parsed is not None else {},
         tasks=len(plan.tasks),
         critical_path=critical_path_length(plan.tasks),
         repairs=len(plan.warnings),

@@ -12,9 +12,7 @@ import time
 from typing import Any
 
 from bench.records import TaskSpan, VariantRun
-from graph.api import astream_goal
-from graph.events import PhaseStarted, PlanReady, RunFinished
-from graph.schemas import Plan, RunResult, Task
+from graph import PhaseStarted, Plan, PlanReady, RunFinished, RunResult, Task, astream_goal
 
 SYNTHESIS_TOKENS = 4
 

@@ -14,8 +14,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from agents.registry import DEFAULT_AGENTS
 from endpoints.config import EndpointConfig, FleetConfig
-from graph import prompts
-from graph.schemas import Task
+from graph import Task, prompts
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from bench.env import BenchEnv
 from bench.workload import ONE_AGENT_PER_TIER, layered_plan, small_goal_plan
 from endpoints.pool import get_runtime
 from endpoints.probes import count_busy, fetch_slots
-from graph.api import arun_goal
-from graph.schemas import Plan, RunResult
+from graph import Plan, RunResult, arun_goal
 
 SAMPLE_EVERY_S = 0.02
 SIZES = {"full": (50, 200), "quick": (16, 60), "smoke": (2, 10)}

@@ -19,6 +19,7 @@ from bench.product import run_product
 from bench.records import VariantRun, best, geomean
 from bench.waves import run_waves
 from bench.workload import Dag, pinned, scheduling_dags
+from graph import RunResult
 
 VARIANTS = ["sequential", "waves", "product", "oracle"]
 TARGET_PRODUCT_RATIO = 1.05
@@ -49,7 +50,7 @@ async def _warm_up(env: BenchEnv, slots: dict[str, int]) -> None:
 
 async def run_variant(
     variant: str, dag: Dag, env: BenchEnv, slots: dict[str, int]
-) -> tuple[VariantRun, Any]:
+) -> tuple[VariantRun, RunResult | None]:
     """Run one DAG with one scheduler (once more after a failure, e.g. a dropped keep-alive).
 
     Returns:
@@ -64,7 +65,7 @@ async def run_variant(
 
 async def _run_once(
     variant: str, dag: Dag, env: BenchEnv, slots: dict[str, int]
-) -> tuple[VariantRun, Any]:
+) -> tuple[VariantRun, RunResult | None]:
     if variant == "product":
         return await run_product(dag.tasks, dag.goal, env.fleet)
     if variant == "waves":
@@ -98,7 +99,7 @@ async def compare(
     rows: list[dict[str, Any]] = []
     for dag in dags:
         runs: dict[str, list[VariantRun]] = {v: [] for v in VARIANTS}
-        product_results: dict[int, Any] = {}
+        product_results: dict[int, RunResult] = {}
         # unmeasured: fills the servers' prompt caches with this DAG's prompts (outputs
         # are seeded, so every variant then sends the same, equally cached, prompts)
         await run_variant("oracle", dag, env, slots)

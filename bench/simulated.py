@@ -35,10 +35,17 @@ from bench.simserve import SIM_PROFILE, sim_fleet
 from bench.waves import run_waves
 from bench.workload import pinned
 from endpoints.config import EndpointConfig, load_fleet
-from graph.context import Context
-from graph.events import PlanReady, RunFinished
+from graph import (
+    Context,
+    Plan,
+    PlanReady,
+    RunFinished,
+    RunResult,
+    Task,
+    TaskResult,
+    astream_goal,
+)
 from graph.nodes import SYNTHESIS_TIERS, synthesis_messages
-from graph.schemas import Plan, Task, TaskResult
 
 TIME_SCALE = {"full": 0.05, "quick": 0.02, "smoke": 0.005}
 SCHEDULING_TIME_SCALE = {"full": 0.25, "quick": 0.1, "smoke": 0.01}
@@ -147,7 +154,7 @@ async def _synthesize(
 
 async def _run(
     variant: str, scenario: Scenario, fleet_path: str, env: BenchEnv
-) -> tuple[VariantRun, Any]:
+) -> tuple[VariantRun, RunResult | None]:
     """Tasks + synthesis with one scheduler (again after a failure); real seconds."""
     run, result = await _run_once(variant, scenario, fleet_path)
     if not run.ok:
@@ -156,7 +163,9 @@ async def _run(
     return run, result
 
 
-async def _run_once(variant: str, scenario: Scenario, fleet_path: str) -> tuple[VariantRun, Any]:
+async def _run_once(
+    variant: str, scenario: Scenario, fleet_path: str
+) -> tuple[VariantRun, RunResult | None]:
     if variant == "product":
         return await _run_product(scenario, fleet_path)
     began = time.perf_counter()
@@ -176,10 +185,8 @@ async def _run_once(variant: str, scenario: Scenario, fleet_path: str) -> tuple[
     return run, None
 
 
-async def _run_product(scenario: Scenario, fleet_path: str) -> tuple[VariantRun, Any]:
+async def _run_product(scenario: Scenario, fleet_path: str) -> tuple[VariantRun, RunResult | None]:
     """The product from plan ready to run finished (tasks + synthesis)."""
-    from graph.api import astream_goal
-
     plan = Plan(tasks=[t.model_copy(deep=True) for t in scenario.tasks], source="given")
     ready = finished = None
     result = None
@@ -212,7 +219,7 @@ async def run_simulated(env: BenchEnv) -> dict[str, Any]:
         await run_product(SCENARIOS[0].tasks[:1], "warm up", fleet_path, synthesis_max_tokens=1)
         for scenario in SCENARIOS:
             runs: dict[str, list[VariantRun]] = {v: [] for v in VARIANTS}
-            results: dict[int, Any] = {}
+            results: dict[int, RunResult] = {}
             for rep in range(env.reps):
                 order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]
                 for variant in order:

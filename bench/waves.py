@@ -11,7 +11,8 @@ scheduling differs from the product's graph.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, TypedDict
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeAlias, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -22,7 +23,7 @@ from bench.prompting import DepOutput, as_langchain, task_messages
 from bench.records import TaskSpan, VariantRun
 from endpoints.models import make_chat_model
 from endpoints.pool import get_runtime
-from graph.schemas import Task
+from graph import Task
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -73,13 +74,14 @@ def next_wave(state: WaveState) -> list[Send] | str:
     ]
 
 
-async def worker(payload: WorkerInput) -> dict[str, Any]:
+# LangGraph's node protocols name the first parameter ``state`` (here: one Send payload).
+async def worker(state: WorkerInput) -> dict[str, Any]:
     """Run one task: a slot of its endpoint's limiter, then its chat model."""
-    task = payload["task"]
+    task = state["task"]
     spec = DEFAULT_AGENTS[task.agent]
-    runtime = get_runtime(payload["fleet"])
+    runtime = get_runtime(state["fleet"])
     handle = runtime.candidates([spec.primary_tier])[0]
-    messages = as_langchain(task_messages(task, payload["goal"], payload["deps"]))
+    messages = as_langchain(task_messages(task, state["goal"], state["deps"]))
     model = make_chat_model(
         handle.config,
         temperature=spec.temperature,
@@ -90,7 +92,7 @@ async def worker(payload: WorkerInput) -> dict[str, Any]:
         started = time.time()
         response = await model.ainvoke(messages)
         finished = time.time()
-    usage = response.usage_metadata or {}
+    usage: Mapping[str, Any] = response.usage_metadata or {}
     span = TaskSpan(
         task_id=task.id,
         endpoint=handle.name,
@@ -104,7 +106,10 @@ async def worker(payload: WorkerInput) -> dict[str, Any]:
     return {"done": {task.id: {"output": output, "span": span}}}
 
 
-def build_waves_graph() -> CompiledStateGraph:
+WavesGraph: TypeAlias = CompiledStateGraph[WaveState, None, WaveState, WaveState]
+
+
+def build_waves_graph() -> WavesGraph:
     """The waves graph: schedule -> (Send x ready) worker -> schedule ... -> END."""
     builder = StateGraph(WaveState)
     builder.add_node("schedule", schedule)
@@ -115,7 +120,7 @@ def build_waves_graph() -> CompiledStateGraph:
     return builder.compile(name="waves-baseline")
 
 
-_compiled: CompiledStateGraph | None = None
+_compiled: WavesGraph | None = None
 
 
 async def run_waves(tasks: list[Task], goal: str, fleet: str) -> VariantRun:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graph.schemas import Plan, Task
+from graph import Plan, Task
 
 PINNED = {"ignore_eos": True, "seed": 7}
 

@@ -12,13 +12,18 @@ import json
 from typing import Any, Protocol
 
 import httpx
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
 from endpoints.config import EndpointConfig, ThinkingLevel
 from endpoints.state import fleet_state
 
 PLACEHOLDER_API_KEY = "sk-no-key-required"
+
+ChatRunnable = Runnable[LanguageModelInput, BaseMessage]
+"""A chat model, bare or bound (e.g. to a JSON schema): messages in, one message out."""
 
 
 _CACHE_LIMIT = 512
@@ -226,7 +231,7 @@ def is_endpoint_failure(exc: BaseException) -> bool:
 
 def constrain_to_json_schema(
     model: BaseChatModel, endpoint: EndpointConfig, schema: dict[str, Any], *, name: str
-) -> Runnable[Any, Any]:
+) -> ChatRunnable:
     """Bind ``model`` so its answer must match ``schema``, in the engine's own form.
 
     Ollama takes the schema as ``format``. llama.cpp takes OpenAI's nested

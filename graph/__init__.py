@@ -11,7 +11,18 @@ from graph.approval import PlanApproval, PlanApprovalRequired, PlanDecision
 from graph.builder import build_graph
 from graph.checkpoint import CheckpointError, make_checkpointer
 from graph.context import Context
-from graph.events import ProgressEvent, RunFinished, parse_event
+from graph.events import (
+    PhaseStarted,
+    PlanReady,
+    ProgressEvent,
+    RunFinished,
+    TaskFallback,
+    TaskFinished,
+    TaskQueued,
+    TaskStarted,
+    TaskWaiting,
+    parse_event,
+)
 from graph.plan_validation import PlanError
 from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
 
@@ -19,17 +30,24 @@ __all__ = [
     "CheckpointError",
     "Context",
     "NothingToResume",
+    "PhaseStarted",
     "Plan",
     "PlanApproval",
     "PlanApprovalRequired",
     "PlanDecision",
     "PlanError",
+    "PlanReady",
     "ProgressEvent",
     "RunFinished",
     "RunMetrics",
     "RunResult",
     "Task",
+    "TaskFallback",
+    "TaskFinished",
+    "TaskQueued",
     "TaskResult",
+    "TaskStarted",
+    "TaskWaiting",
     "aresume",
     "arun_goal",
     "astream_goal",

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
 from graph.approval import PlanApproval, PlanApprovalRequired, PlanDecision, parse_decision
-from graph.builder import build_graph
+from graph.builder import OrchestratorGraph, build_graph
 from graph.checkpoint import shared_memory_checkpointer
 from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
@@ -35,20 +35,19 @@ CONTEXT_METADATA_KEY = "kitty_context"
 
 PlanCallback = Callable[[PlanApproval], "PlanDecision | dict[str, Any] | str | Awaitable[Any]"]
 
-_base_graph: CompiledStateGraph | None = None
+_base_graph: OrchestratorGraph | None = None
 
 
-def graph_for(checkpointer: Any | None = None) -> CompiledStateGraph:
+def graph_for(checkpointer: BaseCheckpointSaver | None = None) -> OrchestratorGraph:
     """The compiled graph, bound to ``checkpointer`` (compiled once, then copied).
 
     Copies are not cached, so a closed checkpointer is never kept alive or reused.
     """
     global _base_graph
-    if _base_graph is None:
-        _base_graph = build_graph()
+    base = _base_graph = _base_graph or build_graph()
     if checkpointer is None:
-        return _base_graph
-    return _base_graph.copy(update={"checkpointer": checkpointer})
+        return base
+    return base.copy(update={"checkpointer": checkpointer})
 
 
 def make_context(*, context: Context | None = None, **settings: Any) -> Context:
@@ -126,12 +125,12 @@ async def _ask(on_plan: PlanCallback, approval: PlanApproval) -> Any:
 class _Start:
     """Where a call to :func:`astream_goal` begins: a new run, or a thread to continue."""
 
-    compiled: CompiledStateGraph
+    compiled: OrchestratorGraph
     config: RunnableConfig
     context: Context
     state_input: Any
     pending: PlanApproval | None
-    checkpointer: Any | None
+    checkpointer: BaseCheckpointSaver | None
     borrowed_checkpointer: bool
     resuming: bool
 
@@ -141,7 +140,7 @@ async def _resolve_start(
     plan: Plan | dict[str, Any] | None,
     context: Context | None,
     settings: dict[str, Any],
-    checkpointer: Any | None,
+    checkpointer: BaseCheckpointSaver | None,
     thread_id: str | None,
     plan_decision: Any | None,
 ) -> _Start:
@@ -226,7 +225,7 @@ async def astream_goal(
     *,
     context: Context | None = None,
     plan: Plan | dict[str, Any] | None = None,
-    checkpointer: Any | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
     thread_id: str | None = None,
     on_plan: PlanCallback | None = None,
     plan_decision: PlanDecision | dict[str, Any] | str | None = None,
@@ -304,7 +303,8 @@ async def astream_goal(
     result = build_result(
         values, goal=goal or "", wall_s=time.perf_counter() - started, thread_id=thread
     )
-    if start.borrowed_checkpointer:  # the in-memory store keeps only runs still waiting
+    if start.borrowed_checkpointer and start.checkpointer is not None:
+        # the process-wide in-memory store keeps only runs still waiting
         await start.checkpointer.adelete_thread(thread)
     yield RunFinished(run_id=result.run_id, result=result)
 
@@ -330,7 +330,7 @@ async def arun_goal(goal: str | None, **kwargs: Any) -> RunResult:
     return result
 
 
-async def aresume(thread_id: str, *, checkpointer: Any, **kwargs: Any) -> RunResult:
+async def aresume(thread_id: str, *, checkpointer: BaseCheckpointSaver, **kwargs: Any) -> RunResult:
     """Continue an interrupted run on ``thread_id``; finished tasks are not run again.
 
     Args:

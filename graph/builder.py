@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -18,8 +19,15 @@ from graph.nodes import (
 )
 from graph.state import InputState, OrchestratorState, OutputState
 
+OrchestratorGraph: TypeAlias = CompiledStateGraph[
+    OrchestratorState, Context, InputState, OutputState
+]
+"""The compiled orchestrator: its state, run context, input and output types."""
 
-def build_graph(checkpointer: Any | None = None, **compile_kwargs: Any) -> CompiledStateGraph:
+
+def build_graph(
+    checkpointer: BaseCheckpointSaver | None = None, **compile_kwargs: Any
+) -> OrchestratorGraph:
     """Build and compile the orchestrator graph.
 
     planner -> approval -> (Send x N) agent -> synthesizer -> [summarizer] -> END

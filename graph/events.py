@@ -121,7 +121,7 @@ ProgressEvent = Annotated[
     Field(discriminator="kind"),
 ]
 
-_adapter: TypeAdapter[Any] = TypeAdapter(ProgressEvent)
+_adapter: TypeAdapter[ProgressEvent] = TypeAdapter(ProgressEvent)
 
 
 def parse_event(data: dict[str, Any]) -> ProgressEvent:

@@ -273,7 +273,7 @@ def repair_plan(
             t.model_copy(update={"dependencies": [d for d in t.dependencies if d in kept_ids]})
             for t in kept
         ]
-    return Plan(tasks=ordered, warnings=warnings, source=source)  # type: ignore[arg-type]
+    return Plan(tasks=ordered, warnings=warnings, source=source)
 
 
 def _top_level_named(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

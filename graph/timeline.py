@@ -35,10 +35,15 @@ BAR_HEIGHT = 0.56
 WAIT_HEIGHT = 0.14
 WAIT_LABEL = "slot wait (ends where its\ntask's bar starts)"
 WAIT_MIN_S = 0.005  # shorter slot waits are not drawn
-_PALETTE = [colormaps["tab10"](i) for i in range(10)] + [colormaps["Dark2"](i) for i in range(8)]
+Rgba = tuple[float, float, float, float]
+"""A matplotlib colour as red, green, blue, alpha in 0..1."""
+
+_PALETTE: list[Rgba] = [colormaps["tab10"](i) for i in range(10)] + [
+    colormaps["Dark2"](i) for i in range(8)
+]
 
 
-def agent_colours(agents: Iterable[str] = ()) -> dict[str, tuple[float, ...]]:
+def agent_colours(agents: Iterable[str] = ()) -> dict[str, Rgba]:
     """A stable colour per agent: registered agents first (same colour in every picture)."""
     names = list(DEFAULT_AGENTS)
     names += [a for a in dict.fromkeys(agents) if a not in DEFAULT_AGENTS]
@@ -104,7 +109,7 @@ def _end(result: RunResult, origin: float) -> float:
 
 def _label_fits(ax: Axes, width_s: float, text: str, fontsize: float) -> bool:
     """Whether ``text`` fits inside a bar ``width_s`` seconds wide (estimated, in pixels)."""
-    fig = ax.get_figure()
+    fig = ax.get_figure(root=True)
     assert fig is not None
     x0, x1 = ax.get_xlim()
     axes_px = ax.get_position().width * fig.get_figwidth() * fig.dpi
@@ -116,7 +121,7 @@ def _label_fits(ax: Axes, width_s: float, text: str, fontsize: float) -> bool:
 def _draw_run(
     ax: Axes,
     result: RunResult,
-    colours: Mapping[str, tuple[float, ...]],
+    colours: Mapping[str, Rgba],
     *,
     origin: float,
     x_max: float,
@@ -213,17 +218,17 @@ def _draw_run(
     if not show_deps:
         return
     result_of = {r.task_id: r for r in result.tasks}
-    for task in result.plan.tasks:
-        if task.id not in places:
+    for planned in result.plan.tasks:
+        if planned.id not in places:
             continue
-        start, _, y = places[task.id]
-        this = result_of.get(task.id)
-        target_x, target_y = start, y
+        target_x, _, bar_y = places[planned.id]
+        target_y = bar_y
+        this = result_of.get(planned.id)
         if this is not None and this.ready_at is not None and this.started_at is not None:
             target_x = this.ready_at - origin
             if _waited(this):  # land on the task's own wait strip, not on the slot's holder
-                target_y = y + BAR_HEIGHT / 2 + WAIT_HEIGHT / 2 + 0.02
-        for dep in task.dependencies:
+                target_y = bar_y + BAR_HEIGHT / 2 + WAIT_HEIGHT / 2 + 0.02
+        for dep in planned.dependencies:
             if dep not in places:
                 continue
             _, dep_end, dep_y = places[dep]
@@ -254,7 +259,7 @@ def _waited(task: TaskResult) -> bool:
 
 
 def _legend_handles(
-    runs: Iterable[RunResult], colours: Mapping[str, tuple[float, ...]], *, show_deps: bool
+    runs: Iterable[RunResult], colours: Mapping[str, Rgba], *, show_deps: bool
 ) -> list[Patch | Line2D]:
     """Legend entries for what the pictures show: agents, waits, failures, arrows."""
     tasks = [t for run in runs for t in run.tasks]

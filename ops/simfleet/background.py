@@ -7,9 +7,12 @@ import contextlib
 import socket
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kitty.errors import SimFleetError
+
+if TYPE_CHECKING:  # uvicorn loads with the first server, not with the package
+    import uvicorn
 
 
 def _bind_socket(host: str, port: int) -> socket.socket:
@@ -61,7 +64,7 @@ class BackgroundServers:
         self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._servers: list[Any] = []
+        self._servers: list[uvicorn.Server] = []
         self.ports: list[int] = []
 
     @property
@@ -154,7 +157,9 @@ class BackgroundServers:
                     log_level=self._log_level,
                     access_log=False,
                     lifespan="on",
-                    timeout_graceful_shutdown=self._graceful_s,
+                    # Annotated int, but uvicorn only hands it to asyncio.wait_for, which
+                    # takes fractions (the fake servers of the tests stop in 0.5 s).
+                    timeout_graceful_shutdown=self._graceful_s,  # type: ignore[arg-type]
                 )
             )
             for (app, host, _), sock in zip(self._apps, sockets, strict=True)

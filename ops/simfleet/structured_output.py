@@ -77,17 +77,17 @@ def _example(
             merged = {**rest, **chosen}
             return _example(merged, root, depth=depth + 1, array_depth=array_depth, index=index)
     if schema.get("allOf"):
-        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        combined: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
         for part in schema["allOf"]:
             part = _resolve_ref(part["$ref"], root) if "$ref" in part else part
             for key, value in part.items():
                 if key == "properties":
-                    merged["properties"] = {**merged.get("properties", {}), **value}
+                    combined["properties"] = {**combined.get("properties", {}), **value}
                 elif key == "required":
-                    merged["required"] = [*merged.get("required", []), *value]
+                    combined["required"] = [*combined.get("required", []), *value]
                 else:
-                    merged.setdefault(key, value)
-        return _example(merged, root, depth=depth + 1, array_depth=array_depth, index=index)
+                    combined.setdefault(key, value)
+        return _example(combined, root, depth=depth + 1, array_depth=array_depth, index=index)
 
     kind = schema.get("type")
     if isinstance(kind, list):
@@ -128,7 +128,8 @@ def _example(
         if "maxItems" in schema:
             count = min(count, int(schema["maxItems"]))
         prefix = schema.get("prefixItems") or []
-        items_schema = schema.get("items") if isinstance(schema.get("items"), Mapping) else {}
+        items = schema.get("items")
+        items_schema: Mapping[str, Any] = items if isinstance(items, Mapping) else {}
         return [
             _example(
                 prefix[i] if i < len(prefix) else items_schema,
