@@ -9,42 +9,37 @@ running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cli.app import FLEET_HELP, app, fleet_app
-from endpoints.config import FleetConfig, FleetError, load_fleet
+from cli.console import console, err_console
+from cli.errors import shows_errors
+from cli.servers import embedded_servers
+from endpoints.config import EndpointConfig, FleetConfig, load_fleet
 from endpoints.pool import health_for
 from endpoints.probes import EndpointStatus, probe_all
-
-console = Console(highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+from kitty.errors import FleetError, UserError
+from ops.embedded import EmbeddedFleet
 
 FleetOption = Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+TimeoutOption = Annotated[float, typer.Option(help="Seconds per probe request.")]
 
 _HEALTH_STYLE = {"ok": "green", "loading": "yellow", "slow": "yellow", "down": "red"}
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one red error line to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
-
-
-def _load(fleet: str | None) -> FleetConfig:
-    try:
-        return load_fleet(fleet)
-    except FleetError as exc:
-        fail(str(exc))
+# Columns after the two leading ones (endpoint and tiers, or tier and endpoint).
+_PROBE_COLUMNS = ("kind", "URL", "health", "busy/slots", "ctx/slot", "model", "latency")
 
 
 def _tiers_by_endpoint(config: FleetConfig) -> dict[str, list[str]]:
@@ -59,38 +54,115 @@ def _probe(config: FleetConfig, timeout: float) -> list[EndpointStatus]:
     return asyncio.run(probe_all(config.all_endpoints(), timeout=timeout))
 
 
-def _health_cell(status: EndpointStatus) -> str:
-    style = _HEALTH_STYLE.get(status.health, "red")
-    return f"[{style}]{status.health}[/]"
+def _recent_latency_ms(base_url: str) -> float | None:
+    """This process's recent request latency to a server, if it made calls."""
+    recent = health_for(base_url).recent_latency_s
+    return None if recent is None else recent * 1000
 
 
-def _slots_cell(status: EndpointStatus) -> str:
-    total = "?" if status.total_slots is None else str(status.total_slots)
-    busy = "?" if status.busy_slots is None else str(status.busy_slots)
-    return "-" if status.total_slots is None and status.busy_slots is None else f"{busy}/{total}"
+# --------------------------------------------------------------------------- tables
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} ms"
+@dataclass(frozen=True)
+class EndpointRow:
+    """One row of an endpoint table: the probe's findings, or the values chosen instead.
+
+    Attributes:
+        lead: The two leading cells (endpoint and its tiers, or tier and endpoint).
+        status: What the probe found.
+        total_slots: Slots shown (the probe's, or configured ones).
+        n_ctx: Context per slot shown.
+        model: Model shown.
+        latency_ms: Latency shown.
+    """
+
+    lead: tuple[str, str]
+    status: EndpointStatus
+    total_slots: int | None
+    n_ctx: int | None
+    model: str | None
+    latency_ms: float | None
 
 
-def _status_record(status: EndpointStatus, tiers: list[str]) -> dict[str, Any]:
-    record = status.model_dump()
-    record["tiers"] = tiers
-    record["healthy"] = status.healthy
-    recent = health_for(status.base_url).recent_latency_s
-    record["recent_latency_ms"] = None if recent is None else recent * 1000
-    return record
+def endpoint_table(title: str, lead: tuple[str, str], rows: Iterable[EndpointRow]) -> Table:
+    """A probe table: the two ``lead`` columns, then kind, URL, health, slots, ctx, model."""
+    table = Table(title=title)
+    for column in (*lead, *_PROBE_COLUMNS):
+        table.add_column(column)
+    for row in rows:
+        status = row.status
+        busy, total = status.busy_slots, row.total_slots
+        style = _HEALTH_STYLE.get(status.health, "red")
+        table.add_row(
+            *row.lead,
+            status.kind,
+            status.base_url,
+            f"[{style}]{status.health}[/]",
+            "-" if busy is None and total is None else f"{_or(busy, '?')}/{_or(total, '?')}",
+            _or(row.n_ctx, "-"),
+            row.model or "-",
+            "-" if row.latency_ms is None else f"{row.latency_ms:.0f} ms",
+        )
+    return table
 
 
-def _print_details(statuses: list[EndpointStatus]) -> None:
+def _or(value: object, missing: str) -> str:
+    return missing if value is None else str(value)
+
+
+def _print_details(statuses: Iterable[EndpointStatus]) -> None:
     for status in statuses:
         if status.detail:
             colour = "yellow" if status.healthy else "red"
             console.print(f"[{colour}]{escape(status.name)}:[/] {escape(status.detail)}")
 
 
+# --------------------------------------------------------------------------- fleet up
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """Let ``kill`` stop the fleet as cleanly as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_fleet_up(config: FleetConfig, embedded: EmbeddedFleet) -> None:
+    startup = {s.endpoint.name: s.startup_s for s in embedded.servers}
+    statuses = _probe(config, timeout=5.0)
+    tiers = _tiers_by_endpoint(config)
+    table = Table(title=f"fleet {config.name} (embedded llama.cpp)")
+    for column in ("endpoint", "tier(s)", "URL", "slots", "ctx/slot", "model", "startup"):
+        table.add_column(column)
+    for endpoint, status in zip(config.all_endpoints(), statuses, strict=True):
+        seconds = startup.get(endpoint.name)
+        table.add_row(
+            endpoint.name,
+            ", ".join(tiers[endpoint.name]),
+            endpoint.base_url,
+            str(status.total_slots or endpoint.slots or "?"),
+            str(status.n_ctx or endpoint.ctx),
+            status.model or endpoint.model,
+            "reused" if seconds is None else f"{seconds:.2f} s",
+        )
+    console.print(table)
+    if embedded.reused:
+        console.print(f"[yellow]already served by another process:[/] {', '.join(embedded.reused)}")
+    console.print(
+        f"[green]fleet {config.name} up[/] ({len(embedded.servers)} started in "
+        f"{sum(startup.values()):.2f} s); Ctrl-C to stop"
+    )
+
+
 @fleet_app.command("up")
+@shows_errors
 def fleet_up(
     fleet: FleetOption = None,
     verbose: Annotated[
@@ -101,75 +173,50 @@ def fleet_up(
     ] = 60.0,
 ) -> None:
     """Start an embedded fleet in this process and serve until Ctrl-C."""
-    from ops.embedded import EmbeddedFleet, EmbeddedFleetError
-
-    config = _load(fleet)
+    config = load_fleet(fleet)
     if not config.embedded:
-        fail(
+        raise FleetError(
             f"fleet {config.name!r} is not embedded (its servers run outside kitty-orch); "
             "generate their launch script with: "
             f"kitty-orch fleet script --fleet {fleet or config.name}"
         )
-    embedded = EmbeddedFleet(config, verbose=verbose, startup_timeout_s=startup_timeout)
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, _terminate)
-        try:
-            embedded.start()
-        except EmbeddedFleetError as exc:
-            fail(str(exc))
-        startup = {s.endpoint.name: s.startup_s for s in embedded.servers}
-        statuses = _probe(config, timeout=5.0)
-        tiers = _tiers_by_endpoint(config)
-        table = Table(title=f"fleet {config.name} (embedded llama.cpp)")
-        for column in ("endpoint", "tier(s)", "URL", "slots", "ctx/slot", "model", "startup"):
-            table.add_column(column)
-        for endpoint, status in zip(config.all_endpoints(), statuses, strict=True):
-            seconds = startup.get(endpoint.name)
-            table.add_row(
-                endpoint.name,
-                ", ".join(tiers[endpoint.name]),
-                endpoint.base_url,
-                str(status.total_slots or endpoint.slots or "?"),
-                str(status.n_ctx or endpoint.ctx),
-                status.model or endpoint.model,
-                "reused" if seconds is None else f"{seconds:.2f} s",
-            )
-        console.print(table)
-        if embedded.reused:
-            console.print(
-                f"[yellow]already served by another process:[/] {', '.join(embedded.reused)}"
-            )
-        total = sum(startup.values())
-        console.print(
-            f"[green]fleet {config.name} up[/] ({len(embedded.servers)} started in "
-            f"{total:.2f} s); Ctrl-C to stop"
+    # Ctrl-C while the servers start: the ones started are stopped again.
+    with _sigterm_as_ctrl_c(), contextlib.suppress(KeyboardInterrupt):
+        servers = embedded_servers(
+            config, announce=False, verbose=verbose, startup_timeout_s=startup_timeout
         )
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        console.print("stopping fleet...")
-    finally:
-        embedded.stop()
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        with servers as embedded:
+            assert embedded is not None  # the fleet is embedded
+            _print_fleet_up(config, embedded)
+            try:
+                while True:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                console.print("stopping fleet...")
     console.print("[green]fleet stopped[/]")
 
 
+# --------------------------------------------------------------------------- status
+
+
+def _status_record(status: EndpointStatus, tiers: list[str]) -> dict[str, Any]:
+    record = status.model_dump()
+    record["tiers"] = tiers
+    record["healthy"] = status.healthy
+    record["recent_latency_ms"] = _recent_latency_ms(status.base_url)
+    return record
+
+
 @fleet_app.command("status")
+@shows_errors
 def fleet_status(
-    fleet: FleetOption = None,
-    as_json: JsonOption = False,
-    timeout: Annotated[float, typer.Option(help="Seconds per probe request.")] = 2.0,
+    fleet: FleetOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 2.0
 ) -> None:
     """Probe every endpoint: health, busy/total slots, context, model, latency.
 
     Exits 0 when every endpoint is healthy, 1 otherwise.
     """
-    config = _load(fleet)
+    config = load_fleet(fleet)
     statuses = _probe(config, timeout)
     tiers = _tiers_by_endpoint(config)
     healthy = all(s.healthy for s in statuses)
@@ -182,32 +229,13 @@ def fleet_status(
         }
         typer.echo(json.dumps(payload, indent=2))
     else:
-        table = Table(title=f"fleet {config.name}")
-        for column in (
-            "endpoint",
-            "tier(s)",
-            "kind",
-            "URL",
-            "health",
-            "busy/slots",
-            "ctx/slot",
-            "model",
-            "latency",
-        ):
-            table.add_column(column)
-        for status in statuses:
-            table.add_row(
-                status.name,
-                ", ".join(tiers[status.name]),
-                status.kind,
-                status.base_url,
-                _health_cell(status),
-                _slots_cell(status),
-                "-" if status.n_ctx is None else str(status.n_ctx),
-                status.model or "-",
-                _ms(status.latency_ms),
+        rows = [
+            EndpointRow(
+                (s.name, ", ".join(tiers[s.name])), s, s.total_slots, s.n_ctx, s.model, s.latency_ms
             )
-        console.print(table)
+            for s in statuses
+        ]
+        console.print(endpoint_table(f"fleet {config.name}", ("endpoint", "tier(s)"), rows))
         _print_details(statuses)
         up = sum(s.healthy for s in statuses)
         colour = "green" if healthy else "red"
@@ -215,7 +243,11 @@ def fleet_status(
     raise typer.Exit(0 if healthy else 1)
 
 
+# --------------------------------------------------------------------------- script
+
+
 @fleet_app.command("script")
+@shows_errors
 def fleet_script(
     fleet: FleetOption = None,
     output: Annotated[
@@ -226,86 +258,78 @@ def fleet_script(
     """Print (or write) a bash script that starts the fleet's llama-server / Ollama servers."""
     from ops.launch import render_launch_script, write_launch_script
 
-    config = _load(fleet)
+    config = load_fleet(fleet)
     try:
-        if output is None:
-            typer.echo(render_launch_script(config), nl=False)
-            return
+        script = render_launch_script(config)
+    except ValueError as exc:  # ops.launch: an endpoint it cannot launch (no model_path...)
+        raise FleetError(str(exc)) from None
+    if output is None:
+        typer.echo(script, nl=False)
+        return
+    try:
         path = write_launch_script(config, output)
-    except ValueError as exc:
-        fail(str(exc))
     except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror or exc}; choose a writable path")
+        raise UserError(
+            f"cannot write {output}: {exc.strerror or exc}; choose a writable path"
+        ) from None
     err_console.print(f"[green]wrote[/] {escape(str(path))}; run it with: bash {escape(str(path))}")
 
 
+# --------------------------------------------------------------------------- endpoints
+
+
+def _endpoint_record(tier: str, endpoint: EndpointConfig, status: EndpointStatus) -> dict[str, Any]:
+    """One endpoint of one tier: probe findings, configured values where the probe has none."""
+    recent = _recent_latency_ms(endpoint.base_url)
+    return {
+        "tier": tier,
+        "name": endpoint.name,
+        "kind": endpoint.kind,
+        "base_url": endpoint.base_url,
+        "health": status.health,
+        "detail": status.detail,
+        "busy_slots": status.busy_slots,
+        "total_slots": status.total_slots or endpoint.slots,
+        "configured_slots": endpoint.slots,
+        "n_ctx": status.n_ctx or endpoint.ctx,
+        "model": status.model or endpoint.model,
+        "latency_ms": recent if recent is not None else status.latency_ms,
+        "latency_source": "recent" if recent is not None else "probe",
+        "supports_tools": endpoint.supports_tools,
+        "supports_vision": endpoint.supports_vision,
+    }
+
+
 @app.command("endpoints")
+@shows_errors
 def endpoints_command(
-    fleet: FleetOption = None,
-    as_json: JsonOption = False,
-    timeout: Annotated[float, typer.Option(help="Seconds per probe request.")] = 2.0,
+    fleet: FleetOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 2.0
 ) -> None:
     """List every endpoint per tier: kind, URL, health, slots, context, model, latency.
 
     Latency is this process's recent request latency when it has made calls, else the
     probe's round trip.
     """
-    config = _load(fleet)
+    config = load_fleet(fleet)
     statuses = {s.name: s for s in _probe(config, timeout)}
-    rows: list[dict[str, Any]] = []
-    for tier_name, tier in config.tiers.items():
-        for endpoint in tier.endpoints:
-            status = statuses[endpoint.name]
-            recent = health_for(endpoint.base_url).recent_latency_s
-            rows.append(
-                {
-                    "tier": tier_name,
-                    "name": endpoint.name,
-                    "kind": endpoint.kind,
-                    "base_url": endpoint.base_url,
-                    "health": status.health,
-                    "detail": status.detail,
-                    "busy_slots": status.busy_slots,
-                    "total_slots": status.total_slots or endpoint.slots,
-                    "configured_slots": endpoint.slots,
-                    "n_ctx": status.n_ctx or endpoint.ctx,
-                    "model": status.model or endpoint.model,
-                    "latency_ms": recent * 1000 if recent is not None else status.latency_ms,
-                    "latency_source": "recent" if recent is not None else "probe",
-                    "supports_tools": endpoint.supports_tools,
-                    "supports_vision": endpoint.supports_vision,
-                }
-            )
+    records = [
+        _endpoint_record(tier_name, endpoint, statuses[endpoint.name])
+        for tier_name, tier in config.tiers.items()
+        for endpoint in tier.endpoints
+    ]
     if as_json:
-        typer.echo(json.dumps({"fleet": config.name, "endpoints": rows}, indent=2))
+        typer.echo(json.dumps({"fleet": config.name, "endpoints": records}, indent=2))
         return
-    table = Table(title=f"endpoints of fleet {config.name}")
-    for column in (
-        "tier",
-        "endpoint",
-        "kind",
-        "URL",
-        "health",
-        "busy/slots",
-        "ctx/slot",
-        "model",
-        "latency",
-    ):
-        table.add_column(column)
-    for row in rows:
-        status = statuses[row["name"]]
-        busy = "?" if row["busy_slots"] is None else row["busy_slots"]
-        total = "?" if row["total_slots"] is None else row["total_slots"]
-        table.add_row(
-            row["tier"],
-            row["name"],
-            row["kind"],
-            row["base_url"],
-            _health_cell(status),
-            f"{busy}/{total}",
-            str(row["n_ctx"]),
-            row["model"],
-            _ms(row["latency_ms"]),
+    rows = [
+        EndpointRow(
+            (r["tier"], r["name"]),
+            statuses[r["name"]],
+            r["total_slots"],
+            r["n_ctx"],
+            r["model"],
+            r["latency_ms"],
         )
-    console.print(table)
-    _print_details(list(statuses.values()))
+        for r in records
+    ]
+    console.print(endpoint_table(f"endpoints of fleet {config.name}", ("tier", "endpoint"), rows))
+    _print_details(statuses.values())

@@ -4,43 +4,28 @@ A run started by ``kitty-orch run`` saves its state in a checkpoint store (SQLit
 default: ``$KITTY_CHECKPOINTS`` or ``~/.kitty/checkpoints.sqlite``) under a thread id the
 run prints. If the run was killed, crashed, was cancelled with Ctrl-C or stopped for
 plan approval, ``resume`` continues it: tasks that finished are not run again, only the
-unfinished ones run, with the settings the run started with. The helpers here are also
-what ``kitty-orch run`` uses to open its checkpoint store and ask for plan approval.
+unfinished ones run, with the settings the run started with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from pydantic import ValidationError
 
-from cli.app import FLEET_HELP, app
-from cli.approval import paused, plan_prompt
-from cli.fleet import fail
-from graph.checkpoint import (
-    CHECKPOINTS_ENV_VAR,
-    CheckpointError,
-    describe_location,
-    make_checkpointer,
-)
-from graph.schemas import Plan, RunResult, TaskResult
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-CHECKPOINT_HELP = (
-    "Checkpoint store: SQLite file path, sqlite:///path, postgres://... URL, or memory "
-    f"(no persistence). Default: ${CHECKPOINTS_ENV_VAR} or ~/.kitty/checkpoints.sqlite."
-)
-
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
-console = Console(highlight=False)
+from cli.app import CHECKPOINT_HELP, FLEET_HELP, app
+from cli.driver import RunOutput, drive
+from cli.errors import shows_errors
+from cli.report import resume_hint
+from cli.view import RunView
+from endpoints.config import load_fleet
+from graph.checkpoint import make_checkpointer
+from graph.schemas import Plan, TaskResult
+from kitty.errors import NothingToResume
 
 
 @dataclass
@@ -69,7 +54,7 @@ def _as_result(value: Any) -> TaskResult | None:
         return value
     try:
         return TaskResult.model_validate(value)
-    except ValueError:
+    except ValidationError:  # not a saved result
         return None
 
 
@@ -79,7 +64,7 @@ async def thread_info(thread_id: str, checkpointer: Any) -> ThreadInfo:
     Raises:
         NothingToResume: The thread has no unfinished work in this store.
     """
-    from graph.api import CONTEXT_METADATA_KEY, NothingToResume, graph_for
+    from graph.api import CONTEXT_METADATA_KEY, graph_for
 
     snapshot = await graph_for(checkpointer).aget_state({"configurable": {"thread_id": thread_id}})
     if not snapshot.next:
@@ -101,8 +86,6 @@ async def thread_info(thread_id: str, checkpointer: Any) -> ThreadInfo:
     fleet = None
     raw_context = (snapshot.metadata or {}).get(CONTEXT_METADATA_KEY)
     if isinstance(raw_context, str):
-        import json
-
         fleet = json.loads(raw_context).get("fleet")
     return ThreadInfo(
         thread_id=thread_id,
@@ -114,63 +97,19 @@ async def thread_info(thread_id: str, checkpointer: Any) -> ThreadInfo:
     )
 
 
-def _replace_plan(view: Any, plan: Plan) -> None:
-    view.tasks = {}
-    view.set_plan(plan)
+async def read_thread(thread_id: str, checkpoint: str | None) -> ThreadInfo:
+    """Open the checkpoint store at ``checkpoint`` and read the thread (see :func:`thread_info`).
 
-
-@asynccontextmanager
-async def durable_run(
-    run_kwargs: dict[str, Any], *, view: Any = None, live: Any = None
-) -> AsyncIterator[dict[str, Any]]:
-    """Run arguments with the checkpoint store opened and a plan-approval prompt added.
-
-    ``run_kwargs["checkpoint"]`` (a location, ``None`` for the default) is replaced by an
-    open ``checkpointer``; without that key the arguments pass through unchanged. The
-    prompt is only used when a plan waits for approval.
+    Raises:
+        CheckpointError: The store cannot be opened.
+        NothingToResume: The thread has no unfinished work in it.
     """
-    kwargs = dict(run_kwargs)
-    if "on_plan" not in kwargs:
-        kwargs["on_plan"] = plan_prompt(
-            err_console,
-            pause=lambda: paused(live),
-            on_edit=(lambda plan: _replace_plan(view, plan)) if view is not None else None,
-        )
-    if "checkpoint" not in kwargs:
-        yield kwargs
-        return
-    location = kwargs.pop("checkpoint")
-    async with make_checkpointer(location) as saver:
-        kwargs["checkpointer"] = saver
-        yield kwargs
-
-
-def resume_hint(thread_id: str | None, checkpoint: str | None) -> str:
-    """The command that continues a thread."""
-    where = ""
-    if checkpoint and checkpoint != os.environ.get(CHECKPOINTS_ENV_VAR):
-        where = f" --checkpoint {describe_location(checkpoint)}"
-    return f"kitty-orch resume {thread_id}{where}"
-
-
-def _seed_view(view: Any, info: ThreadInfo) -> None:
-    view.goal = info.goal or view.goal
-    if info.plan is not None:
-        view.set_plan(info.plan)
-    for task_id, result in info.finished.items():
-        task_view = view.tasks.get(task_id)
-        if task_view is None:
-            continue
-        task_view.state = result.status
-        task_view.endpoint, task_view.slot = result.endpoint, result.slot
-        task_view.latency_s, task_view.queued_s = result.latency_s, result.queued_s
-        task_view.prompt_tokens = result.prompt_tokens
-        task_view.completion_tokens = result.completion_tokens
-        task_view.started_at, task_view.finished_at = result.started_at, result.finished_at
-        task_view.error = result.error
+    async with make_checkpointer(checkpoint) as saver:
+        return await thread_info(thread_id, saver)
 
 
 @app.command("resume")
+@shows_errors
 def resume_command(
     thread_id: Annotated[str, typer.Argument(help="Thread id printed by kitty-orch run.")],
     checkpoint: Annotated[
@@ -185,57 +124,22 @@ def resume_command(
     ] = False,
 ) -> None:
     """Continue an interrupted run: finished tasks are kept, unfinished ones run."""
-    from rich.live import Live
-
-    from cli.run import RunView, _drive, _start_embedded, print_result
-    from endpoints.config import FleetError, load_fleet
-    from graph.api import NothingToResume
-    from ops.embedded import EmbeddedFleetError
-
-    view = RunView(goal=f"(thread {thread_id})")
-    embedded: list[Any] = []
-
-    async def main(live: Any, log: Console | None) -> RunResult | None:
-        async with make_checkpointer(checkpoint) as saver:
-            info = await thread_info(thread_id, saver)
-            config = load_fleet(fleet or info.fleet)
-            view.fleet = config
-            _seed_view(view, info)
-            if config.embedded:
-                embedded.append(await asyncio.to_thread(_start_embedded, config, as_json))
-            if log is not None:
-                done = ", ".join(sorted(info.finished)) or "none"
-                log.print(f"resuming thread {escape(thread_id)}; finished before: {done}")
-            run_kwargs: dict[str, Any] = {"thread_id": thread_id, "checkpointer": saver}
-            if fleet:
-                run_kwargs["fleet"] = fleet
-            return await _drive(None, run_kwargs, view, live=live, log=log)  # type: ignore[arg-type]
-
-    result: RunResult | None = None
-    try:
-        if as_json:
-            result = asyncio.run(main(None, None))
-        elif console.is_terminal:
-            with Live(view, console=console, auto_refresh=False, transient=False) as live:
-                result = asyncio.run(main(live, None))
-        else:
-            result = asyncio.run(main(None, console))
-    except KeyboardInterrupt:
-        view.interrupted = True
-    except (NothingToResume, CheckpointError, FleetError, EmbeddedFleetError, ValueError) as exc:
-        fail(str(exc), EXIT_USAGE)
-    finally:
-        for fleet_servers in embedded:
-            fleet_servers.stop()
-
-    if result is None or view.interrupted:
-        hint = resume_hint(thread_id, checkpoint)
-        err_console.print(f"[bold red]cancelled[/]; continue later with: {escape(hint)}")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if as_json:
-        typer.echo(result.model_dump_json())
-        return
-    if not console.is_terminal:
-        console.print(view)
-    print_result(console, result)
-    console.print(f"[dim]thread {escape(thread_id)}[/]")
+    info = asyncio.run(read_thread(thread_id, checkpoint))
+    config = load_fleet(fleet or info.fleet)
+    view = RunView(goal=info.goal or f"(thread {thread_id})")
+    if info.plan is not None:
+        view.set_plan(info.plan)
+    view.seed_finished(info.finished.values())
+    done = ", ".join(sorted(info.finished)) or "none"
+    drive(
+        None,
+        view,
+        fleet=config,
+        checkpoint=checkpoint,
+        output=RunOutput(
+            as_json=as_json,
+            notice=f"resuming thread {thread_id}; finished before: {done}",
+            resume_hint=resume_hint(thread_id, checkpoint),
+        ),
+        stream_options={"thread_id": thread_id, "fleet": fleet},
+    )

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cli.run import PlanFileError, RunView, load_plan_file, parse_settings
+from cli.inputs import PlanFileError, load_plan_file, parse_settings
+from cli.render import RunScreen
+from cli.view import RunView
 from graph.events import (
     PlanReady,
     TaskFallback,
@@ -18,7 +20,7 @@ from graph.events import (
     TaskStarted,
     TaskWaiting,
 )
-from graph.schemas import Plan, Task
+from graph.schemas import Plan, Task, TaskResult
 
 PLAN = Plan(
     tasks=[
@@ -32,7 +34,7 @@ PLAN = Plan(
 
 def render(view: RunView) -> str:
     console = Console(record=True, width=120, file=io.StringIO())
-    console.print(view)
+    console.print(RunScreen(view))
     return console.export_text()
 
 
@@ -51,8 +53,8 @@ def test_plan_file_with_goal(tmp_path: Path) -> None:
     [
         ("[]", 'must hold a JSON object {"tasks": [...]}; found list'),
         ('{"task": []}', "found an object without a 'tasks' list"),
-        ('{"tasks": [{"id": "a", "agent": "coder"}]}', "tasks[0].description: Field required"),
-        ('{"tasks": [{"id": "a", "agent": "coder", "description": "d", "x": 1}]}', "tasks[0].x"),
+        ('{"tasks": [{"id": "a", "agent": "coder"}]}', "tasks.0.description: Field required"),
+        ('{"tasks": [{"id": "a", "agent": "coder", "description": "d", "x": 1}]}', "tasks.0.x"),
         (
             '{"tasks": [{"id": "a", "agent": "coder", "description": "d", "dependencies": ["a"]}]}',
             "depends on itself",
@@ -137,14 +139,16 @@ def test_view_follows_the_events() -> None:
     view.apply(
         TaskFinished(
             run_id="r",
-            task_id="task_1",
-            agent="researcher",
-            status="completed",
-            endpoint="ep-a",
-            slot=1,
-            prompt_tokens=10,
-            completion_tokens=5,
-            latency_s=2.0,
+            result=TaskResult(
+                task_id="task_1",
+                agent="researcher",
+                status="completed",
+                endpoint="ep-a",
+                slot=1,
+                prompt_tokens=10,
+                completion_tokens=5,
+                latency_s=2.0,
+            ),
             at=1003,
         )
     )
@@ -188,13 +192,15 @@ def test_partial_result_after_cancel_keeps_finished_tasks() -> None:
     view.apply(
         TaskFinished(
             run_id="r",
-            task_id="task_1",
-            agent="researcher",
-            status="completed",
-            endpoint="ep-a",
-            slot=0,
-            completion_tokens=5,
-            latency_s=2.0,
+            result=TaskResult(
+                task_id="task_1",
+                agent="researcher",
+                status="completed",
+                endpoint="ep-a",
+                slot=0,
+                completion_tokens=5,
+                latency_s=2.0,
+            ),
             at=1003,
         )
     )
