@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from endpoints.config import EndpointConfig, FleetConfig
+from kitty.errors import FleetError
 
 LLAMA_SERVER_BIN = "llama-server"
 LOG_DIR = ".logs"
@@ -73,13 +74,13 @@ def llama_server_args(endpoint: EndpointConfig, binary: str = LLAMA_SERVER_BIN) 
         binary: Executable to run.
 
     Raises:
-        ValueError: The endpoint is not a llama.cpp endpoint or has no ``launch.model_path``.
+        FleetError: The endpoint is not a llama.cpp endpoint or has no ``launch.model_path``.
     """
     if endpoint.kind != "llamacpp":
-        raise ValueError(f"endpoint {endpoint.name!r} is {endpoint.kind}, not llamacpp")
+        raise FleetError(f"endpoint {endpoint.name!r} is {endpoint.kind}, not llamacpp")
     launch = endpoint.launch
     if not launch.model_path:
-        raise ValueError(
+        raise FleetError(
             f"endpoint {endpoint.name!r} has no launch.model_path; set it in the fleet file"
         )
     args = [binary, "--model", script_model_path(launch.model_path)]
