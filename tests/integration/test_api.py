@@ -10,6 +10,7 @@ import pytest
 
 from endpoints.config import FleetConfig, FleetError
 from graph import Context, Plan, PlanError, RunResult, Task, arun_goal, run_goal
+from tests.helpers import pinned_task
 
 pytestmark = pytest.mark.integration
 
@@ -19,13 +20,7 @@ FAST: dict[str, Any] = {"voice": False, "synthesis_max_tokens": 8}
 def tiny_plan(*agents: str) -> Plan:
     return Plan(
         tasks=[
-            Task(
-                id=f"t{i}",
-                agent=agent,
-                description="Say one word about hooks.",
-                max_tokens=4,
-                extra={"ignore_eos": True},
-            )
+            pinned_task(f"t{i}", agent, tokens=4, description="Say one word about hooks.")
             for i, agent in enumerate(agents, 1)
         ]
     )

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from langgraph.types import Command
 from typer.testing import CliRunner
 
-import graph.nodes.tasks
 from endpoints.config import FleetConfig
 from graph import (
     Plan,
@@ -18,7 +16,6 @@ from graph import (
     PlanApprovalRequired,
     PlanError,
     RunFinished,
-    Task,
     arun_goal,
     astream_goal,
     make_checkpointer,
@@ -26,23 +23,11 @@ from graph import (
 from graph.api import graph_for
 from graph.approval import REJECTED_ANSWER
 from graph.context import Context
+from tests.helpers import FAST, record_task_calls
+from tests.helpers import pinned_task as pinned
 from tests.integration.test_studio import studio_url  # noqa: F401  (fixture: langgraph dev)
 
 pytestmark = pytest.mark.integration
-
-FAST: dict[str, Any] = {"voice": False, "synthesis_max_tokens": 16}
-
-
-def pinned(task_id: str, agent: str = "researcher", deps: list[str] | None = None) -> Task:
-    return Task(
-        id=task_id,
-        agent=agent,
-        description=f"Write one short sentence for step {task_id}.",
-        dependencies=deps or [],
-        max_tokens=8,
-        extra={"ignore_eos": True},
-    )
-
 
 PLAN = Plan(tasks=[pinned("A"), pinned("B", "analyst", ["A"])])
 
@@ -50,15 +35,7 @@ PLAN = Plan(tasks=[pinned("A"), pinned("B", "analyst", ["A"])])
 @pytest.fixture
 def task_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Ids of the agent tasks whose model was called."""
-    calls: list[str] = []
-    original = graph.nodes.tasks.run_task
-
-    async def counting(task: Task, *args: Any, **kwargs: Any) -> Any:
-        calls.append(task.id)
-        return await original(task, *args, **kwargs)
-
-    monkeypatch.setattr(graph.nodes.tasks, "run_task", counting)
-    return calls
+    return record_task_calls(monkeypatch)
 
 
 async def test_two_step_approval_with_an_edited_plan(

@@ -7,7 +7,6 @@ Plans are given (no planner) and every task is pinned to an exact token count wi
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -16,24 +15,16 @@ from graph import Plan, RunFinished, RunResult, Task, arun_goal, astream_goal
 from graph.api import graph_for
 from graph.context import Context
 from graph.events import PlanReady, TaskFinished, TaskStarted
+from tests.helpers import FAST, pinned_task
 
 pytestmark = pytest.mark.integration
-
-PINNED: dict[str, Any] = {"ignore_eos": True}
-FAST: dict[str, Any] = {"voice": False, "synthesis_max_tokens": 16}
 
 
 def pinned(
     task_id: str, agent: str, tokens: int, deps: list[str] | None = None, text: str = ""
 ) -> Task:
-    return Task(
-        id=task_id,
-        agent=agent,
-        description=text or f"Step {task_id}: write one short sentence about bridges.",
-        dependencies=deps or [],
-        max_tokens=tokens,
-        extra=PINNED,
-    )
+    description = text or f"Step {task_id}: write one short sentence about bridges."
+    return pinned_task(task_id, agent, deps, tokens=tokens, description=description)
 
 
 # The long task holds a tools slot; the chain runs on the coder, reasoning and (another)

@@ -7,80 +7,66 @@ fallback tier, so its task fails and the run goes on around it.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from endpoints.config import FleetConfig, load_fleet, profiles_dir
-from graph import Plan, RunFinished, RunResult, Task, astream_goal
+from endpoints.config import FleetConfig, load_fleet
+from graph import Plan, RunResult, Task
 from graph.context import Context
 from graph.events import TaskFallback
 from graph.nodes import synthesis_messages
+from tests.helpers import FAST, collect_run, pinned_task, profile_endpoint_spec, write_fleet
+from tests.integration import _faultkit
 
 pytestmark = pytest.mark.integration
 
-PINNED: dict[str, Any] = {"ignore_eos": True}
-FAST: dict[str, Any] = {"voice": False, "synthesis_max_tokens": 16}
 DESCRIPTION = "Name one common cause of a failed 3D print."
 
 
-def pinned(task_id: str, agent: str, deps: list[str] | None = None, tokens: int = 8) -> Task:
-    return Task(
-        id=task_id,
-        agent=agent,
-        description=DESCRIPTION,
-        dependencies=deps or [],
-        max_tokens=tokens,
-        extra=PINNED,
-    )
+def pinned(task_id: str, agent: str, deps: list[str] | None = None) -> Task:
+    return pinned_task(task_id, agent, deps, description=DESCRIPTION)
+
+
+def moved(tier: str, **fields: Any) -> dict[str, Any]:
+    """The embedded profile's endpoint of ``tier`` with some fields changed."""
+    return profile_endpoint_spec("embedded", tier) | fields
 
 
 @pytest.fixture(scope="module")
-def dead_ports() -> Iterator[tuple[int, int]]:
+def dead_ports() -> Iterator[list[int]]:
     """Two loopback ports that refuse connections (bound, never listening)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(2)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        yield sockets[0].getsockname()[1], sockets[1].getsockname()[1]
-    finally:
-        for sock in sockets:
-            sock.close()
+    with _faultkit.dead_ports(2) as ports:
+        yield ports
 
 
 @pytest.fixture(scope="module")
 def broken_fleet(
     embedded_fleet: FleetConfig,
-    dead_ports: tuple[int, int],
+    dead_ports: list[int],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """The embedded profile, not self-starting, with coder and vision on dead ports."""
     coder_port, vision_port = dead_ports
-    text = (profiles_dir() / "embedded.toml").read_text(encoding="utf-8")
-    replacements = {
-        "embedded = true": "embedded = false",
-        'name = "embedded"': 'name = "embedded-broken"',
-        'name = "embedded-coder"': 'name = "dead-coder"',
-        "http://127.0.0.1:28086": f"http://127.0.0.1:{coder_port}",
-        'name = "embedded-vision"': 'name = "dead-vision"',
-        "http://127.0.0.1:28085": f"http://127.0.0.1:{vision_port}",
-    }
-    for old, new in replacements.items():
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path = tmp_path_factory.mktemp("broken") / "broken.toml"
-    path.write_text(text, encoding="utf-8")
+    path = write_fleet(
+        tmp_path_factory.mktemp("broken") / "broken.toml",
+        {
+            "coder": [moved("coder", name="dead-coder", base_url=f"http://127.0.0.1:{coder_port}")],
+            "vision": [
+                moved("vision", name="dead-vision", base_url=f"http://127.0.0.1:{vision_port}")
+            ],
+        },
+        others_from="embedded",
+        name="embedded-broken",
+    )
     fleet = load_fleet(path)
     assert fleet.tier("coder").endpoints[0].name == "dead-coder"
     return str(path)
 
 
 async def run(goal: str, plan: Plan, fleet: str, **settings: Any) -> tuple[RunResult, list[Any]]:
-    events = [e async for e in astream_goal(goal, plan=plan, fleet=fleet, **FAST, **settings)]
-    assert isinstance(events[-1], RunFinished)
-    return events[-1].result, events
+    return await collect_run(goal, plan=plan, fleet=fleet, **FAST, **settings)
 
 
 async def test_dead_endpoints_fail_only_their_tasks(broken_fleet: str) -> None:
@@ -175,7 +161,7 @@ async def test_dependents_of_a_failure_can_be_skipped(broken_fleet: str) -> None
 @pytest.fixture(scope="module")
 def rejecting_fleet(
     embedded_fleet: FleetConfig,
-    dead_ports: tuple[int, int],
+    dead_ports: list[int],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """The embedded profile with the vision tier on an Ollama endpoint.
@@ -183,17 +169,15 @@ def rejecting_fleet(
     Ollama takes no ``ignore_eos``: a pinned vision task is rejected while its request is
     built, so it fails without ever waiting on I/O.
     """
-    text = (profiles_dir() / "embedded.toml").read_text(encoding="utf-8")
-    old = 'name = "embedded-vision"\nkind = "llamacpp"\nbase_url = "http://127.0.0.1:28085"'
-    assert text.count(old) == 1
-    text = text.replace(
-        old,
-        (f'name = "ollama-vision"\nkind = "ollama"\nbase_url = "http://127.0.0.1:{dead_ports[1]}"'),
+    vision = moved(
+        "vision", name="ollama-vision", kind="ollama", base_url=f"http://127.0.0.1:{dead_ports[1]}"
     )
-    text = text.replace("embedded = true", "embedded = false")
-    text = text.replace('name = "embedded"', 'name = "embedded-rejecting"')
-    path = tmp_path_factory.mktemp("rejecting") / "rejecting.toml"
-    path.write_text(text, encoding="utf-8")
+    path = write_fleet(
+        tmp_path_factory.mktemp("rejecting") / "rejecting.toml",
+        {"vision": [vision]},
+        others_from="embedded",
+        name="embedded-rejecting",
+    )
     return str(path)
 
 

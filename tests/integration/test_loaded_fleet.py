@@ -7,22 +7,13 @@ from pathlib import Path
 import pytest
 
 from endpoints.config import FleetConfig
-from graph import Context, Plan, Task, arun_goal
+from graph import Context, Plan, arun_goal
 from graph.checkpoint import make_checkpointer
+from tests.helpers import pinned_task
 
 pytestmark = pytest.mark.integration
 
-PLAN = Plan(
-    tasks=[
-        Task(
-            id="t1",
-            agent="researcher",
-            description="Say one word about hooks.",
-            max_tokens=4,
-            extra={"ignore_eos": True},
-        )
-    ]
-)
+PLAN = Plan(tasks=[pinned_task("t1", tokens=4, description="Say one word about hooks.")])
 
 
 async def test_arun_goal_takes_a_loaded_fleet(embedded_fleet: FleetConfig) -> None:

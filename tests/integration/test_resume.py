@@ -20,16 +20,15 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-import graph.nodes.tasks
 from graph import NothingToResume, aresume, astream_goal, make_checkpointer
 from graph.checkpoint import checkpoint_serde
 from graph.events import TaskFinished
 from graph.schemas import Plan, RunResult, Task
+from tests.helpers import pinned_task, record_task_calls
 
 pytestmark = pytest.mark.integration
 
@@ -143,29 +142,18 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
     embedded_fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancel (Ctrl-C, client gone) instead of a crash: the thread continues the same way."""
-    calls: list[str] = []
-    original = graph.nodes.tasks.run_task
 
-    async def counting(task: Task, *args: Any, **kwargs: Any) -> Any:
-        calls.append(task.id)
-        if task.id == "slow" and calls.count("slow") > 1:
-            task = task.model_copy(update={"max_tokens": 8})  # keep the resumed run short
-        return await original(task, *args, **kwargs)
+    def shorten_rerun(task: Task, nth_call: int) -> Task:
+        if task.id == "slow" and nth_call > 1:
+            return task.model_copy(update={"max_tokens": 8})  # keep the resumed run short
+        return task
 
-    monkeypatch.setattr(graph.nodes.tasks, "run_task", counting)
-    pinned = {"extra": {"ignore_eos": True}}
+    calls = record_task_calls(monkeypatch, shorten_rerun)
     plan = Plan(
         tasks=[
-            Task(id="fast", agent="researcher", description="Say hi.", max_tokens=8, **pinned),
-            Task(id="slow", agent="reasoner", description="Say bye.", max_tokens=1200, **pinned),
-            Task(
-                id="after",
-                agent="analyst",
-                description="Combine.",
-                dependencies=["fast", "slow"],
-                max_tokens=8,
-                **pinned,
-            ),
+            pinned_task("fast", "researcher", tokens=8, description="Say hi."),
+            pinned_task("slow", "reasoner", tokens=1200, description="Say bye."),
+            pinned_task("after", "analyst", ["fast", "slow"], tokens=8, description="Combine."),
         ]
     )
     db = tmp_path / "cp.sqlite"

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from endpoints.config import FleetConfig
+from tests.helpers import free_port, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -28,22 +26,11 @@ REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 90.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def langgraph_cli() -> str:
     beside_python = Path(sys.executable).with_name("langgraph")
     if beside_python.exists():
         return str(beside_python)
     pytest.skip("the langgraph CLI is missing; install 'langgraph-cli[inmem]'")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -89,21 +76,14 @@ def studio_url(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"langgraph dev exited with {process.returncode}:\n{tail(log_path)}")
-            try:
-                if httpx.get(f"{url}/ok", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"langgraph dev did not answer /ok within {STARTUP_TIMEOUT_S:g}s:\n"
-                    f"{tail(log_path)}"
-                )
-            time.sleep(0.5)
+        wait_until_serving(
+            f"{url}/ok",
+            process,
+            log_path,
+            name="langgraph dev",
+            timeout_s=STARTUP_TIMEOUT_S,
+            interval_s=0.5,
+        )
         yield url
     finally:
         stop(process)

@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 
-from endpoints.config import FleetConfig
-from endpoints.pool import FleetRuntime, get_runtime, reset_runtimes
+from endpoints.pool import FleetRuntime, get_runtime
+from tests.helpers import fleet_config
 
-
-@pytest.fixture(autouse=True)
-def _fresh_health() -> Iterator[None]:
-    reset_runtimes()
-    yield
-    reset_runtimes()
-
-
-def make_fleet(tiers: dict[str, list[str]], slots: int = 2) -> FleetConfig:
-    """A fleet whose endpoints have unique URLs (limiters are shared per URL per process)."""
-    run = uuid.uuid4().hex[:8]
-    data: dict = {"name": f"pool-{run}", "tiers": {}}
-    urls: dict[str, str] = {}
-    for tier, names in tiers.items():
-        endpoints = []
-        for name in names:
-            urls.setdefault(name, f"http://{name}-{run}.invalid:8080")
-            endpoints.append(
-                {
-                    "name": name,
-                    "kind": "llamacpp",
-                    "base_url": urls[name],
-                    "model": name,
-                    "slots": slots,
-                }
-            )
-        data["tiers"][tier] = {"endpoints": endpoints}
-    return FleetConfig.model_validate(data)
+pytestmark = pytest.mark.usefixtures("fresh_fleet_state")
 
 
 def names(handles: list) -> list[str]:
@@ -45,7 +15,7 @@ def names(handles: list) -> list[str]:
 
 
 async def test_least_loaded_replica_first() -> None:
-    runtime = FleetRuntime(make_fleet({"tools": ["a", "b", "c"]}))
+    runtime = FleetRuntime(fleet_config({"tools": ["a", "b", "c"]}))
     a, b, _c = runtime.handles("tools")
     assert names(runtime.candidates(["tools"])) == ["a", "b", "c"]  # ties keep file order
     held_a = [await a.limiter.acquire(), await a.limiter.acquire()]
@@ -59,13 +29,13 @@ async def test_least_loaded_replica_first() -> None:
 
 
 def test_fallback_chain_order_and_dedup() -> None:
-    runtime = FleetRuntime(make_fleet({"coder": ["x"], "tools": ["y", "x"]}))
+    runtime = FleetRuntime(fleet_config({"coder": ["x"], "tools": ["y", "x"]}))
     assert names(runtime.candidates(["coder", "tools"])) == ["x", "y"]
     assert names(runtime.candidates(["tools", "coder"])) == ["y", "x"]
 
 
 def test_repeated_failures_bench_server() -> None:
-    runtime = FleetRuntime(make_fleet({"tools": ["a", "b"]}), failure_threshold=2, cooldown_s=60)
+    runtime = FleetRuntime(fleet_config({"tools": ["a", "b"]}), failure_threshold=2, cooldown_s=60)
     a, _b = runtime.handles("tools")
     runtime.record_failure(a)
     assert not a.health.cooling_down()
@@ -79,7 +49,7 @@ def test_repeated_failures_bench_server() -> None:
 
 def test_benched_primary_goes_after_fallback_tier() -> None:
     runtime = FleetRuntime(
-        make_fleet({"coder": ["coder1"], "tools": ["tools1"]}), failure_threshold=1, cooldown_s=60
+        fleet_config({"coder": ["coder1"], "tools": ["tools1"]}), failure_threshold=1, cooldown_s=60
     )
     (coder,) = runtime.handles("coder")
     runtime.record_failure(coder)
@@ -87,7 +57,7 @@ def test_benched_primary_goes_after_fallback_tier() -> None:
 
 
 def test_success_clears_cooldown_and_records_latency() -> None:
-    runtime = FleetRuntime(make_fleet({"tools": ["a", "b"]}), failure_threshold=1)
+    runtime = FleetRuntime(fleet_config({"tools": ["a", "b"]}), failure_threshold=1)
     a, _ = runtime.handles("tools")
     runtime.record_failure(a)
     assert names(runtime.candidates(["tools"])) == ["b", "a"]
@@ -100,7 +70,7 @@ def test_success_clears_cooldown_and_records_latency() -> None:
 
 
 def test_cooldown_expires() -> None:
-    runtime = FleetRuntime(make_fleet({"tools": ["a"]}), failure_threshold=1, cooldown_s=30)
+    runtime = FleetRuntime(fleet_config({"tools": ["a"]}), failure_threshold=1, cooldown_s=30)
     (a,) = runtime.handles("tools")
     runtime.record_failure(a)
     until = a.health.cooldown_until
@@ -109,7 +79,7 @@ def test_cooldown_expires() -> None:
 
 
 def test_state_is_shared_per_server_across_runtimes() -> None:
-    fleet = make_fleet({"tools": ["a"]})
+    fleet = fleet_config({"tools": ["a"]})
     one = FleetRuntime(fleet, failure_threshold=1)
     two = FleetRuntime(fleet)
     (a1,) = one.handles("tools")
@@ -122,18 +92,18 @@ def test_state_is_shared_per_server_across_runtimes() -> None:
 def test_unknown_tier_raises_fleet_error() -> None:
     from endpoints.config import FleetError
 
-    runtime = FleetRuntime(make_fleet({"tools": ["a"]}))
+    runtime = FleetRuntime(fleet_config({"tools": ["a"]}))
     with pytest.raises(FleetError, match="unknown tier 'nope'"):
         runtime.candidates(["nope"])
 
 
 def test_limiters_and_all_handles_one_per_server() -> None:
-    runtime = FleetRuntime(make_fleet({"tools": ["a", "b"], "summary": ["a"]}, slots=3))
+    runtime = FleetRuntime(fleet_config({"tools": ["a", "b"], "summary": ["a"]}, slots=3))
     assert sorted(runtime.limiters()) == ["a", "b"]
     assert all(limiter.capacity == 3 for limiter in runtime.limiters().values())
 
 
 def test_get_runtime_is_cached_per_fleet() -> None:
-    fleet = make_fleet({"tools": ["a"]})
+    fleet = fleet_config({"tools": ["a"]})
     assert get_runtime(fleet) is get_runtime(fleet)
     assert get_runtime("embedded") is get_runtime("embedded")
