@@ -31,7 +31,7 @@ def save(out: Path, suites: dict[str, Any], machine: dict[str, Any]) -> dict[str
     data = load(out)
     data["suites"].update(suites)
     data["machine"] = machine
-    (out / JSON_NAME).write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (out / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out / MARKDOWN_NAME).write_text(render(data))
     return data
 
@@ -184,12 +184,35 @@ def _simulated(suite: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _service(suite: dict[str, Any]) -> list[str]:
+    return [
+        f"The same pinned run ({suite['tasks']} tasks x {suite['tokens_per_task']} tokens, "
+        f"voice off) {suite['rounds']} times each, alternating rounds: `graph.arun_goal` "
+        "vs `POST /api/query/parallel` to the service (in-process uvicorn, loopback, "
+        "bearer token); medians.",
+        "",
+        "| rounds | direct `arun_goal` | HTTP request | HTTP / direct "
+        "| HTTP minus the run's own wall_s (min, max) |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {suite['rounds']} | {suite['median_direct_ms']:.0f} ms | "
+        f"{suite['median_http_ms']:.0f} ms | **{suite['ratio_http_to_direct']:.3f}x** | "
+        f"**{suite['median_http_minus_wall_ms']:.1f} ms** ({suite['min_http_minus_wall_ms']:.1f}, "
+        f"{suite['max_http_minus_wall_ms']:.1f}) |",
+        "",
+        "HTTP minus wall_s is what a request costs around its run: client, socket, uvicorn, "
+        "middleware, validation and serialization. The direct call's own time outside "
+        f"wall_s, for comparison: {suite['median_direct_minus_wall_ms']:.1f} ms "
+        f"(median of the rounds' HTTP/direct ratios: {suite['median_round_ratio']:.3f}x).",
+    ]
+
+
 SECTIONS = [
     ("scheduling", "Scheduling: sequential vs waves vs product vs eager oracle", _scheduling),
     ("overhead", "Overhead per task", _overhead),
     ("planner", "Planner validity", _planner),
     ("scale", "Scale", _scale),
     ("sim", "Simulated fleet (SIMULATED)", _simulated),
+    ("service", "HTTP service vs direct API", _service),
 ]
 
 

@@ -21,6 +21,7 @@ def _suites() -> dict[str, Suite]:
     from bench.planner_validity import run_planner
     from bench.scale import run_scale
     from bench.scheduling import run_scheduling
+    from bench.service_overhead import run_service
     from bench.simulated import run_simulated
 
     return {
@@ -29,10 +30,11 @@ def _suites() -> dict[str, Suite]:
         "planner": run_planner,
         "scale": run_scale,
         "sim": run_simulated,
+        "service": run_service,
     }
 
 
-SUITE_NAMES = ["scheduling", "overhead", "planner", "scale", "sim"]
+SUITE_NAMES = ["scheduling", "overhead", "planner", "scale", "sim", "service"]
 
 
 def resolve(selection: str) -> list[str]:

@@ -1,8 +1,9 @@
 """Smoke runs of ``kitty-orch bench``: every suite still executes and writes its results.
 
 No speed asserts (speed lives in the benchmark's own output). All suites run with the
-smallest workloads on a SIMULATED fleet at a tiny time scale (seconds, not minutes);
-the scheduling suite also runs on the real embedded llama.cpp fleet.
+smallest workloads on a SIMULATED fleet at a tiny time scale (seconds, not minutes),
+the service suite included (real uvicorn in-process); the scheduling suite also runs on
+the real embedded llama.cpp fleet.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ def test_bench_all_smoke_on_a_simulated_fleet(tmp_path: Path) -> None:
     assert data["suites"]["scale"]["goals_completed"] == data["suites"]["scale"]["goals"]
     assert data["suites"]["scale"]["dag_completed"] == data["suites"]["scale"]["dag_tasks"]
     assert data["suites"]["sim"]["simulated"] is True
+    service = data["suites"]["service"]  # in-process uvicorn vs arun_goal, 2 rounds
+    assert len(service["direct_ms"]) == len(service["http_ms"]) == service["rounds"] == 2
+    assert service["ratio_http_to_direct"] > 0
     markdown = (tmp_path / "results.md").read_text()
-    for title in ("Scheduling", "Overhead", "Planner validity", "Scale", "SIMULATED"):
+    titles = ("Scheduling", "Overhead", "Planner validity", "Scale", "SIMULATED", "HTTP service")
+    for title in titles:
         assert title in markdown
 
 

@@ -24,7 +24,6 @@ import httpx
 import pytest
 
 from endpoints.config import FleetConfig
-from graph import Plan, arun_goal
 from ops.embedded import port_is_free
 
 pytestmark = pytest.mark.integration
@@ -426,62 +425,6 @@ async def test_hardening_answers_before_any_run(service: LiveService) -> None:
     assert "'stream'" in bad_extra.json()["error"]
     assert too_long.status_code == 422, too_long.text
     assert too_long.json()["field"] == "plan.tasks.0.max_tokens"
-
-
-async def test_service_overhead_vs_direct_api(service: LiveService) -> None:
-    """Median wall time of the same pinned run via HTTP vs ``arun_goal`` (printed only).
-
-    Rounds alternate which goes first, and every run has its own marker of equal length,
-    so neither side profits from the other's llama.cpp prompt cache.
-    """
-    rounds = 5
-    direct_s: list[float] = []
-    http_s: list[float] = []
-    server_wall_s: list[float] = []
-
-    async def direct(index: int) -> None:
-        plan = Plan.model_validate(pinned_plan("o", f"D{index}"))
-        started = time.perf_counter()
-        result = await arun_goal(
-            f"overhead D{index}",
-            plan=plan,
-            max_tasks=2,
-            voice=False,
-            fleet="embedded",
-            **SMALL_CAPS,
-        )
-        direct_s.append(time.perf_counter() - started)
-        assert all(t.status == "completed" for t in result.tasks)
-
-    async def via_http(http: httpx.AsyncClient, index: int) -> None:
-        plan = pinned_plan("o", f"H{index}")
-        started = time.perf_counter()
-        response = await http.post(QUERY, json=body(f"overhead H{index}", plan))
-        http_s.append(time.perf_counter() - started)
-        assert response.status_code == 200, response.text
-        server_wall_s.append(response.json()["metrics"]["wall_s"])
-
-    async with client(service) as http:
-        for index in range(rounds):
-            if index % 2:
-                await via_http(http, index)
-                await direct(index)
-            else:
-                await direct(index)
-                await via_http(http, index)
-    direct_median = statistics.median(direct_s)
-    http_median = statistics.median(http_s)
-    transport = [h - w for h, w in zip(http_s, server_wall_s, strict=True)]
-    print(
-        f"\nservice overhead, {rounds} alternating rounds of a pinned 2-task run:\n"
-        f"  direct arun_goal: median {direct_median * 1000:.0f} ms "
-        f"({', '.join(f'{v * 1000:.0f}' for v in direct_s)})\n"
-        f"  HTTP request:     median {http_median * 1000:.0f} ms "
-        f"({', '.join(f'{v * 1000:.0f}' for v in http_s)})\n"
-        f"  difference of medians {(http_median - direct_median) * 1000:+.0f} ms; "
-        f"HTTP time minus the run's own wall_s: median {statistics.median(transport) * 1000:.1f}"
-        f" ms (min {min(transport) * 1000:.1f}, max {max(transport) * 1000:.1f})"
-    )
 
 
 async def test_checkpointer_hook_saves_each_request_on_its_own_thread(
