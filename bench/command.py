@@ -81,10 +81,7 @@ def bench(
     from bench.report import render
     from bench.runner import resolve, run
 
-    try:
-        names = resolve(suite)
-    except ValueError as exc:  # an unknown suite name; the message lists the known ones
-        raise UserError(str(exc)) from None
+    names = resolve(suite)
     size: BenchSize = "smoke" if smoke else "quick" if quick else "full"
     fleet = fleet or os.environ.get(FLEET_ENV_VAR) or DEFAULT_FLEET
     env = BenchEnv(
@@ -95,12 +92,6 @@ def bench(
         raise FleetError(
             f"fleet {config.name!r} has non-llama.cpp endpoints; the benchmarks pin "
             "token counts with llama.cpp's ignore_eos. Use --fleet embedded or a llama.cpp fleet"
-        )
-    if own_fleet and not config.embedded:
-        # Checked here too: bench.private says so with a plain ValueError.
-        raise FleetError(
-            f"--own-fleet needs an embedded fleet; {config.name!r} is served by your own "
-            "servers (run without --own-fleet)"
         )
     console.print(f"kitty-orch bench {' '.join(names)} ({size}, fleet {fleet}) -> {out}")
     data = run(env, suite, own_fleet=own_fleet)

@@ -14,6 +14,7 @@ import psutil
 
 from endpoints.config import FleetConfig, load_fleet
 from graph import RunResult
+from kitty.errors import SettingsError
 
 BenchSize = Literal["full", "quick", "smoke"]
 """How big the workloads are: the published numbers, a few minutes, or the CI smoke run."""
@@ -45,9 +46,9 @@ class BenchEnv:
 
     def __post_init__(self) -> None:
         if self.size not in ("full", "quick", "smoke"):
-            raise ValueError(f"size must be full, quick or smoke, got {self.size!r}")
+            raise SettingsError(f"size must be full, quick or smoke, got {self.size!r}")
         if self.reps < 0:
-            raise ValueError(f"reps must be >= 0 (0 = default), got {self.reps}")
+            raise SettingsError(f"reps must be >= 0 (0 = default), got {self.reps}")
         if self.reps == 0:
             self.reps = 3 if self.size == "full" else 1
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.simserve import served_profile
 from endpoints.config import load_fleet
+from kitty.errors import FleetError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -30,13 +31,13 @@ def private_fleet(fleet: str) -> Iterator[str]:
     """Start a copy of an embedded fleet on free ports; yields the copy's fleet file.
 
     Raises:
-        ValueError: The fleet is not embedded (its servers are not ours to start).
+        FleetError: The fleet is not embedded (its servers are not ours to start).
     """
     from ops.embedded import EmbeddedFleet
 
     config = load_fleet(fleet)
     if not config.embedded:
-        raise ValueError(
+        raise FleetError(
             f"--own-fleet needs an embedded fleet; {config.name!r} is served by your own "
             "servers (run without --own-fleet)"
         )

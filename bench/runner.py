@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.env import BenchEnv, machine
 from bench.report import save
+from kitty.errors import SettingsError
 
 Suite = Callable[[BenchEnv], Awaitable[dict[str, Any]]]
 
@@ -41,12 +42,12 @@ def resolve(selection: str) -> list[str]:
     """Suite names for ``all`` or one name.
 
     Raises:
-        ValueError: Unknown suite; the message lists the valid ones.
+        SettingsError: Unknown suite; the message lists the valid ones.
     """
     if selection == "all":
         return list(SUITE_NAMES)
     if selection not in SUITE_NAMES:
-        raise ValueError(
+        raise SettingsError(
             f"unknown benchmark {selection!r}; choose all or one of {', '.join(SUITE_NAMES)}"
         )
     return [selection]
