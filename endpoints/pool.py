@@ -162,8 +162,25 @@ class FleetRuntime:
         handle.health.cooldown_until = 0.0
         handle.health.latencies_s.append(latency_s)
 
+    def record_slow(self, handle: EndpointHandle) -> None:
+        """Note a request that ran past its timeout while the server stayed alive.
+
+        Slow is not down: the failure count and any cooldown stay as they are, so a
+        healthy server busy with long generations is never benched for it.
+        """
+        handle.health.slow_calls += 1
+        logger.info(
+            "endpoint %s: a request ran past its timeout (server alive; %d slow so far)",
+            handle.name,
+            handle.health.slow_calls,
+        )
+
     def record_failure(self, handle: EndpointHandle) -> None:
-        """Note an endpoint failure; repeated ones bench the server for ``cooldown_s``."""
+        """Note an endpoint failure (down: refused, reset, 5xx); repeated ones bench it.
+
+        ``failure_threshold`` failures in a row bench the server for ``cooldown_s``.
+        Timeouts of a live server go to :meth:`record_slow` instead.
+        """
         handle.health.consecutive_failures += 1
         if handle.health.consecutive_failures >= self.failure_threshold:
             handle.health.cooldown_until = time.monotonic() + self.cooldown_s

@@ -16,8 +16,12 @@ import httpx
 from pydantic import BaseModel
 
 from endpoints.config import EndpointConfig
+from endpoints.engine import count_busy, fetch_slots
 
 DEFAULT_PROBE_TIMEOUT_S = 2.0
+# After a request timed out: long enough for a loaded server's HTTP thread to answer
+# /health, short enough not to stall the fallback.
+QUICK_PROBE_TIMEOUT_S = 1.0
 
 Health = Literal["ok", "loading", "down", "slow", "error"]
 
@@ -54,20 +58,6 @@ class EndpointStatus(BaseModel):
     def healthy(self) -> bool:
         """True when the server answered its health check positively."""
         return self.health == "ok"
-
-
-async def fetch_slots(
-    client: httpx.AsyncClient, base_url: str, timeout: float = DEFAULT_PROBE_TIMEOUT_S
-) -> list[dict]:
-    """Return llama.cpp's ``/slots`` list (each with ``id`` and ``is_processing``)."""
-    response = await client.get(f"{base_url}/slots", timeout=timeout)
-    response.raise_for_status()
-    return response.json()
-
-
-def count_busy(slots: list[dict]) -> int:
-    """Number of slots a ``/slots`` answer reports as processing."""
-    return sum(1 for slot in slots if slot.get("is_processing"))
 
 
 async def _probe_llamacpp(
@@ -171,6 +161,38 @@ async def probe_endpoint(
     finally:
         if own_client:
             await client.aclose()
+
+
+QuickHealth = Literal["up", "unresponsive", "down"]
+
+
+async def quick_health(
+    endpoint: EndpointConfig,
+    *,
+    client: httpx.AsyncClient | None = None,
+    timeout: float = QUICK_PROBE_TIMEOUT_S,
+) -> QuickHealth:
+    """One cheap health request (llama.cpp ``/health``, Ollama ``/api/version``).
+
+    Returns:
+        ``down`` only when the server is certainly down (refused, reset, a 5xx other than
+        503); ``unresponsive`` when the check itself timed out (hung or swamped: alive as
+        far as we know); ``up`` otherwise, including 503 while the model loads. A
+        timed-out generation on a server that is not ``down`` is "slow", not a failure.
+    """
+    path = "/api/version" if endpoint.kind == "ollama" else "/health"
+    own_client = client is None
+    client = client or httpx.AsyncClient()
+    try:
+        response = await client.get(f"{endpoint.base_url}{path}", timeout=timeout)
+    except httpx.TimeoutException:
+        return "unresponsive"
+    except httpx.TransportError:
+        return "down"
+    finally:
+        if own_client:
+            await client.aclose()
+    return "down" if response.status_code >= 500 and response.status_code != 503 else "up"
 
 
 async def probe_all(

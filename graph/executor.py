@@ -1,30 +1,51 @@
-"""One model call, done right: slot, timeout, busy retry, fallback chain, usage.
+"""One model call, done right: prompt per endpoint, slot, timeout, busy retry, fallback.
 
 Every model call of the graph (planner, agent tasks, synthesizer, summarizer) goes
 through :func:`call_model`. It walks the endpoint candidates of a tier chain (primary
-tier first, least-loaded healthy replica first), holds a slot of the endpoint's limiter
-for the duration of the request, and never raises for endpoint trouble: the outcome
-says what happened.
+tier first, least-loaded healthy replica first); for each it builds the messages for
+*that* endpoint (budgets differ: a fallback may have a smaller context), holds a slot of
+the endpoint's limiter for the duration of the request, and never raises for endpoint
+trouble: the outcome says what happened, with one :class:`~graph.schemas.ModelCall`
+record per request.
+
+A timeout is "slow", not "down": a quick health probe decides. A slow server is not
+benched (the next candidate is tried, no cooldown), and our slot is released only once
+the server has stopped the abandoned request, so the next task does not queue behind it
+inside llama.cpp. Connection errors and 5xx answers are "down" and count towards the
+endpoint's cooldown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 
+from endpoints import engine, probes
 from endpoints.config import EndpointConfig
 from endpoints.limiter import SlotTimeoutError
 from endpoints.models import is_busy_error, is_endpoint_failure
 from endpoints.pool import EndpointHandle, FleetRuntime
+from graph.budget import PromptTooLong
+from graph.schemas import CallStatus, ModelCall
+
+logger = logging.getLogger("kitty.graph")
 
 BUSY_BACKOFF_S = 0.5
+# After a timeout: poll /slots this long at most for the server to drop the request.
+SERVER_STOP_WAIT_S = 2.0
+SERVER_STOP_POLL_S = 0.05
+
+MessageBuilder = Callable[[EndpointConfig], Awaitable[Sequence[BaseMessage]]]
+ModelBuilder = Callable[[EndpointConfig], BaseChatModel | Runnable[Any, Any]]
 
 
 class CallObserver(Protocol):
@@ -35,6 +56,9 @@ class CallObserver(Protocol):
 
     def started(self, handle: EndpointHandle, slot: int, fallback: bool) -> None:
         """Holding ``slot`` on ``handle``; the request is under way."""
+
+    def finished(self, handle: EndpointHandle, call: ModelCall) -> None:
+        """A request on ``handle`` ended (answered, failed or cancelled)."""
 
     def fell_back(self, handle: EndpointHandle, error: str, next_handle: EndpointHandle) -> None:
         """``handle`` failed with ``error``; ``next_handle`` is tried next."""
@@ -47,13 +71,21 @@ class _NoObserver:
     def started(self, handle: EndpointHandle, slot: int, fallback: bool) -> None:
         pass
 
+    def finished(self, handle: EndpointHandle, call: ModelCall) -> None:
+        pass
+
     def fell_back(self, handle: EndpointHandle, error: str, next_handle: EndpointHandle) -> None:
         pass
 
 
 @dataclass
 class CallOutcome:
-    """What a model call produced, successful or not."""
+    """What a model call produced, successful or not.
+
+    ``latency_s`` sums the requests of :attr:`calls`; each record says which endpoint
+    spent how long. ``prepare_s`` is the time spent building prompts (token counts),
+    ``queued_s`` the time spent waiting for slots.
+    """
 
     ok: bool
     text: str = ""
@@ -65,19 +97,32 @@ class CallOutcome:
     model: str | None = None
     fallback_used: bool = False
     attempts: list[str] = field(default_factory=list)
+    calls: list[ModelCall] = field(default_factory=list)
+    prepare_s: float = 0.0
     queued_s: float = 0.0
     latency_s: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the answer stopped at the completion cap."""
+        return self.finish_reason == "length"
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """True for a request that ran out of time (ours, the client's or the socket's)."""
+    return isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower()
 
 
 def describe_error(exc: BaseException, endpoint: EndpointConfig) -> str:
     """One line saying what went wrong with a call to ``endpoint``, and what to do."""
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    if isinstance(exc, TimeoutError) or "timeout" in name.lower():
+    if is_timeout(exc):
         return f"{endpoint.name}: no answer within the timeout ({name})"
     if is_busy_error(exc):
         return f"{endpoint.name}: server busy (queue full): {text or name}"
@@ -107,7 +152,7 @@ def _reasoning_of(message: BaseMessage) -> str | None:
 
 
 async def _invoke_with_busy_retry(
-    model: BaseChatModel,
+    model: BaseChatModel | Runnable[Any, Any],
     messages: Sequence[BaseMessage],
     config: RunnableConfig | None,
     timeout_s: float,
@@ -126,11 +171,87 @@ async def _invoke_with_busy_retry(
             raise
 
 
+async def _classify(
+    exc: Exception, endpoint: EndpointConfig
+) -> tuple[CallStatus, str, probes.QuickHealth | None]:
+    """Status and error line of a failed request (and the server's health after a timeout).
+
+    A timeout is "slow" unless a quick health check finds the server down.
+    """
+    error = describe_error(exc, endpoint)
+    if is_timeout(exc):
+        health = await probes.quick_health(endpoint)
+        if health == "down":
+            return "down", f"{error}; the server no longer answers (down?)", health
+        return (
+            "slow",
+            f"{error}; the server is alive, so it is slow, not down: raise task_timeout_s "
+            "or lower max_tokens",
+            health,
+        )
+    if is_busy_error(exc):
+        return "busy", error, None
+    if is_endpoint_failure(exc):
+        return "down", error, None
+    return "rejected", error, None
+
+
+async def _await_server_stop(handle: EndpointHandle) -> None:
+    """Hold our slot until the server has stopped the request we abandoned (bounded).
+
+    llama.cpp stops a slot when it notices the client went away; until then a request
+    given our slot would queue behind the dead one inside the server. Done when
+    ``/slots`` shows no more busy slots than our other holders, or fewer than at first.
+    """
+    deadline = time.monotonic() + SERVER_STOP_WAIT_S
+    first: int | None = None
+    while True:
+        busy = await engine.busy_slots(handle.config)
+        if busy is None:
+            return  # no /slots (Ollama, --no-slots): nothing to watch
+        others = handle.limiter.stats().in_use - 1
+        if busy <= others or (first is not None and busy < first):
+            return
+        first = busy if first is None else first
+        if time.monotonic() >= deadline:
+            logger.info(
+                "endpoint %s still busy %.0fs after a timeout", handle.name, SERVER_STOP_WAIT_S
+            )
+            return
+        await asyncio.sleep(SERVER_STOP_POLL_S)
+
+
+async def _messages_for(
+    messages: Sequence[BaseMessage] | MessageBuilder, endpoint: EndpointConfig
+) -> Sequence[BaseMessage]:
+    if callable(messages):
+        built = messages(endpoint)
+        return await built if inspect.isawaitable(built) else built
+    return messages
+
+
+def _end_call(
+    outcome: CallOutcome,
+    observer: CallObserver,
+    handle: EndpointHandle,
+    call: ModelCall,
+    started: float,
+    status: CallStatus,
+    error: str | None = None,
+) -> float:
+    call.latency_s = time.perf_counter() - started
+    call.status, call.error = status, error
+    outcome.calls.append(call)
+    outcome.latency_s += call.latency_s
+    observer.finished(handle, call)
+    return call.latency_s
+
+
 async def call_model(
     runtime: FleetRuntime,
     tiers: list[str],
-    messages: Sequence[BaseMessage],
-    build_model: Callable[[EndpointConfig], BaseChatModel],
+    messages: Sequence[BaseMessage] | MessageBuilder,
+    build_model: ModelBuilder,
     *,
     observer: CallObserver | None = None,
     config: RunnableConfig | None = None,
@@ -143,9 +264,11 @@ async def call_model(
     Args:
         runtime: The fleet's live routing state.
         tiers: Tier chain, primary first (e.g. an agent's primary and fallback tier).
-        messages: Chat messages to send.
+        messages: Chat messages to send, or an async ``endpoint -> messages`` builder
+            called for each endpoint tried (budgets for that endpoint's context). A
+            builder raising :class:`~graph.budget.PromptTooLong` skips the endpoint.
         build_model: Makes the chat model for a chosen endpoint.
-        observer: Progress hooks (queued, started, fell back).
+        observer: Progress hooks (queued, started, finished, fell back).
         config: LangChain run config (tags/metadata show up in the ``messages`` stream).
         slot_timeout_s: Most seconds to wait for a slot on one endpoint.
         call_timeout_s: Most seconds one request may take (default: endpoint timeout).
@@ -161,31 +284,44 @@ async def call_model(
     if not candidates:
         outcome.error = f"no endpoint serves tiers {tiers}"
         return outcome
+
+    def move_on(index: int, error: str) -> None:
+        outcome.error = error
+        if index + 1 < len(candidates):
+            observer.fell_back(candidates[index], error, candidates[index + 1])
+
     for index, handle in enumerate(candidates):
         endpoint = handle.config
         fallback = handle.tier != tiers[0]
         outcome.attempts.append(endpoint.name)
         outcome.endpoint, outcome.tier = endpoint.name, handle.tier
+        preparing = time.perf_counter()
+        try:
+            prompt = await _messages_for(messages, endpoint)
+        except PromptTooLong as exc:
+            outcome.prepare_s += time.perf_counter() - preparing
+            move_on(index, f"{endpoint.name}: {exc}")
+            continue
+        outcome.prepare_s += time.perf_counter() - preparing
         observer.queued(handle)
         queued_at = time.perf_counter()
         try:
             slot = await handle.limiter.acquire(slot_timeout_s)
         except SlotTimeoutError as exc:
             outcome.queued_s += time.perf_counter() - queued_at
-            outcome.error = str(exc)
-            if index + 1 < len(candidates):
-                observer.fell_back(handle, outcome.error, candidates[index + 1])
+            move_on(index, str(exc))
             continue
         outcome.queued_s += time.perf_counter() - queued_at
         outcome.slot = slot
         started = time.perf_counter()
-        outcome.started_at = outcome.started_at or time.time()
+        call = ModelCall(endpoint=endpoint.name, slot=slot, started_at=time.time())
+        outcome.started_at = outcome.started_at or call.started_at
         try:
             observer.started(handle, slot, fallback)
             model = build_model(endpoint)
             response = await _invoke_with_busy_retry(
                 model,
-                messages,
+                prompt,
                 config,
                 # llama.cpp calls stream, so the client's read timeout only catches
                 # stalls; this bounds the whole call.
@@ -193,21 +329,26 @@ async def call_model(
                 busy_retries,
             )
         except asyncio.CancelledError:
+            _end_call(outcome, observer, handle, call, started, "cancelled", "cancelled")
             raise
         except Exception as exc:
-            outcome.latency_s += time.perf_counter() - started
-            outcome.error = describe_error(exc, endpoint)
-            if not (is_endpoint_failure(exc) or is_busy_error(exc)):
+            status, error, health = await _classify(exc, endpoint)
+            _end_call(outcome, observer, handle, call, started, status, error)
+            if status == "rejected":
+                outcome.error = error
                 outcome.finished_at = time.time()
                 return outcome
-            runtime.record_failure(handle)
-            if index + 1 < len(candidates):
-                observer.fell_back(handle, outcome.error, candidates[index + 1])
+            if status == "slow":
+                runtime.record_slow(handle)
+                if health == "up":  # a hung server would not answer /slots either
+                    await _await_server_stop(handle)
+            else:
+                runtime.record_failure(handle)
+            move_on(index, error)
             continue
         finally:
             handle.limiter.release(slot)
-        elapsed = time.perf_counter() - started
-        runtime.record_success(handle, elapsed)
+        runtime.record_success(handle, _end_call(outcome, observer, handle, call, started, "ok"))
         usage: dict[str, Any] = dict(getattr(response, "usage_metadata", None) or {})
         metadata = getattr(response, "response_metadata", None) or {}
         outcome.ok = True
@@ -215,8 +356,8 @@ async def call_model(
         outcome.text = _text_of(response)
         outcome.reasoning = _reasoning_of(response)
         outcome.model = metadata.get("model_name") or metadata.get("model") or endpoint.model
+        outcome.finish_reason = metadata.get("finish_reason") or metadata.get("done_reason")
         outcome.fallback_used = fallback
-        outcome.latency_s += elapsed
         outcome.prompt_tokens = int(usage.get("input_tokens") or 0)
         outcome.completion_tokens = int(usage.get("output_tokens") or 0)
         outcome.finished_at = time.time()

@@ -34,6 +34,56 @@ def peak_concurrency(results: list[TaskResult]) -> int:
     return peak
 
 
+def active_s(results: list[TaskResult]) -> float:
+    """Seconds during which some task was preparing, queued or running.
+
+    The union of the spans ``ready_at`` (or ``started_at``) -> ``finished_at`` of the tasks
+    that reached a slot. Unlike first start -> last finish it leaves out time in which no
+    task was under way, such as the downtime between a crash and the resume.
+    """
+    spans = sorted(
+        (min(r.ready_at or r.started_at, r.started_at), r.finished_at)
+        for r in results
+        if r.started_at is not None and r.finished_at is not None
+    )
+    total = 0.0
+    current_start: float | None = None
+    current_end = 0.0
+    for start, end in spans:
+        if current_start is None or start > current_end:
+            if current_start is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_start is not None:
+        total += current_end - current_start
+    return total
+
+
+def endpoint_usage(results: list[TaskResult]) -> dict[str, EndpointUsage]:
+    """Per-endpoint figures: busy seconds from each request, tasks and tokens by server.
+
+    A failed attempt is charged to the endpoint that failed, not to the one that served
+    the task in the end. Results without request records (saved by an older version)
+    charge their whole latency to their endpoint.
+    """
+    endpoints: dict[str, EndpointUsage] = {}
+    for result in results:
+        if result.calls:
+            for call in result.calls:
+                endpoints.setdefault(call.endpoint, EndpointUsage()).busy_s += call.latency_s
+        elif result.endpoint is not None and result.started_at is not None:
+            endpoints.setdefault(result.endpoint, EndpointUsage()).busy_s += result.latency_s
+        if result.endpoint is None or result.started_at is None:
+            continue
+        entry = endpoints.setdefault(result.endpoint, EndpointUsage())
+        entry.tasks += 1
+        entry.prompt_tokens += result.prompt_tokens
+        entry.completion_tokens += result.completion_tokens
+    return endpoints
+
+
 def compute_metrics(
     plan: Plan,
     results: dict[str, TaskResult],
@@ -51,21 +101,10 @@ def compute_metrics(
         wall_s: Wall time of the whole run.
     """
     ordered = [results[t.id] for t in plan.tasks if t.id in results]
-    starts = [r.started_at for r in ordered if r.started_at is not None]
-    ends = [r.finished_at for r in ordered if r.finished_at is not None and r.started_at]
-    endpoints: dict[str, EndpointUsage] = {}
-    for result in ordered:
-        if result.endpoint is None or result.started_at is None:
-            continue
-        entry = endpoints.setdefault(result.endpoint, EndpointUsage())
-        entry.busy_s += result.latency_s
-        entry.tasks += 1
-        entry.prompt_tokens += result.prompt_tokens
-        entry.completion_tokens += result.completion_tokens
     return RunMetrics(
         wall_s=wall_s,
         planner_s=timings.get("planner_s", 0.0),
-        execution_s=(max(ends) - min(starts)) if starts and ends else 0.0,
+        execution_s=active_s(ordered),
         synthesis_s=timings.get("synthesis_s", 0.0),
         summary_s=timings.get("summary_s", 0.0),
         critical_path_s=critical_path_s(plan, results),
@@ -78,5 +117,5 @@ def compute_metrics(
         tasks_skipped=sum(r.status == "skipped" for r in ordered),
         fallbacks=sum(r.fallback_used for r in ordered),
         peak_concurrency=peak_concurrency(ordered),
-        endpoints=endpoints,
+        endpoints=endpoint_usage(ordered),
     )

@@ -7,13 +7,11 @@ import importlib
 import logging
 import sys
 
-import httpx
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from agents.registry import DEFAULT_AGENTS, validate_agents
 from endpoints.config import FleetConfig
-from endpoints.models import loop_http_client
 from endpoints.pool import FleetRuntime, get_runtime
 from graph.context import Context
 from graph.events import (
@@ -26,11 +24,6 @@ logger = logging.getLogger("kitty.graph")
 PLANNER_TIER = "tools"
 SYNTHESIS_TIERS = ["reasoning", "tools"]
 SUMMARY_TIERS = ["summary", "tools"]
-
-
-def http_client() -> httpx.AsyncClient:
-    """The running loop's shared HTTP client (tokenizer calls)."""
-    return loop_http_client()
 
 
 def emit(event: _Event) -> None:

@@ -17,12 +17,13 @@ from endpoints.config import EndpointConfig
 from endpoints.models import constrain_to_json_schema
 from endpoints.pool import FleetRuntime
 from graph import prompts
+from graph.budget import check_goal_fits
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
     PlanReady,
 )
-from graph.executor import CallOutcome, call_model
+from graph.executor import CallOutcome, ModelBuilder, call_model
 from graph.nodes.common import (
     PLANNER_TIER,
     context_of,
@@ -69,7 +70,9 @@ def plan_json_schema(agent_names: list[str], max_tasks: int) -> dict[str, Any]:
     }
 
 
-def _planner_model(fleet_runtime: FleetRuntime, schema: dict[str, Any], max_tokens: int):
+def _planner_model(
+    fleet_runtime: FleetRuntime, schema: dict[str, Any], max_tokens: int
+) -> ModelBuilder:
     def build(endpoint: EndpointConfig) -> Runnable[Any, Any]:
         model = fleet_runtime.chat_model(endpoint, temperature=0.3, max_tokens=max_tokens)
         return constrain_to_json_schema(model, endpoint, schema, name="plan")
@@ -142,7 +145,11 @@ async def make_plan(
 
 
 async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Plan the goal (or validate a given plan) and reset per-run state."""
+    """Plan the goal (or validate a given plan) and reset per-run state.
+
+    Raises:
+        PlanError: The goal is empty, or too long for the fleet's smallest context.
+    """
     context = context_of(runtime)
     run_id = uuid.uuid4().hex
     started_at = time.time()
@@ -152,6 +159,8 @@ async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
     if not goal and not given:
         raise PlanError("the goal is empty; say what you want done")
     fleet_runtime = await prepare_fleet(context)
+    if goal:  # every prompt of the run carries it: refuse it now, not in every call
+        await check_goal_fits(goal, fleet_runtime)
     began = time.perf_counter()
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     if given:

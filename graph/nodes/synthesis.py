@@ -7,25 +7,24 @@ import time
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from endpoints.config import EndpointConfig, ThinkingLevel
 from endpoints.pool import FleetRuntime, get_runtime
 from graph import prompts
-from graph.budget import PROMPT_MARGIN_TOKENS, estimate_tokens, trim_to_tokens
+from graph.budget import room_after, safe_token_bound, trim_to_tokens
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
 )
-from graph.executor import CallOutcome, call_model
+from graph.executor import CallOutcome, MessageBuilder, call_model
 from graph.nodes.common import (
     SUMMARY_TIERS,
     SYNTHESIS_TIERS,
     add_usage,
     context_of,
     emit,
-    http_client,
     usable_tiers,
 )
 from graph.schemas import TaskResult
@@ -44,14 +43,17 @@ async def _phase_call(
     context: Context,
     fleet_runtime: FleetRuntime,
     tiers: list[str],
-    messages: list[Any],
+    messages: MessageBuilder,
     phase: str,
     *,
     temperature: float,
     max_tokens: int,
     thinking: ThinkingLevel | None = None,
 ) -> CallOutcome:
-    """One run-level model call (synthesis or summary) with the run's limits."""
+    """One run-level model call (synthesis or summary) with the run's limits.
+
+    ``messages`` builds the prompt for each endpoint tried (budgets differ).
+    """
 
     def build(endpoint: EndpointConfig) -> BaseChatModel:
         return fleet_runtime.chat_model(
@@ -74,6 +76,17 @@ async def _phase_call(
     )
 
 
+def truncation_warnings(results: list[TaskResult]) -> list[str]:
+    """One warning per task whose answer stopped at its completion cap."""
+    return [
+        f"task {r.task_id} ({r.agent}): answer cut at its max_tokens cap after "
+        f"{r.completion_tokens} tokens and may be incomplete; raise max_tokens for the "
+        "task or its agent"
+        for r in results
+        if r.status == "completed" and r.truncated
+    ]
+
+
 async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Merge the task results into one answer on the reasoning tier; name failures."""
     context = context_of(runtime)
@@ -82,7 +95,9 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> di
     primary = fleet_runtime.candidates(tiers)[0]
     emit(PhaseStarted(run_id=state["run_id"], phase="synthesizing", endpoint=primary.name))
     began = time.perf_counter()
-    messages, _ = await synthesis_messages(state, context, primary.config)
+
+    async def messages(endpoint: EndpointConfig) -> list[BaseMessage]:
+        return (await synthesis_messages(state, context, endpoint))[0]
 
     outcome = await _phase_call(
         context,
@@ -94,22 +109,37 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> di
         max_tokens=context.synthesis_max_tokens,
         thinking=context.thinking,
     )
+    warnings = list(state.get("warnings", []))
+    warnings += truncation_warnings(_results_in_plan_order(state))
+    if outcome.ok and not outcome.text.strip():
+        outcome.ok = False
+        outcome.error = (
+            f"{outcome.endpoint}: the model returned nothing; raise synthesis_max_tokens"
+            + (" (it spent them reasoning)" if outcome.reasoning else "")
+        )
     if outcome.ok:
         answer = outcome.text
+        if outcome.truncated:
+            warnings.append(
+                f"synthesis answer cut at synthesis_max_tokens ({context.synthesis_max_tokens}"
+                " tokens); raise synthesis_max_tokens for the whole answer"
+            )
     else:
         answer = fallback_answer(state, outcome.error or "unknown error")
+        warnings.append(f"synthesis failed: {outcome.error}")
     timings = {**state.get("timings", {}), "synthesis_s": time.perf_counter() - began}
     usage = add_usage(state.get("usage", {}), outcome)
-    warnings = list(state.get("warnings", []))
-    if not outcome.ok:
-        warnings.append(f"synthesis failed: {outcome.error}")
     return {"answer": answer, "timings": timings, "usage": usage, "warnings": warnings}
 
 
 async def synthesis_messages(
     state: OrchestratorState, context: Context, endpoint: EndpointConfig
-) -> tuple[list[Any], list[TaskResult]]:
-    """The synthesizer's messages, results trimmed to its context; and the failed tasks."""
+) -> tuple[list[BaseMessage], list[TaskResult]]:
+    """The synthesizer's messages for ``endpoint`` (results fit its context); failed tasks.
+
+    Raises:
+        PromptTooLong: The goal and the failure notes alone do not fit ``endpoint``.
+    """
     results = _results_in_plan_order(state)
     done = [r for r in results if r.status == "completed"]
     failed = [r for r in results if r.status != "completed"]
@@ -125,21 +155,18 @@ async def synthesis_messages(
     skeleton = prompts.SYNTHESIS_USER.format(
         goal=state.get("goal", ""), results="", failures=failures
     )
-    budget = (
-        endpoint.ctx
-        - context.synthesis_max_tokens
-        - estimate_tokens(skeleton)
-        - PROMPT_MARGIN_TOKENS
+    budget = await room_after(
+        prompts.SYNTHESIS_SYSTEM + skeleton, endpoint, context.synthesis_max_tokens
     )
     share = max(budget // max(len(done), 1), 0)
-    blocks = [
-        prompts.SYNTHESIS_RESULT.format(
-            task_id=r.task_id,
-            agent=r.agent,
-            output=await trim_to_tokens(r.output, share, endpoint, http_client()),
-        )
-        for r in done
-    ]
+    blocks = []
+    for r in done:
+        note = prompts.SYNTHESIS_CUT_NOTE if r.truncated else ""
+        fields = {"task_id": r.task_id, "agent": r.agent, "note": note}
+        # The block's own heading counts against the share too.
+        room = share - safe_token_bound(prompts.SYNTHESIS_RESULT.format(output="", **fields))
+        output = await trim_to_tokens(r.output, room, endpoint)
+        blocks.append(prompts.SYNTHESIS_RESULT.format(output=output, **fields))
     user = prompts.SYNTHESIS_USER.format(
         goal=state.get("goal", ""),
         results="\n".join(blocks) or "(no task completed)\n",
@@ -172,18 +199,15 @@ async def summarizer(state: OrchestratorState, runtime: Runtime[Context]) -> dic
     primary = fleet_runtime.candidates(tiers)[0]
     emit(PhaseStarted(run_id=state["run_id"], phase="summarizing", endpoint=primary.name))
     began = time.perf_counter()
-    skeleton = prompts.SUMMARY_USER.format(answer="")
-    budget = (
-        primary.config.ctx
-        - context.summary_max_tokens
-        - estimate_tokens(skeleton)
-        - PROMPT_MARGIN_TOKENS
-    )
-    answer = await trim_to_tokens(state.get("answer", ""), budget, primary.config, http_client())
-    messages = [
-        SystemMessage(prompts.SUMMARY_SYSTEM),
-        HumanMessage(prompts.SUMMARY_USER.format(answer=answer)),
-    ]
+
+    async def messages(endpoint: EndpointConfig) -> list[BaseMessage]:
+        skeleton = prompts.SUMMARY_SYSTEM + prompts.SUMMARY_USER.format(answer="")
+        budget = await room_after(skeleton, endpoint, context.summary_max_tokens)
+        answer = await trim_to_tokens(state.get("answer", ""), budget, endpoint)
+        return [
+            SystemMessage(prompts.SUMMARY_SYSTEM),
+            HumanMessage(prompts.SUMMARY_USER.format(answer=answer)),
+        ]
 
     outcome = await _phase_call(
         context,

@@ -3,7 +3,11 @@
 Scheduling is dependency-driven: ``dispatch`` sends *every* task in one superstep and
 each ``agent`` node waits only for its own dependencies (see :mod:`graph.registry`), then
 for a slot on its endpoint. Agent nodes never raise: an exception in one ``Send`` task
-would cancel its running siblings and discard their work.
+would cancel its running siblings and discard their work, so every error inside the
+node becomes a failed :class:`TaskResult`; a cancelled node unpins its run's registry.
+
+An empty answer is asked for once more, then fails the task; an answer cut at the
+completion cap completes the task with ``truncated`` set.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import logging
 import time
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
@@ -21,7 +26,7 @@ from agents.registry import DEFAULT_AGENTS, AgentSpec
 from endpoints.config import EndpointConfig
 from endpoints.pool import EndpointHandle, FleetRuntime, get_runtime
 from graph import prompts
-from graph.budget import PROMPT_MARGIN_TOKENS, estimate_tokens, trim_to_tokens
+from graph.budget import ensure_fits, room_after, safe_token_bound, trim_to_tokens
 from graph.context import Context
 from graph.events import (
     TaskFallback,
@@ -30,15 +35,10 @@ from graph.events import (
     TaskStarted,
     TaskWaiting,
 )
-from graph.executor import call_model
-from graph.nodes.common import (
-    context_of,
-    emit,
-    http_client,
-    usable_tiers,
-)
-from graph.registry import forget, persist_result, registry_for
-from graph.schemas import Task, TaskResult
+from graph.executor import CallOutcome, MessageBuilder, call_model
+from graph.nodes.common import context_of, emit, usable_tiers
+from graph.registry import CompletionRegistry, forget, persist_result, registry_for
+from graph.schemas import ModelCall, Task, TaskResult, TaskStatus
 from graph.state import AgentInput, OrchestratorState
 
 logger = logging.getLogger("kitty.graph")
@@ -65,13 +65,34 @@ def dispatch(state: OrchestratorState) -> list[Send]:
 
 
 class _TaskObserver:
-    """Turns executor hooks into progress events for one task."""
+    """Turns executor hooks into progress events for one task, and remembers where it ran.
+
+    What it remembers (endpoint, slot, first start, attempts, requests) survives a call
+    cut short by the run deadline, whose result would otherwise lose it.
+    """
 
     def __init__(self, run_id: str, task: Task) -> None:
         self.run_id = run_id
         self.task = task
+        self.endpoint: str | None = None
+        self.slot: int | None = None
+        self.fallback = False
+        self.started_at: float | None = None
+        self.queued_at: float | None = None
+        self.queued_s = 0.0
+        self.attempts: list[str] = []
+        self.calls: list[ModelCall] = []
+
+    def _stop_queue_clock(self) -> None:
+        if self.queued_at is not None:
+            self.queued_s += time.perf_counter() - self.queued_at
+            self.queued_at = None
 
     def queued(self, handle: EndpointHandle) -> None:
+        self._stop_queue_clock()  # an earlier endpoint's slot wait timed out
+        self.endpoint, self.slot = handle.name, None
+        self.attempts.append(handle.name)
+        self.queued_at = time.perf_counter()
         emit(
             TaskQueued(
                 run_id=self.run_id,
@@ -83,6 +104,9 @@ class _TaskObserver:
         )
 
     def started(self, handle: EndpointHandle, slot: int, fallback: bool) -> None:
+        self.slot, self.fallback = slot, fallback
+        self.started_at = self.started_at or time.time()
+        self._stop_queue_clock()
         emit(
             TaskStarted(
                 run_id=self.run_id,
@@ -95,6 +119,9 @@ class _TaskObserver:
             )
         )
 
+    def finished(self, handle: EndpointHandle, call: ModelCall) -> None:
+        self.calls.append(call)
+
     def fell_back(self, handle: EndpointHandle, error: str, next_handle: EndpointHandle) -> None:
         emit(
             TaskFallback(
@@ -106,6 +133,31 @@ class _TaskObserver:
             )
         )
 
+    def so_far(self) -> dict[str, Any]:
+        """Where the task ran until now, as :class:`TaskResult` fields."""
+        self._stop_queue_clock()  # cut while waiting for a slot
+        return {
+            "endpoint": self.endpoint,
+            "slot": self.slot,
+            "fallback_used": self.fallback,
+            "started_at": self.started_at,
+            "attempts": list(self.attempts),
+            "calls": list(self.calls),
+            "queued_s": self.queued_s,
+            "latency_s": sum(c.latency_s for c in self.calls),
+        }
+
+
+def _failure_notes(task: Task, deps: dict[str, TaskResult]) -> dict[str, str]:
+    """Dependency id -> the note saying it failed (these are never cut)."""
+    return {
+        dep_id: prompts.DEPENDENCY_FAILED.format(
+            task_id=dep_id, agent=deps[dep_id].agent, error=deps[dep_id].error or "failed"
+        )
+        for dep_id in task.dependencies
+        if deps[dep_id].status != "completed"
+    }
+
 
 async def _dependency_block(
     task: Task,
@@ -113,24 +165,81 @@ async def _dependency_block(
     endpoint: EndpointConfig,
     budget_tokens: int,
 ) -> str:
+    """The dependency results of ``task``, completed ones cut to equal shares of the budget.
+
+    The budget is for the completed results (with their headings); the block's header and
+    the notes on failed dependencies are part of the fixed prompt.
+    """
     if not deps:
         return ""
-    share = max(budget_tokens // len(deps), 0)
+    notes = _failure_notes(task, deps)
+    share = max(budget_tokens // max(len(deps) - len(notes), 1), 0)
     parts = [prompts.DEPENDENCY_HEADER]
     for dep_id in task.dependencies:
         result = deps[dep_id]
-        if result.status == "completed":
-            output = await trim_to_tokens(result.output, share, endpoint, http_client())
-            parts.append(
-                prompts.DEPENDENCY_OK.format(task_id=dep_id, agent=result.agent, output=output)
-            )
-        else:
-            parts.append(
-                prompts.DEPENDENCY_FAILED.format(
-                    task_id=dep_id, agent=result.agent, error=result.error or result.status
-                )
-            )
+        if dep_id in notes:
+            parts.append(notes[dep_id])
+            continue
+        fields = {"task_id": dep_id, "agent": result.agent}
+        # The block's own heading counts against the share too.
+        room = share - safe_token_bound(prompts.DEPENDENCY_OK.format(output="", **fields))
+        output = await trim_to_tokens(result.output, room, endpoint)
+        parts.append(prompts.DEPENDENCY_OK.format(output=output, **fields))
     return "".join(parts)
+
+
+def _task_messages(
+    task: Task, goal: str, deps: dict[str, TaskResult], agent: AgentSpec, max_tokens: int
+) -> MessageBuilder:
+    """An ``endpoint -> messages`` builder: the fixed prompt, deps cut to that endpoint."""
+
+    def user(dependencies: str) -> str:
+        return prompts.TASK_USER.format(
+            goal=goal, task_id=task.id, description=task.description, dependencies=dependencies
+        )
+
+    notes = "".join(_failure_notes(task, deps).values())
+    fixed = agent.system_prompt + user(prompts.DEPENDENCY_HEADER + notes if deps else "")
+    has_results = any(r.status == "completed" for r in deps.values())
+
+    async def build(endpoint: EndpointConfig) -> list[BaseMessage]:
+        dependencies = ""
+        if has_results:
+            room = await room_after(fixed, endpoint, max_tokens)
+            dependencies = await _dependency_block(task, deps, endpoint, room)
+        else:
+            await ensure_fits(fixed, endpoint)
+            dependencies = await _dependency_block(task, deps, endpoint, 0)
+        return [SystemMessage(agent.system_prompt), HumanMessage(user(dependencies))]
+
+    return build
+
+
+def _combined(first: CallOutcome, then: CallOutcome) -> CallOutcome:
+    """One outcome for two calls of a task (an empty answer asked again)."""
+    then.attempts = first.attempts + then.attempts
+    then.calls = first.calls + then.calls
+    for name in ("prepare_s", "queued_s", "latency_s", "prompt_tokens", "completion_tokens"):
+        setattr(then, name, getattr(first, name) + getattr(then, name))
+    then.started_at = first.started_at or then.started_at
+    return then
+
+
+def _empty_answer_error(outcome: CallOutcome, max_tokens: int) -> str:
+    """What to tell the user when a task's model answered with nothing, twice."""
+    spent = (
+        f" after {outcome.completion_tokens} completion tokens" if outcome.completion_tokens else ""
+    )
+    if outcome.reasoning:
+        return (
+            f"{outcome.endpoint}: the model returned nothing but reasoning, twice{spent}: it "
+            f"spent its whole {max_tokens}-token cap thinking; raise max_tokens for this task "
+            "or agent, or lower the thinking level"
+        )
+    return (
+        f"{outcome.endpoint}: the model returned nothing, twice{spent}; raise max_tokens for "
+        "this task or agent, or try another model on this tier"
+    )
 
 
 async def run_task(
@@ -141,35 +250,19 @@ async def run_task(
     fleet_runtime: FleetRuntime,
     run_id: str,
     agents: dict[str, AgentSpec] = DEFAULT_AGENTS,
+    *,
+    observer: _TaskObserver | None = None,
 ) -> TaskResult:
-    """Build the task's messages and call its agent's model (with fallback)."""
+    """Build the task's messages (per endpoint tried) and call its agent's model.
+
+    An empty answer is asked for once more; twice empty fails the task.
+    """
     agent = agents[task.agent]
     tiers = usable_tiers(fleet_runtime, agent.tiers())
     max_tokens = task.max_tokens or agent.max_tokens
-    primary = fleet_runtime.candidates(tiers)[0].config
-    head = prompts.TASK_USER.format(
-        goal=goal, task_id=task.id, description=task.description, dependencies=""
-    )
-    budget = (
-        primary.ctx
-        - max_tokens
-        - estimate_tokens(agent.system_prompt + head)
-        - PROMPT_MARGIN_TOKENS
-    )
-    dependency_text = await _dependency_block(task, deps, primary, budget)
-    messages = [
-        SystemMessage(agent.system_prompt),
-        HumanMessage(
-            prompts.TASK_USER.format(
-                goal=goal,
-                task_id=task.id,
-                description=task.description,
-                dependencies=dependency_text,
-            )
-        ),
-    ]
+    observer = observer or _TaskObserver(run_id, task)
 
-    def build(endpoint: EndpointConfig):
+    def build(endpoint: EndpointConfig) -> BaseChatModel:
         return fleet_runtime.chat_model(
             endpoint,
             temperature=agent.temperature,
@@ -178,24 +271,32 @@ async def run_task(
             timeout_s=context.task_timeout_s,
         )
 
-    outcome = await call_model(
-        fleet_runtime,
-        tiers,
-        messages,
-        build,
-        observer=_TaskObserver(run_id, task),
-        config={
-            "tags": ["kitty:task", f"task:{task.id}"],
-            "metadata": {
-                "kitty_run_id": run_id,
-                "kitty_task_id": task.id,
-                "kitty_agent": task.agent,
+    async def call() -> CallOutcome:
+        return await call_model(
+            fleet_runtime,
+            tiers,
+            _task_messages(task, goal, deps, agent, max_tokens),
+            build,
+            observer=observer,
+            config={
+                "tags": ["kitty:task", f"task:{task.id}"],
+                "metadata": {
+                    "kitty_run_id": run_id,
+                    "kitty_task_id": task.id,
+                    "kitty_agent": task.agent,
+                },
             },
-        },
-        slot_timeout_s=context.slot_timeout_s,
-        call_timeout_s=context.task_timeout_s,
-        busy_retries=context.busy_retries,
-    )
+            slot_timeout_s=context.slot_timeout_s,
+            call_timeout_s=context.task_timeout_s,
+            busy_retries=context.busy_retries,
+        )
+
+    outcome = await call()
+    if outcome.ok and not outcome.text.strip():
+        logger.warning("task %s: empty answer from %s; asking once more", task.id, outcome.endpoint)
+        outcome = _combined(outcome, await call())
+        if outcome.ok and not outcome.text.strip():
+            outcome.ok, outcome.error = False, _empty_answer_error(outcome, max_tokens)
     return TaskResult(
         task_id=task.id,
         status="completed" if outcome.ok else "failed",
@@ -207,6 +308,8 @@ async def run_task(
         model=outcome.model,
         fallback_used=outcome.fallback_used,
         attempts=outcome.attempts,
+        calls=outcome.calls,
+        prepare_s=outcome.prepare_s,
         queued_s=outcome.queued_s,
         latency_s=outcome.latency_s,
         started_at=outcome.started_at,
@@ -214,48 +317,88 @@ async def run_task(
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens,
         reasoning=outcome.reasoning,
+        truncated=outcome.ok and outcome.truncated,
     )
 
 
-def _failed(task: Task, error: str, status: str = "failed", **extra: Any) -> TaskResult:
-    now = time.time()
+def _failed(task: Task, error: str, status: TaskStatus = "failed", **extra: Any) -> TaskResult:
     return TaskResult(
         task_id=task.id,
         status=status,
-        error=error,  # type: ignore[arg-type]
+        error=error,
         agent=task.agent,
-        finished_at=now,
+        finished_at=time.time(),
         **extra,
     )
 
 
+def _crashed(task: Task, exc: Exception) -> TaskResult:
+    logger.error("task %s crashed", task.id, exc_info=exc)
+    return _failed(task, f"internal error: {type(exc).__name__}: {exc}")
+
+
 async def agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Run one task: wait for its dependencies, then a slot, then its model. Never raises."""
+    """Run one task: wait for its dependencies, then a slot, then its model. Never raises.
+
+    Every exception becomes a failed result that is returned (and handed to the task's
+    dependents); cancellation at any point stops keeping the run's registry alive.
+    """
+    try:
+        return await _agent(payload, runtime)
+    except asyncio.CancelledError:
+        forget(payload["run_id"])
+        raise
+
+
+async def _agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any]:
     from langgraph.config import get_config
 
-    context = context_of(runtime)
     task, run_id = payload["task"], payload["run_id"]
-    config = get_config()
-    registry = await registry_for(run_id, config, payload["plan_ids"])
-    result = registry.get(task.id)  # finished before an interruption: never run again
-    if result is None:
-        try:
-            result = await _run_agent(payload, context, registry)
-        except asyncio.CancelledError:
-            forget(run_id)
-            raise
-        except Exception as exc:  # a bug or a setup error must not take the run down
-            logger.exception("task %s crashed", task.id)
-            result = _failed(task, f"internal error: {type(exc).__name__}: {exc}")
-        await persist_result(config, result)  # durable before any dependent may start
-    registry.complete(result)
-    emit(TaskFinished(run_id=run_id, result=result))
+    registry: CompletionRegistry | None = None
+    try:
+        context = context_of(runtime)
+        config = get_config()
+        registry = await registry_for(run_id, config, payload["plan_ids"])
+        result = registry.get(task.id)  # finished before an interruption: never run again
+        if result is None:
+            try:
+                result = await _run_agent(payload, context, registry)
+            except Exception as exc:  # a bug or a setup error must not take the run down
+                result = _crashed(task, exc)
+            await persist_result(config, result)  # durable before any dependent may start
+    except Exception as exc:  # the registry or the checkpoint store failed
+        result = _crashed(task, exc)
+        registry = registry or await _registry_after_error(payload)
+    if registry is not None:
+        registry.complete(result)
+    try:
+        emit(TaskFinished(run_id=run_id, result=result))
+    except Exception:  # a broken progress stream must not lose the result
+        logger.warning("task %s: could not emit its TaskFinished event", task.id, exc_info=True)
     return {"results": {task.id: result}}
 
 
-async def _run_agent(payload: AgentInput, context: Context, registry: Any) -> TaskResult:
+async def _registry_after_error(payload: AgentInput) -> CompletionRegistry | None:
+    """The run's registry after getting it failed (its seed read), for the dependents.
+
+    The registry exists once its creation started, so asking again usually returns it.
+    ``None`` when it still fails: the dependents then fail the same way, none waits.
+    """
+    from langgraph.config import get_config
+
+    try:
+        return await registry_for(payload["run_id"], get_config(), payload["plan_ids"])
+    except Exception:
+        logger.warning("run %s: no completion registry", payload["run_id"], exc_info=True)
+        return None
+
+
+async def _run_agent(
+    payload: AgentInput, context: Context, registry: CompletionRegistry
+) -> TaskResult:
     task, run_id = payload["task"], payload["run_id"]
     fleet_runtime = get_runtime(context.fleet)
+    observer = _TaskObserver(run_id, task)
     deadline = None
     if context.run_deadline_s:
         # From dispatch in this process: time spent waiting for plan approval or before
@@ -269,6 +412,7 @@ async def _run_agent(payload: AgentInput, context: Context, registry: Any) -> Ta
             )
         )
     remaining = None if deadline is None else max(deadline - time.time(), 0.0)
+    ready_at: float | None = None
     try:
         async with asyncio.timeout(remaining):
             deps = await registry.wait_for(task.dependencies)
@@ -281,11 +425,15 @@ async def _run_agent(payload: AgentInput, context: Context, registry: Any) -> Ta
                     status="skipped",
                     ready_at=ready_at,
                 )
-            result = await run_task(task, payload["goal"], deps, context, fleet_runtime, run_id)
+            result = await run_task(
+                task, payload["goal"], deps, context, fleet_runtime, run_id, observer=observer
+            )
     except TimeoutError:
         return _failed(
             task,
             f"run deadline of {context.run_deadline_s:g}s reached before this "
             "task finished; raise run_deadline_s to give it more time",
+            ready_at=ready_at,
+            **observer.so_far(),
         )
     return result.model_copy(update={"ready_at": ready_at})

@@ -18,8 +18,10 @@ def test_plan_schema_enumerates_registered_agents() -> None:
 
 
 def test_budget_bound_is_conservative() -> None:
-    assert certainly_fits("x" * 100, 50)
-    assert not certainly_fits("x" * 101, 50)
+    # One token per UTF-8 byte (plus a leading one): no tokenizer makes more.
+    assert certainly_fits("x" * 49, 50)
+    assert not certainly_fits("x" * 50, 50)
+    assert not certainly_fits("é" * 25, 50)
     assert estimate_tokens("abcd" * 10) == 10
 
 

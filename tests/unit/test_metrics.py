@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graph.metrics import compute_metrics, critical_path_s, peak_concurrency
-from graph.schemas import Plan, Task, TaskResult
+from graph.schemas import ModelCall, Plan, Task, TaskResult
 
 
 def task(task_id: str, deps: list[str] | None = None) -> Task:
@@ -115,3 +115,25 @@ def test_compute_metrics_with_no_started_task() -> None:
     assert metrics.execution_s == 0.0
     assert metrics.tasks_skipped == 1
     assert metrics.endpoints == {}
+
+
+def test_busy_seconds_are_charged_per_attempt() -> None:
+    plan = Plan(tasks=[task("a")])
+    served = result("a", 10.0, 13.0, endpoint="ep-b")
+    served.calls = [
+        ModelCall(endpoint="ep-a", started_at=10.0, latency_s=2.0, status="slow"),
+        ModelCall(endpoint="ep-b", started_at=12.0, latency_s=1.0),
+    ]
+    metrics = compute_metrics(plan, {"a": served}, {}, {}, wall_s=5.0)
+    assert metrics.endpoints["ep-a"].busy_s == pytest.approx(2.0)
+    assert metrics.endpoints["ep-b"].busy_s == pytest.approx(1.0)
+    assert (metrics.endpoints["ep-a"].tasks, metrics.endpoints["ep-b"].tasks) == (0, 1)
+
+
+def test_execution_time_of_a_resumed_run_leaves_out_the_downtime() -> None:
+    plan = Plan(tasks=[task("a"), task("b", ["a"]), task("c", ["b"])])
+    before_crash = {"a": result("a", 100.0, 101.0), "b": result("b", 101.0, 103.0)}
+    after_resume = result("c", 1100.0, 1104.0)  # resumed a quarter of an hour later
+    after_resume.ready_at = 1099.5
+    metrics = compute_metrics(plan, {**before_crash, "c": after_resume}, {}, {}, wall_s=5.0)
+    assert metrics.execution_s == pytest.approx(3.0 + 4.5)
