@@ -27,7 +27,7 @@ from bench.env import BenchEnv
 from endpoints.config import FleetConfig, TierConfig
 from endpoints.pool import FleetRuntime
 from graph import Context, PlanError
-from graph.nodes import PLANNER_TIER, make_plan, plan_json_schema
+from graph.nodes import make_plan, plan_json_schema
 from graph.plan_validation import critical_path_length
 
 GOALS = [
@@ -158,7 +158,7 @@ def spread_planner(fleet: FleetConfig) -> FleetConfig:
     """The fleet with every llama.cpp server as a replica of the planner's tier."""
     servers = [e for e in fleet.all_endpoints() if e.kind == "llamacpp"]
     tiers = dict(fleet.tiers)
-    tiers[PLANNER_TIER] = TierConfig(description="planner (bench)", endpoints=servers)
+    tiers[Context().planner_tiers[0]] = TierConfig(description="planner (bench)", endpoints=servers)
     return fleet.model_copy(update={"tiers": tiers, "source": ""})
 
 

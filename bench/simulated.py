@@ -45,7 +45,7 @@ from graph import (
     TaskResult,
     astream_goal,
 )
-from graph.nodes import SYNTHESIS_TIERS, synthesis_messages
+from graph.nodes import synthesis_messages
 
 TIME_SCALE = {"full": 0.05, "quick": 0.02, "smoke": 0.005}
 SCHEDULING_TIME_SCALE = {"full": 0.25, "quick": 0.1, "smoke": 0.01}
@@ -130,7 +130,7 @@ async def _synthesize(
 ) -> None:
     """The product's synthesis request, sent bare (for the sequential and waves runs)."""
     fleet = load_fleet(fleet_path)
-    tier = next(t for t in SYNTHESIS_TIERS if t in fleet.tiers)
+    tier = next(t for t in Context().synthesis_tiers if t in fleet.tiers)
     endpoint: EndpointConfig = fleet.tier(tier).endpoints[0]
     context = Context(fleet=fleet_path, synthesis_max_tokens=scenario.synthesis_tokens)
     results = {

@@ -8,6 +8,7 @@ Example:
 
 from graph.api import NothingToResume, aresume, arun_goal, astream_goal, build_result, run_goal
 from graph.approval import PlanApproval, PlanApprovalRequired, PlanDecision
+from graph.budget import check_goal_fits
 from graph.builder import build_graph
 from graph.checkpoint import CheckpointError, make_checkpointer
 from graph.context import Context
@@ -53,6 +54,7 @@ __all__ = [
     "astream_goal",
     "build_graph",
     "build_result",
+    "check_goal_fits",
     "make_checkpointer",
     "parse_event",
     "run_goal",

@@ -89,7 +89,7 @@ class Context(BaseModel):
         ),
     )
     planner_tiers: list[str] = Field(
-        default_factory=lambda: ["tools"],
+        default_factory=lambda: ["tools", "reasoning"],
         min_length=1,
         description="Tier chain of the planner call, primary first.",
     )

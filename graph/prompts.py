@@ -1,5 +1,11 @@
 """Prompts of the planner, the agent tasks, the synthesizer and the summarizer."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agents.registry import AgentSpec
+
 PLANNER_SYSTEM = "You are a task planning expert. Output valid JSON only."
 
 PLANNER_USER = """Decompose this goal into {max_tasks} or fewer specific subtasks.
@@ -14,19 +20,40 @@ Available agents:
 Rules:
 1. Tasks with no dependencies can run in parallel
 2. Only add dependencies if output is truly required
-3. Use 'reasoner' for deep analysis of other tasks' results
-4. Use 'researcher' for any web lookups
-5. Use 'coder' for code generation tasks
-6. Use 'cad_designer' for 3D model creation
-
+{agent_rules}
 Respond with a JSON object {{"tasks": [...]}}, each task with "id" (task_1, task_2, ...),
 "agent", "description" and "dependencies" (ids of earlier tasks), for example:
 {{"tasks": [
-  {{"id": "task_1", "agent": "researcher", "description": "...", "dependencies": []}},
-  {{"id": "task_2", "agent": "coder", "description": "...", "dependencies": []}},
-  {{"id": "task_3", "agent": "reasoner", "description": "...",
+  {{"id": "task_1", "agent": "{first}", "description": "...", "dependencies": []}},
+  {{"id": "task_2", "agent": "{second}", "description": "...", "dependencies": []}},
+  {{"id": "task_3", "agent": "{third}", "description": "...",
     "dependencies": ["task_1", "task_2"]}}
 ]}}"""
+
+
+def planner_user(goal: str, agents: Sequence[AgentSpec], max_tasks: int) -> str:
+    """The planner's request: agents, their rules (``planner_hint``) and the goal.
+
+    Every agent name in it comes from the registry: a fleet with other agents gets a
+    prompt about its own agents.
+    """
+    lines = "\n".join(f"- {a.name}: {a.expertise}" for a in agents)
+    hinted = [a for a in agents if a.planner_hint]
+    rules = "".join(
+        f"{number}. Use '{a.name}' for {a.planner_hint}\n" for number, a in enumerate(hinted, 3)
+    )
+    names = [a.name for a in agents] or ["agent"]
+    example = [names[i % len(names)] for i in range(3)]
+    return PLANNER_USER.format(
+        max_tasks=max_tasks,
+        goal=goal,
+        agents=lines,
+        agent_rules=rules,
+        first=example[0],
+        second=example[1],
+        third=example[2],
+    )
+
 
 TASK_USER = """Overall goal: {goal}
 

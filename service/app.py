@@ -24,8 +24,10 @@ from starlette.types import Receive, Scope, Send
 from endpoints.config import FleetConfig, load_fleet
 from endpoints.pool import get_runtime
 from endpoints.probes import probe_all
+from graph import check_goal_fits
+from kitty.errors import PlanError
 from service.admission import AdmissionTicket, RunAdmission
-from service.errors import install_error_handlers
+from service.errors import RequestError, install_error_handlers
 from service.retention import start_retention
 from service.runs import build_run, run_unless_disconnected, stream_events
 from service.schemas import (
@@ -204,8 +206,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # Added last, so it runs first: oversized bodies are refused before anything else.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    def _spec(request: Request, body: QueryRequest) -> Any:
-        return build_run(
+    async def _spec(request: Request, body: QueryRequest) -> Any:
+        spec = build_run(
             body,
             fleet=fleet,
             max_query_chars=settings.max_query_chars,
@@ -213,6 +215,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             checkpointer=request.app.state.checkpointer,
             max_task_tokens=largest_ctx,
         )
+        try:  # in tokens of the fleet's smallest context, before any work starts
+            await check_goal_fits(body.query, get_runtime(fleet))
+        except PlanError as exc:
+            raise RequestError(422, f"field 'query': {exc}", "query") from None
+        return spec
 
     @app.post(
         "/api/query/parallel",
@@ -231,7 +238,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         named in ``response``. Disconnecting cancels the run. Beyond the service's
         ``--max-concurrent-runs`` the answer is 429 with ``Retry-After``.
         """
-        spec = _spec(request, body)
+        spec = await _spec(request, body)
         ticket = admission.admit()
         try:
             result = await run_unless_disconnected(request, spec)
@@ -266,7 +273,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         ``result``. Request errors (bad plan, too long query, too many runs in flight)
         are plain 4xx responses before the stream starts.
         """
-        spec = _spec(request, body)
+        spec = await _spec(request, body)
         ticket = admission.admit()
         return _AdmittedStream(stream_events(spec), ping=15, ticket=ticket)
 

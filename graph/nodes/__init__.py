@@ -6,9 +6,6 @@ One module per concept: :mod:`~graph.nodes.planning` (planner),
 """
 
 from graph.nodes.common import (
-    PLANNER_TIER,
-    SUMMARY_TIERS,
-    SYNTHESIS_TIERS,
     context_of,
     emit,
     prepare_fleet,
@@ -24,9 +21,6 @@ from graph.nodes.synthesis import (
 from graph.nodes.tasks import agent, dispatch, run_task
 
 __all__ = [
-    "PLANNER_TIER",
-    "SUMMARY_TIERS",
-    "SYNTHESIS_TIERS",
     "agent",
     "context_of",
     "dispatch",

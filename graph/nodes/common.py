@@ -21,10 +21,6 @@ from graph.executor import CallOutcome
 
 logger = logging.getLogger("kitty.graph")
 
-PLANNER_TIER = "tools"
-SYNTHESIS_TIERS = ["reasoning", "tools"]
-SUMMARY_TIERS = ["summary", "tools"]
-
 
 def emit(event: _Event) -> None:
     """Send a progress event on LangGraph's ``custom`` stream (no-op outside a run)."""

@@ -25,7 +25,6 @@ from graph.events import (
 )
 from graph.executor import CallOutcome, ModelBuilder, call_model
 from graph.nodes.common import (
-    PLANNER_TIER,
     context_of,
     emit,
     prepare_fleet,
@@ -106,19 +105,16 @@ async def make_plan(
     """
     names = list(agents)
     schema = plan_json_schema(names, context.max_tasks)
-    agent_lines = "\n".join(f"- {a.name}: {a.expertise}" for a in agents.values())
     messages = [
         SystemMessage(prompts.PLANNER_SYSTEM),
-        HumanMessage(
-            prompts.PLANNER_USER.format(max_tasks=context.max_tasks, goal=goal, agents=agent_lines)
-        ),
+        HumanMessage(prompts.planner_user(goal, list(agents.values()), context.max_tasks)),
     ]
     last_error = ""
     outcome: CallOutcome | None = None
     for _attempt in range(2):
         outcome = await call_model(
             fleet_runtime,
-            usable_tiers(fleet_runtime, [PLANNER_TIER, "reasoning"]),
+            usable_tiers(fleet_runtime, context.planner_tiers),
             messages,
             _planner_model(fleet_runtime, schema, context.planner_max_tokens),
             config={"tags": ["kitty:planner"]},

@@ -20,8 +20,6 @@ from graph.events import (
 )
 from graph.executor import CallOutcome, MessageBuilder, call_model
 from graph.nodes.common import (
-    SUMMARY_TIERS,
-    SYNTHESIS_TIERS,
     add_usage,
     context_of,
     emit,
@@ -91,7 +89,7 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> di
     """Merge the task results into one answer on the reasoning tier; name failures."""
     context = context_of(runtime)
     fleet_runtime = get_runtime(context.fleet)
-    tiers = usable_tiers(fleet_runtime, SYNTHESIS_TIERS)
+    tiers = usable_tiers(fleet_runtime, context.synthesis_tiers)
     primary = fleet_runtime.candidates(tiers)[0]
     emit(PhaseStarted(run_id=state["run_id"], phase="synthesizing", endpoint=primary.name))
     began = time.perf_counter()
@@ -195,7 +193,7 @@ async def summarizer(state: OrchestratorState, runtime: Runtime[Context]) -> dic
     """Write a 2-3 sentence conversational summary of the answer for TTS."""
     context = context_of(runtime)
     fleet_runtime = get_runtime(context.fleet)
-    tiers = usable_tiers(fleet_runtime, SUMMARY_TIERS)
+    tiers = usable_tiers(fleet_runtime, context.summary_tiers)
     primary = fleet_runtime.candidates(tiers)[0]
     emit(PhaseStarted(run_id=state["run_id"], phase="summarizing", endpoint=primary.name))
     began = time.perf_counter()

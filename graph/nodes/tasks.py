@@ -337,16 +337,17 @@ def _crashed(task: Task, exc: Exception) -> TaskResult:
     return _failed(task, f"internal error: {type(exc).__name__}: {exc}")
 
 
-async def agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any]:
+async def agent(state: AgentInput, runtime: Runtime[Context]) -> dict[str, Any]:
     """Run one task: wait for its dependencies, then a slot, then its model. Never raises.
 
+    ``state`` is the task's ``Send`` payload (LangGraph names a node's input ``state``).
     Every exception becomes a failed result that is returned (and handed to the task's
     dependents); cancellation at any point stops keeping the run's registry alive.
     """
     try:
-        return await _agent(payload, runtime)
+        return await _agent(state, runtime)
     except asyncio.CancelledError:
-        forget(payload["run_id"])
+        forget(state["run_id"])
         raise
 
 

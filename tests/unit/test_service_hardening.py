@@ -290,3 +290,18 @@ def test_serve_help_names_the_new_options() -> None:
     assert result.exit_code == 0
     for option in ("--allowed-hosts", "--max-concurrent-runs", "--keep-days"):
         assert option in result.output
+
+
+# --- A goal too long for the fleet's smallest context -----------------------------------
+
+
+@pytest.mark.parametrize("path", [QUERY, STREAM])
+async def test_a_query_too_long_for_the_smallest_context_is_422(runs: FakeRuns, path: str) -> None:
+    query = "hook " * 1500  # 7,500 characters: under max_query_chars, over 2,048 tokens' room
+    async with client_for(make_app()) as client:
+        response = await client.post(path, json={"query": query}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["field"] == "query"
+    assert "smallest slot context is 2048 tokens" in body["error"]
+    assert runs.started == 0
