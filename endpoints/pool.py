@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -192,6 +193,10 @@ class FleetRuntime:
             )
 
 
+def _file_key(path: Path) -> str:
+    return f"{path.resolve()}@{path.stat().st_mtime_ns}"
+
+
 def get_runtime(fleet: str | FleetConfig | None = None) -> FleetRuntime:
     """Process-wide runtime for a fleet (by profile name, path or config).
 
@@ -202,10 +207,12 @@ def get_runtime(fleet: str | FleetConfig | None = None) -> FleetRuntime:
     state = fleet_state()
     if isinstance(fleet, FleetConfig):
         config = fleet
-        key = config.source or config.model_dump_json()
+        source = Path(config.source) if config.source else None
+        # A config loaded from a file shares the runtime of that file's name or path.
+        key = _file_key(source) if source and source.is_file() else config.model_dump_json()
     else:
         path = resolve_fleet_path(fleet)
-        key = f"{path.resolve()}@{path.stat().st_mtime_ns}"
+        key = _file_key(path)
         with state.lock:
             cached = state.runtimes.get(key)
         if cached is not None:

@@ -196,8 +196,8 @@ class FakeChat:
     def install(self, fleet: str | PathLike[str] | FleetConfig) -> FakeChat:
         """Make this the model factory of the fleet's process-wide runtime.
 
-        Pass the fleet as ``fleet=`` will name it to the graph (a path for a file): a
-        path and a loaded config of the same file are different runtimes.
+        A path and a config loaded from that file share one runtime; a config built in
+        memory has a runtime of its own.
         """
         source = fleet if isinstance(fleet, FleetConfig) else str(fleet)
         get_runtime(source).model_factory = self

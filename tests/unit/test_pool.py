@@ -107,3 +107,10 @@ def test_get_runtime_is_cached_per_fleet() -> None:
     fleet = fleet_config({"tools": ["a"]})
     assert get_runtime(fleet) is get_runtime(fleet)
     assert get_runtime("embedded") is get_runtime("embedded")
+
+
+def test_a_loaded_config_shares_the_runtime_of_its_file() -> None:
+    from endpoints.config import load_fleet
+
+    by_name = get_runtime("embedded")
+    assert get_runtime(load_fleet("embedded")) is by_name
