@@ -18,18 +18,23 @@ removes threads idle for longer than a retention period (the service's ``--keep-
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from kitty.errors import CheckpointError
+
+logger = logging.getLogger("kitty.graph")
 
 CHECKPOINTS_ENV_VAR = "KITTY_CHECKPOINTS"
 DEFAULT_CHECKPOINT_PATH = Path("~/.kitty/checkpoints.sqlite")
@@ -93,6 +98,16 @@ def _sqlite_path(spec: str) -> Path:
     return path
 
 
+async def _close_sqlite(connection: Any) -> None:
+    """Roll back what a cancelled run left half-written, then close the file."""
+    try:
+        if connection.in_transaction:
+            logger.warning("checkpoint file closed with a write in progress; rolled it back")
+            await connection.rollback()
+    finally:
+        await connection.close()
+
+
 @asynccontextmanager
 async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
     import aiosqlite
@@ -120,7 +135,14 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
             ) from None
         yield saver
     finally:
-        await connection.close()
+        # Shielded: a run cancelled while this closes must not leave the file open with
+        # a write transaction (the next opener, e.g. a resume, would find it locked).
+        closing = asyncio.ensure_future(_close_sqlite(connection))
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            await closing
+            raise
 
 
 @asynccontextmanager

@@ -20,10 +20,13 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+import graph.nodes.tasks
+import graph.registry
 from graph import NothingToResume, aresume, astream_goal, make_checkpointer
 from graph.checkpoint import checkpoint_serde
 from graph.events import TaskFinished
@@ -172,12 +175,23 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
                 if isinstance(event, TaskFinished) and event.task_id == "fast":
                     fast_done.set()
 
+    saved_early = asyncio.Event()
+    persist = graph.registry.persist_result
+
+    async def noting_persist(config: Any, result: Any) -> bool:
+        written = await persist(config, result)
+        if result.task_id == "fast" and written:
+            saved_early.set()
+        return written
+
+    monkeypatch.setattr(graph.nodes.tasks, "persist_result", noting_persist)
     task = asyncio.create_task(run())
+    # Cancel at a known point: fast's result is in the checkpoint (the product's own
+    # connection wrote it; no second connection touches the file while the run is live)
+    # and slow is generating. A cancel in mid-write is covered by
+    # tests/unit/test_early_write_cancel.py.
+    await asyncio.wait_for(saved_early.wait(), 120)
     await asyncio.wait_for(fast_done.wait(), 120)
-    for _ in range(200):  # until the finished task's result is in the checkpoint
-        if "fast" in await asyncio.to_thread(_saved_results, db, "cancelled"):
-            break
-        await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
