@@ -1,4 +1,4 @@
-"""Pictures of a run: a Gantt timeline per endpoint slot, and the plan as a layered DAG.
+"""Pictures of a run: a Gantt timeline per endpoint slot (the plan DAG: :mod:`graph.plan_chart`).
 
 Everything renders on matplotlib's Agg canvas (a :class:`~matplotlib.figure.Figure`
 created directly, never through ``pyplot``), so it works on servers, in CI and in
@@ -16,17 +16,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import FancyBboxPatch, Patch
+from matplotlib.patches import Patch
 
-from agents.registry import DEFAULT_AGENTS
-from graph.schemas import Plan, RunResult, TaskResult
+from graph.chart_style import Rgba, agent_colours, save_figure
+from graph.plan_chart import plan_depths, plot_plan
+from graph.schemas import RunResult, TaskResult
 
 NOT_RUN_LANE = "not run"
 FAILED_COLOUR = "#d62728"
@@ -35,21 +34,6 @@ BAR_HEIGHT = 0.56
 WAIT_HEIGHT = 0.14
 WAIT_LABEL = "slot wait (ends where its\ntask's bar starts)"
 WAIT_MIN_S = 0.005  # shorter slot waits are not drawn
-Rgba = tuple[float, float, float, float]
-"""A matplotlib colour as red, green, blue, alpha in 0..1."""
-
-_PALETTE: list[Rgba] = [colormaps["tab10"](i) for i in range(10)] + [
-    colormaps["Dark2"](i) for i in range(8)
-]
-
-
-def agent_colours(agents: Iterable[str] = ()) -> dict[str, Rgba]:
-    """A stable colour per agent: registered agents first (same colour in every picture)."""
-    names = list(DEFAULT_AGENTS)
-    names += [a for a in dict.fromkeys(agents) if a not in DEFAULT_AGENTS]
-    # tab10's red is kept for failures: skip it for agents.
-    palette = [c for i, c in enumerate(_PALETTE) if i != 3]
-    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 @dataclass(frozen=True)
@@ -297,13 +281,6 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _save(fig: Figure, path: str | os.PathLike[str] | None) -> None:
-    if path is not None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(target, dpi=fig.dpi, bbox_inches="tight")
-
-
 def plot_timeline(
     result: RunResult,
     path: str | os.PathLike[str] | None = None,
@@ -351,7 +328,7 @@ def plot_timeline(
             frameon=False,
         )
     fig.suptitle(title or _shorten(result.goal) or "run timeline", fontsize=11, x=0.01, ha="left")
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -408,78 +385,7 @@ def compare_timelines(
         frameon=False,
     )
     fig.suptitle(title or "timelines compared", fontsize=11, x=0.01, ha="left")
-    _save(fig, path)
-    return fig
-
-
-def plan_depths(plan: Plan) -> dict[str, int]:
-    """Dependency depth of each task: 0 for roots, else 1 + the deepest dependency."""
-    depth: dict[str, int] = {}
-    for task in plan.tasks:  # plans are kept in topological order
-        depth[task.id] = 1 + max((depth.get(d, 0) for d in task.dependencies), default=-1)
-    return depth
-
-
-def plot_plan(
-    plan: Plan,
-    path: str | os.PathLike[str] | None = None,
-    *,
-    title: str | None = None,
-) -> Figure:
-    """Draw a plan as a DAG: columns by dependency depth, boxes coloured by agent.
-
-    Args:
-        plan: The plan.
-        path: Write the picture here.
-        title: Figure title.
-
-    Returns:
-        The figure.
-    """
-    depth = plan_depths(plan)
-    layers: dict[int, list[str]] = {}
-    for task in plan.tasks:
-        layers.setdefault(depth[task.id], []).append(task.id)
-    width = max(layers) + 1
-    height = max(len(ids) for ids in layers.values())
-    fig = Figure(figsize=(2.6 + 2.6 * width, 0.9 + 1.0 * height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    colours = agent_colours(t.agent for t in plan.tasks)
-    pos: dict[str, tuple[float, float]] = {}
-    for level, ids in layers.items():
-        for i, task_id in enumerate(ids):
-            pos[task_id] = (level * 2.6, (len(ids) - 1) / 2 - i)
-    box_w, box_h = 1.9, 0.62
-    for task in plan.tasks:
-        x, y = pos[task.id]
-        for dep in task.dependencies:
-            dx, dy = pos[dep]
-            ax.annotate(
-                "",
-                xy=(x - box_w / 2, y),
-                xytext=(dx + box_w / 2, dy),
-                arrowprops={"arrowstyle": "-|>", "color": "#666666", "shrinkA": 0, "shrinkB": 0},
-            )
-        ax.add_patch(
-            FancyBboxPatch(
-                (x - box_w / 2, y - box_h / 2),
-                box_w,
-                box_h,
-                boxstyle="round,pad=0.02,rounding_size=0.12",
-                facecolor=colours.get(task.agent, "#7f7f7f"),
-                edgecolor="white",
-                gid=f"node:{task.id}",
-            )
-        )
-        ax.text(x, y + 0.1, task.id, ha="center", va="center", color="white", fontweight="bold")
-        ax.text(x, y - 0.14, task.agent, ha="center", va="center", color="white", fontsize=8)
-    ax.set_xlim(-box_w / 2 - 0.2, (width - 1) * 2.6 + box_w / 2 + 0.2)
-    ax.set_ylim(-height / 2 - 0.1, height / 2 + 0.1)
-    ax.set_aspect("equal")
-    fig.suptitle(title or f"plan: {len(plan.tasks)} tasks, {width} levels", fontsize=11)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
