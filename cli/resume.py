@@ -10,12 +10,9 @@ unfinished ones run, with the settings the run started with.
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from cli.app import CHECKPOINT_HELP, FLEET_HELP, app
 from cli.driver import RunOutput, drive
@@ -24,77 +21,7 @@ from cli.report import resume_hint
 from cli.view import RunView
 from endpoints.config import load_fleet
 from graph.checkpoint import make_checkpointer
-from graph.schemas import Plan, TaskResult
-from kitty.errors import NothingToResume
-
-
-@dataclass
-class ThreadInfo:
-    """What a thread's checkpoint says about an interrupted run.
-
-    Attributes:
-        thread_id: The thread.
-        goal: The run's goal.
-        plan: Its plan (``None`` when it stopped before planning finished).
-        finished: Results of tasks that finished before the interruption.
-        fleet: Fleet the run started with.
-        waiting_for_approval: The plan waits for an approve/edit/reject decision.
-    """
-
-    thread_id: str
-    goal: str = ""
-    plan: Plan | None = None
-    finished: dict[str, TaskResult] = field(default_factory=dict)
-    fleet: str | None = None
-    waiting_for_approval: bool = False
-
-
-def _as_result(value: Any) -> TaskResult | None:
-    if isinstance(value, TaskResult):
-        return value
-    try:
-        return TaskResult.model_validate(value)
-    except ValidationError:  # not a saved result
-        return None
-
-
-async def thread_info(thread_id: str, checkpointer: Any) -> ThreadInfo:
-    """Read an interrupted thread's goal, plan, finished tasks and settings.
-
-    Raises:
-        NothingToResume: The thread has no unfinished work in this store.
-    """
-    from graph.api import CONTEXT_METADATA_KEY, graph_for
-
-    snapshot = await graph_for(checkpointer).aget_state({"configurable": {"thread_id": thread_id}})
-    if not snapshot.next:
-        raise NothingToResume(
-            f"thread {thread_id!r} has no unfinished work in this checkpoint store (it "
-            "finished, or never ran here); check the thread id and --checkpoint"
-        )
-    values = dict(snapshot.values or {})
-    finished: dict[str, TaskResult] = {}
-    for raw in (values.get("results") or {}).values():
-        if (result := _as_result(raw)) is not None:
-            finished[result.task_id] = result
-    for task in snapshot.tasks:
-        writes = task.result if isinstance(task.result, dict) else {}
-        for raw in (writes.get("results") or {}).values():
-            if (result := _as_result(raw)) is not None:
-                finished[result.task_id] = result
-    plan = values.get("plan")
-    fleet = None
-    raw_context = (snapshot.metadata or {}).get(CONTEXT_METADATA_KEY)
-    if isinstance(raw_context, str):
-        fleet = json.loads(raw_context).get("fleet")
-    return ThreadInfo(
-        thread_id=thread_id,
-        goal=str(values.get("goal") or ""),
-        plan=plan if isinstance(plan, Plan) else (Plan.model_validate(plan) if plan else None),
-        finished=finished,
-        fleet=fleet,
-        waiting_for_approval=bool(snapshot.interrupts),
-    )
+from graph.threads import ThreadInfo, thread_info
 
 
 async def read_thread(thread_id: str, checkpoint: str | None) -> ThreadInfo:

@@ -26,6 +26,7 @@ from graph.events import (
 )
 from graph.plan_validation import PlanError
 from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
+from graph.threads import ThreadInfo, thread_info
 
 __all__ = [
     "CheckpointError",
@@ -49,6 +50,7 @@ __all__ = [
     "TaskResult",
     "TaskStarted",
     "TaskWaiting",
+    "ThreadInfo",
     "aresume",
     "arun_goal",
     "astream_goal",
@@ -58,4 +60,5 @@ __all__ = [
     "make_checkpointer",
     "parse_event",
     "run_goal",
+    "thread_info",
 ]

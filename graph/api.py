@@ -90,7 +90,7 @@ def build_result(
     )
 
 
-def _saved_context(metadata: dict[str, Any] | None) -> Context | None:
+def saved_context(metadata: dict[str, Any] | None) -> Context | None:
     """The settings a run on this thread started with (stored in checkpoint metadata)."""
     raw = (metadata or {}).get(CONTEXT_METADATA_KEY)
     if not isinstance(raw, str):
@@ -159,7 +159,7 @@ async def _resolve_start(
         snapshot = await compiled.aget_state(config)
         resuming = bool(snapshot.next)
         if resuming:
-            base = context or _saved_context(dict(snapshot.metadata or {}))
+            base = context or saved_context(dict(snapshot.metadata or {}))
             if snapshot.interrupts:
                 pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread_id)
         elif goal is None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from endpoints.config import load_fleet
-from graph.api import CONTEXT_METADATA_KEY, _saved_context, make_context
+from graph.api import CONTEXT_METADATA_KEY, make_context, saved_context
 from graph.context import MAX_TASKS, Context
 from kitty.errors import SettingsError, UserError
 
@@ -16,7 +16,7 @@ def test_a_loaded_fleet_config_is_a_valid_fleet_setting() -> None:
     fleet = load_fleet("embedded")
     context = Context(fleet=fleet)
     saved = context.model_dump_json()  # json.dumps(asdict(...)) used to fail here
-    restored = _saved_context({CONTEXT_METADATA_KEY: saved})
+    restored = saved_context({CONTEXT_METADATA_KEY: saved})
     assert restored is not None
     assert restored.fleet == fleet
 
@@ -39,7 +39,7 @@ def test_keyword_settings_override_a_given_context() -> None:
 
 def test_saved_settings_from_another_version_keep_known_fields() -> None:
     raw = json.dumps({"max_tasks": 4, "retired_setting": True})
-    restored = _saved_context({CONTEXT_METADATA_KEY: raw})
+    restored = saved_context({CONTEXT_METADATA_KEY: raw})
     assert restored is not None and restored.max_tasks == 4
 
 

@@ -19,7 +19,7 @@ import graph.nodes.tasks
 import graph.registry
 from endpoints import engine, probes
 from endpoints.pool import get_runtime
-from graph import Plan, Task, arun_goal
+from graph import Plan, arun_goal
 from graph.context import Context
 from graph.events import TaskFinished, TaskStarted
 from graph.executor import call_model
@@ -27,20 +27,9 @@ from graph.nodes import synthesis_messages
 from tests.conftest import FakeFleet
 from tests.fake_chat import Reply, connect_error
 from tests.helpers import collect_run
+from tests.helpers import simple_task as task
 
 FAST: dict[str, Any] = {"voice": False}
-
-
-def task(
-    task_id: str, agent: str = "researcher", deps: list[str] | None = None, **fields: Any
-) -> Task:
-    return Task(
-        id=task_id,
-        agent=agent,
-        description=f"Do step {task_id} of the job.",
-        dependencies=deps or [],
-        **fields,
-    )
 
 
 def server_alive(monkeypatch: pytest.MonkeyPatch, busy: list[int]) -> list[float]:
