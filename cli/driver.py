@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import signal
 from collections.abc import Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,12 +156,13 @@ class _Follow:
         )
         async with make_checkpointer(self.checkpoint) as saver:
             stream = astream_goal(self.goal, checkpointer=saver, on_plan=on_plan, **self.options)
-            async for event in stream:
-                self.view.apply(event)
-                if log is not None and (line := event_line(self.view, event)):
-                    log.print(escape(line))
-                if live is not None:
-                    live.update(self.screen, refresh=True)
+            async with aclosing(stream) as events:
+                async for event in events:
+                    self.view.apply(event)
+                    if log is not None and (line := event_line(self.view, event)):
+                        log.print(escape(line))
+                    if live is not None:
+                        live.update(self.screen, refresh=True)
         return self.view.result
 
     async def _tick(self, live: Live) -> None:

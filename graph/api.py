@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,17 +207,22 @@ async def _stream_graph(start: _Start) -> AsyncIterator[ProgressEvent | dict[str
     """One pass of the graph: typed events, then the last full state (a plain dict)."""
     stream_kwargs: dict[str, Any] = {"durability": "sync"} if start.checkpointer else {}
     values: dict[str, Any] = {}
-    async for mode, chunk in start.compiled.astream(
-        start.state_input,
-        start.config,
-        context=start.context,
-        stream_mode=["custom", "values"],
-        **stream_kwargs,
-    ):
-        if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
-            yield parse_event(chunk)
-        elif mode == "values" and isinstance(chunk, dict) and "__interrupt__" not in chunk:
-            values = chunk
+    # Closed explicitly: a consumer that stops early (cancel, break) must cancel the
+    # graph's tasks, and their slots, now rather than when the generator is collected.
+    async with aclosing(
+        start.compiled.astream(
+            start.state_input,
+            start.config,
+            context=start.context,
+            stream_mode=["custom", "values"],
+            **stream_kwargs,
+        )
+    ) as stream:
+        async for mode, chunk in stream:
+            if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
+                yield parse_event(chunk)
+            elif mode == "values" and isinstance(chunk, dict) and "__interrupt__" not in chunk:
+                values = chunk
     yield values
 
 
@@ -285,11 +291,12 @@ async def astream_goal(
                 return
             start.state_input, plan_decision = answer
             start.pending = None
-        async for item in _stream_graph(start):
-            if isinstance(item, dict):
-                values = item or values
-            else:
-                yield item
+        async with aclosing(_stream_graph(start)) as items:
+            async for item in items:
+                if isinstance(item, dict):
+                    values = item or values
+                else:
+                    yield item
         if start.checkpointer is None:
             break
         snapshot = await start.compiled.aget_state(start.config)
@@ -321,11 +328,12 @@ async def arun_goal(goal: str | None, **kwargs: Any) -> RunResult:
             ``plan_decision`` was given; resume its ``approval.thread_id`` with one.
     """
     result: RunResult | None = None
-    async for event in astream_goal(goal, **kwargs):
-        if isinstance(event, RunFinished):
-            result = event.result
-        elif isinstance(event, PlanApproval):
-            raise PlanApprovalRequired(event)
+    async with aclosing(astream_goal(goal, **kwargs)) as events:
+        async for event in events:
+            if isinstance(event, RunFinished):
+                result = event.result
+            elif isinstance(event, PlanApproval):
+                raise PlanApprovalRequired(event)
     assert result is not None
     return result
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -157,9 +158,10 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 async def run_to_result(spec: RunSpec) -> RunResult:
     """Run to the end and return the result."""
     result: RunResult | None = None
-    async for event in astream_goal(spec.goal, **spec.kwargs):
-        if isinstance(event, RunFinished):
-            result = event.result
+    async with aclosing(astream_goal(spec.goal, **spec.kwargs)) as events:
+        async for event in events:
+            if isinstance(event, RunFinished):
+                result = event.result
     if result is None:  # pragma: no cover - astream_goal always ends with RunFinished
         raise RuntimeError("the run ended without a result")
     return result
@@ -179,8 +181,9 @@ def _error_event(status: int, body: dict[str, Any]) -> ServerSentEvent:
 
 async def _produce(spec: RunSpec, queue: asyncio.Queue[Any]) -> None:
     try:
-        async for event in astream_goal(spec.goal, **spec.kwargs):
-            queue.put_nowait(event)
+        async with aclosing(astream_goal(spec.goal, **spec.kwargs)) as events:
+            async for event in events:
+                queue.put_nowait(event)
     except Exception as exc:
         queue.put_nowait(_Failed(exc))
     finally:
