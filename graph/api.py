@@ -12,10 +12,10 @@ import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -203,21 +203,21 @@ async def _next_input(
     return None
 
 
-async def _stream_graph(start: _Start) -> AsyncIterator[ProgressEvent | dict[str, Any]]:
+async def _stream_graph(start: _Start) -> AsyncGenerator[ProgressEvent | dict[str, Any], None]:
     """One pass of the graph: typed events, then the last full state (a plain dict)."""
     stream_kwargs: dict[str, Any] = {"durability": "sync"} if start.checkpointer else {}
     values: dict[str, Any] = {}
     # Closed explicitly: a consumer that stops early (cancel, break) must cancel the
     # graph's tasks, and their slots, now rather than when the generator is collected.
-    async with aclosing(
-        start.compiled.astream(
-            start.state_input,
-            start.config,
-            context=start.context,
-            stream_mode=["custom", "values"],
-            **stream_kwargs,
-        )
-    ) as stream:
+    graph_stream = start.compiled.astream(
+        start.state_input,
+        start.config,
+        context=start.context,
+        stream_mode=["custom", "values"],
+        **stream_kwargs,
+    )
+    # typed AsyncIterator by LangGraph; it is an async generator
+    async with aclosing(cast(AsyncGenerator[Any, None], graph_stream)) as stream:
         async for mode, chunk in stream:
             if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
                 yield parse_event(chunk)
@@ -236,7 +236,7 @@ async def astream_goal(
     on_plan: PlanCallback | None = None,
     plan_decision: PlanDecision | dict[str, Any] | str | None = None,
     **settings: Any,
-) -> AsyncIterator[ProgressEvent | PlanApproval]:
+) -> AsyncGenerator[ProgressEvent | PlanApproval, None]:
     """Run a goal, yielding typed progress events and finally :class:`RunFinished`.
 
     Settings come as one :class:`Context`; keyword settings (``fleet=``, ``max_tasks=``,
