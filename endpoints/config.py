@@ -16,6 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from endpoints.coordination import CoordinationConfig
+from endpoints.model_info import ModelInfo
+from endpoints.tool_config import FetchSettings, McpServerConfig, MemorySettings, SearchSettings
 from kitty.errors import FleetError, format_validation_error
 
 DEFAULT_FLEET = "embedded"
@@ -43,6 +46,10 @@ class LaunchSettings(BaseModel):
         extra_args: Further llama-server arguments, verbatim.
         keep_alive: Ollama only: how long the model stays loaded.
         max_queue: Ollama only: ``OLLAMA_MAX_QUEUE``.
+        chat_template_file: A Jinja chat template file for the server
+            (``--chat-template-file``), e.g. one that turns on tool calls.
+        mmproj: Multimodal projector GGUF (``--mmproj``): turns on vision.
+        model_info: Declared architecture, for memory planning without the GGUF.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +66,9 @@ class LaunchSettings(BaseModel):
     extra_args: list[str] = Field(default_factory=list)
     keep_alive: str = "30m"
     max_queue: int = Field(default=512, gt=0)
+    chat_template_file: str | None = None
+    mmproj: str | None = None
+    model_info: ModelInfo | None = None
 
 
 class EndpointConfig(BaseModel):
@@ -136,6 +146,11 @@ class FleetConfig(BaseModel):
         embedded: Served in-process by the embedded llama.cpp fleet when no server runs.
         tiers: Tier name -> tier. The graph uses ``tools`` (planner), ``reasoning``
             (synthesizer) and ``summary`` (summarizer); agents name theirs.
+        coordination: Slot leases shared with other processes (``[coordination]``).
+        mcp: MCP servers whose tools agents may call (``[mcp.NAME]``).
+        fetch: ``fetch_webpage`` settings (``[fetch]``).
+        search: ``web_search`` settings (``[search]``).
+        memory: ``memory.*`` settings (``[memory]``).
         source: Where the file was read from (set by the loader).
     """
 
@@ -145,6 +160,11 @@ class FleetConfig(BaseModel):
     description: str = ""
     embedded: bool = False
     tiers: dict[str, TierConfig] = Field(min_length=1)
+    coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     source: str = ""
 
     @model_validator(mode="after")
