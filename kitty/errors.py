@@ -11,7 +11,9 @@ KittyError                   base of everything below; never raised itself
 │   ├── NothingToResume      the thread has no unfinished work (also ValueError)
 │   ├── PlanApprovalRequired a plan waits for a decision (resume with one)
 │   ├── SlotTimeoutError     no slot freed within the wait (also TimeoutError)
-│   └── SettingsError        a run setting is out of range (also ValueError)
+│   ├── SettingsError        a run setting is out of range (also ValueError)
+│   ├── ToolSourceError      a tool source (an MCP server, the memory store) cannot start
+│   └── ToolError            one tool call failed or was refused (the model is told why)
 └── InternalError            a bug: surfaces log it with an error id and exit 1 / answer 500
 ```
 
@@ -38,6 +40,8 @@ __all__ = [
     "SettingsError",
     "SimFleetError",
     "SlotTimeoutError",
+    "ToolError",
+    "ToolSourceError",
     "UserError",
     "format_validation_error",
     "new_error_id",
@@ -86,6 +90,14 @@ class SettingsError(UserError, ValueError):
 
 class SlotTimeoutError(UserError, TimeoutError):
     """No slot of an endpoint became free within the allowed wait."""
+
+
+class ToolSourceError(UserError):
+    """A tool source (an MCP server, the memory store) cannot start; names it and the fix."""
+
+
+class ToolError(UserError):
+    """One tool call failed or was refused; its text is what the model is told."""
 
 
 class PlanApprovalRequired(UserError):
