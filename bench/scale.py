@@ -1,5 +1,9 @@
 """Suite 4: scale. Many goals at once through the Python API on one fleet, then a big DAG.
 
+First the cost of a slot lease: acquire + release per task with the local store and with
+the Redis store (``$KITTY_SLOT_STORE``, else a throwaway ``redis-server`` when installed),
+printed as a ratio.
+
 While the runs go, a sampler polls every server's ``/slots`` every ~20 ms and this
 process's RSS (psutil). Reported: every goal completed, the most busy slots seen per
 server against its slots, the product's own limiter peaks, peak RSS, and whether a
@@ -10,7 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +29,71 @@ import psutil
 
 from bench.env import BenchEnv
 from bench.workload import ONE_AGENT_PER_TIER, layered_plan, small_goal_plan
+from endpoints.coordination import SLOT_STORE_ENV
+from endpoints.limiter import SlotLimiter
 from endpoints.pool import get_runtime
 from endpoints.probes import count_busy, fetch_slots
+from endpoints.redis_slots import RedisSlotStore
 from graph import Plan, RunResult, arun_goal
 
 SAMPLE_EVERY_S = 0.02
 SIZES = {"full": (50, 200), "quick": (16, 60), "smoke": (2, 10)}
 SETTINGS = {"voice": False, "synthesis_max_tokens": 4}
+LEASE_CYCLES = {"full": 2000, "quick": 500, "smoke": 100}
+
+
+@contextlib.contextmanager
+def _redis_url() -> Iterator[str | None]:
+    """The Redis to measure: ``$KITTY_SLOT_STORE``, a throwaway server, or none."""
+    configured = os.environ.get(SLOT_STORE_ENV, "")
+    if configured.startswith("redis"):
+        yield configured
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as folder:
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", folder]
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.3)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+async def _cycle_cost_us(limiter: SlotLimiter, cycles: int) -> float:
+    """Mean microseconds of one uncontended acquire + release."""
+    limiter.release(await limiter.acquire(timeout=10))  # connect, load scripts
+    began = time.perf_counter()
+    for _ in range(cycles):
+        limiter.release(await limiter.acquire(timeout=10))
+    return (time.perf_counter() - began) / cycles * 1e6
+
+
+async def lease_overhead(cycles: int) -> dict[str, Any]:
+    """Per-task cost of a slot: local store vs Redis leases (``None`` without Redis)."""
+    local_us = await _cycle_cost_us(SlotLimiter("bench", 4), cycles)
+    with _redis_url() as url:
+        if url is None:
+            return {"local_us": round(local_us, 1), "redis_us": None, "redis_vs_local": None}
+        store = RedisSlotStore(url)
+        try:
+            limiter = SlotLimiter("bench", 4, store=store, key=f"bench-{os.getpid()}")
+            redis_us = await _cycle_cost_us(limiter, cycles)
+        finally:
+            store.close()
+    return {
+        "local_us": round(local_us, 1),
+        "redis_us": round(redis_us, 1),
+        "redis_vs_local": round(redis_us / local_us, 1),
+    }
 
 
 @dataclass
@@ -81,6 +149,11 @@ async def _goal(index: int, plan: Plan, env: BenchEnv) -> RunResult:
 
 async def run_scale(env: BenchEnv) -> dict[str, Any]:
     """Run the suite; returns JSON-ready results."""
+    overhead = await lease_overhead(LEASE_CYCLES[env.size])
+    env.log(
+        f"  slot lease per task: local {overhead['local_us']} us, "
+        f"redis {overhead['redis_us']} us (x{overhead['redis_vs_local']})"
+    )
     env.ensure_fleet()
     goals, dag_tasks = SIZES[env.size]
     runtime = get_runtime(env.fleet)
@@ -111,6 +184,7 @@ async def run_scale(env: BenchEnv) -> dict[str, Any]:
     limiter_peaks = {h.name: h.limiter.stats().peak_in_use for h in runtime.all_handles()}
     over = {n: b for n, b in sampler.max_busy.items() if b > slots[n]}
     summary = {
+        "lease_overhead": overhead,
         "goals": goals,
         "goals_completed": sum(1 for r in results if _completed(r)),
         "goals_wall_s": round(goals_wall, 2),

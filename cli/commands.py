@@ -3,6 +3,7 @@
 from cli import (
     bench,  # noqa: F401
     fleet,  # noqa: F401
+    fleet_plan,  # noqa: F401
     resume,  # noqa: F401
     run,  # noqa: F401
     serve,  # noqa: F401

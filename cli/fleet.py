@@ -120,6 +120,20 @@ def _print_details(statuses: Iterable[EndpointStatus]) -> None:
 # --------------------------------------------------------------------------- fleet up
 
 
+def _warn_if_over_committed(config: FleetConfig) -> None:
+    """Warn on stderr when the fleet needs more memory than this machine has."""
+    from ops.memory_plan import memory_override_bytes, plan_fleet
+
+    try:
+        plan = plan_fleet(config, memory_bytes=memory_override_bytes(None), probe_ollama=False)
+    except ValueError as exc:  # an unknown KV cache type: the script/server will say more
+        err_console.print(f"[yellow]memory plan skipped:[/] {escape(str(exc))}")
+        return
+    warning = plan.warning()
+    if warning:
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}")
+
+
 @contextlib.contextmanager
 def _sigterm_as_ctrl_c() -> Iterator[None]:
     """Let ``kill`` stop the fleet as cleanly as Ctrl-C does."""
@@ -180,6 +194,7 @@ def fleet_up(
             "generate their launch script with: "
             f"kitty-orch fleet script --fleet {fleet or config.name}"
         )
+    _warn_if_over_committed(config)
     # Ctrl-C while the servers start: the ones started are stopped again.
     with _sigterm_as_ctrl_c(), contextlib.suppress(KeyboardInterrupt):
         servers = embedded_servers(
@@ -207,6 +222,27 @@ def _status_record(status: EndpointStatus, tiers: list[str]) -> dict[str, Any]:
     return record
 
 
+def ctx_mismatches(config: FleetConfig, statuses: Iterable[EndpointStatus]) -> list[str]:
+    """Warnings for servers whose per-slot context differs from the fleet file's ``ctx``.
+
+    The server's ``/props`` ``n_ctx`` is what a request may use; budgets are computed from
+    the file, so a smaller server context refuses prompts that the budget let through.
+    """
+    configured = {e.name: e for e in config.all_endpoints()}
+    found: list[str] = []
+    for status in statuses:
+        endpoint = configured.get(status.name)
+        if endpoint is None or status.n_ctx is None or status.n_ctx == endpoint.ctx:
+            continue
+        found.append(
+            f"{status.name}: the server has {status.n_ctx} context tokens per slot but the "
+            f"fleet file says ctx = {endpoint.ctx}; set ctx = {status.n_ctx} in "
+            f"{config.source or 'the fleet file'} or restart the server with "
+            f"-c {endpoint.ctx * (endpoint.slots or 1)}"
+        )
+    return found
+
+
 @fleet_app.command("status")
 @shows_errors
 def fleet_status(
@@ -220,12 +256,14 @@ def fleet_status(
     statuses = _probe(config, timeout)
     tiers = _tiers_by_endpoint(config)
     healthy = all(s.healthy for s in statuses)
+    mismatches = ctx_mismatches(config, statuses)
     if as_json:
         payload = {
             "fleet": config.name,
             "source": config.source,
             "healthy": healthy,
             "endpoints": [_status_record(s, tiers[s.name]) for s in statuses],
+            "warnings": mismatches,
         }
         typer.echo(json.dumps(payload, indent=2))
     else:
@@ -237,6 +275,8 @@ def fleet_status(
         ]
         console.print(endpoint_table(f"fleet {config.name}", ("endpoint", "tier(s)"), rows))
         _print_details(statuses)
+        for mismatch in mismatches:
+            console.print(f"[yellow]warning:[/] {escape(mismatch)}")
         up = sum(s.healthy for s in statuses)
         colour = "green" if healthy else "red"
         console.print(f"[{colour}]{up}/{len(statuses)} endpoints healthy[/]")
@@ -259,6 +299,7 @@ def fleet_script(
     from ops.launch import render_launch_script, write_launch_script
 
     config = load_fleet(fleet)
+    _warn_if_over_committed(config)
     try:
         script = render_launch_script(config)
     except ValueError as exc:  # ops.launch: an endpoint it cannot launch (no model_path...)
@@ -278,8 +319,16 @@ def fleet_script(
 # --------------------------------------------------------------------------- endpoints
 
 
-def _endpoint_record(tier: str, endpoint: EndpointConfig, status: EndpointStatus) -> dict[str, Any]:
-    """One endpoint of one tier: probe findings, configured values where the probe has none."""
+def _endpoint_record(
+    tier: str,
+    endpoint: EndpointConfig,
+    status: EndpointStatus,
+    shared: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """One endpoint of one tier: probe findings, configured values where the probe has none.
+
+    ``shared`` is (leases, queued) of every process on a shared slot store (Redis).
+    """
     recent = _recent_latency_ms(endpoint.base_url)
     return {
         "tier": tier,
@@ -297,6 +346,8 @@ def _endpoint_record(tier: str, endpoint: EndpointConfig, status: EndpointStatus
         "latency_source": "recent" if recent is not None else "probe",
         "supports_tools": endpoint.supports_tools,
         "supports_vision": endpoint.supports_vision,
+        "store_leases": None if shared is None else shared[0],
+        "store_queued": None if shared is None else shared[1],
     }
 
 
@@ -310,15 +361,23 @@ def endpoints_command(
     Latency is this process's recent request latency when it has made calls, else the
     probe's round trip.
     """
+    from endpoints.pool import get_runtime
+
     config = load_fleet(fleet)
     statuses = {s.name: s for s in _probe(config, timeout)}
+    runtime = get_runtime(config)
+    # Leases and queue depth of every process sharing the slot store (none when local).
+    shared = asyncio.run(runtime.lease_counts())
     records = [
-        _endpoint_record(tier_name, endpoint, statuses[endpoint.name])
+        _endpoint_record(tier_name, endpoint, statuses[endpoint.name], shared.get(endpoint.name))
         for tier_name, tier in config.tiers.items()
         for endpoint in tier.endpoints
     ]
     if as_json:
-        typer.echo(json.dumps({"fleet": config.name, "endpoints": records}, indent=2))
+        store = runtime.store.description
+        typer.echo(
+            json.dumps({"fleet": config.name, "slot_store": store, "endpoints": records}, indent=2)
+        )
         return
     rows = [
         EndpointRow(
@@ -332,4 +391,9 @@ def endpoints_command(
         for r in records
     ]
     console.print(endpoint_table(f"endpoints of fleet {config.name}", ("tier", "endpoint"), rows))
+    if shared:
+        held = ", ".join(
+            f"{n} {leases} held / {queued} queued" for n, (leases, queued) in shared.items()
+        )
+        console.print(f"slot leases on {escape(runtime.store.description)}: {escape(held)}")
     _print_details(statuses.values())

@@ -133,3 +133,38 @@ async def busy_slots(
         return count_busy(await fetch_slots(_client(client), endpoint.base_url, timeout))
     except (httpx.HTTPError, ValueError):
         return None
+
+
+# /props answers once per server start; a template change needs a restart anyway.
+_tool_support: dict[str, bool] = {}
+
+
+async def template_supports_tools(
+    endpoint: EndpointConfig, client: httpx.AsyncClient | None = None
+) -> bool:
+    """Whether the server parses OpenAI ``tools`` with its chat template.
+
+    llama.cpp reports it in ``/props`` ``chat_template_caps.supports_tools``; a template
+    without tool support makes the server ignore ``tools`` entirely (no schema in the
+    prompt, plain text back). Ollama has no such report, and neither has a server whose
+    ``/props`` cannot be read: there the fleet file's ``supports_tools`` decides.
+    """
+    if endpoint.kind != "llamacpp":
+        return endpoint.supports_tools
+    known = _tool_support.get(endpoint.base_url)
+    if known is not None:
+        return known
+    try:
+        response = await _client(client).get(f"{endpoint.base_url}/props", timeout=SLOTS_TIMEOUT_S)
+        response.raise_for_status()
+        caps = response.json().get("chat_template_caps") or {}
+    except (httpx.HTTPError, TypeError, ValueError, AttributeError):
+        return endpoint.supports_tools
+    supported = bool(caps.get("supports_tools"))
+    _tool_support[endpoint.base_url] = supported
+    return supported
+
+
+def forget_tool_support() -> None:
+    """Drop the cached ``/props`` answers (servers restarted with another template)."""
+    _tool_support.clear()

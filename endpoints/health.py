@@ -1,4 +1,9 @@
-"""Failure bookkeeping per server: a circuit breaker that tells "down" from "slow"."""
+"""Failure bookkeeping per server: a circuit breaker that tells "down" from "slow".
+
+With a shared slot store (Redis) a cooldown one process decides reaches the others
+through the store (:meth:`EndpointHealth.shared_cooldown`), so every orchestrator on the
+fleet benches a failing server at once instead of each finding out on its own.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,14 @@ class EndpointHealth:
     cooldown_until: float = 0.0
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=20))
     slow_calls: int = 0
+
+    def shared_cooldown(self, seconds: float) -> None:
+        """Apply a cooldown decided by another process sharing the slot store (0: cleared)."""
+        if seconds > 0:
+            self.cooldown_until = max(self.cooldown_until, time.monotonic() + seconds)
+        else:
+            self.cooldown_until = 0.0
+            self.consecutive_failures = 0
 
     def cooling_down(self, now: float | None = None) -> bool:
         """True while the server is benched after repeated failures."""

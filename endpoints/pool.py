@@ -18,10 +18,12 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet, resolve_fleet_path
+from endpoints.coordination import slot_store_for
 from endpoints.health import EndpointHealth
 from endpoints.limiter import SlotLimiter
 from endpoints.models import ChatModelFactory, make_chat_model
 from endpoints.probes import probe_all
+from endpoints.slot_store import endpoint_key
 from endpoints.state import fleet_state, limiter_for, reset_fleet_state
 
 logger = logging.getLogger("kitty.endpoints")
@@ -65,13 +67,18 @@ class FleetRuntime:
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self._handles: dict[str, list[EndpointHandle]] = {}
+        # Where slots are counted: this process, or Redis shared with other processes.
+        self.store = slot_store_for(fleet.coordination)
         for tier_name, tier in fleet.tiers.items():
             self._handles[tier_name] = [
                 EndpointHandle(
                     config=endpoint,
                     tier=tier_name,
                     limiter=limiter_for(
-                        endpoint.base_url, endpoint.name, endpoint.slots or DEFAULT_SLOTS
+                        endpoint.base_url,
+                        endpoint.name,
+                        endpoint.slots or DEFAULT_SLOTS,
+                        self.store,
                     ),
                     health=health_for(endpoint.base_url),
                 )
@@ -97,21 +104,42 @@ class FleetRuntime:
         unique: dict[str, EndpointHandle] = {}
         for handles in self._handles.values():
             for handle in handles:
-                unique.setdefault(handle.config.base_url, handle)
+                unique.setdefault(endpoint_key(handle.config.base_url), handle)
         return list(unique.values())
 
     def limiters(self) -> dict[str, SlotLimiter]:
         """Endpoint name -> limiter, one per distinct server."""
         return {h.name: h.limiter for h in self.all_handles()}
 
+    async def lease_counts(self) -> dict[str, tuple[int, int]]:
+        """Endpoint name -> (leases, waiters) of every process sharing the slot store.
+
+        Empty for the local store (no other process is visible) or while it is unreachable.
+        """
+        counts: dict[str, tuple[int, int]] = {}
+        for handle in self.all_handles():
+            found = await self.store.counts(endpoint_key(handle.config.base_url))
+            if found is not None:
+                counts[handle.name] = found
+        return counts
+
     async def discover(self, timeout: float = 2.0) -> list[str]:
         """Size each llama.cpp limiter from the server's ``/props`` ``total_slots``.
 
-        Runs once per runtime; unreachable servers keep their configured slots.
+        Runs once per runtime; unreachable servers keep their configured slots. The slot
+        store is checked on every call, so a store that refuses us fails each run at
+        its start, not mid-run.
 
         Returns:
-            Warnings (configured slots that disagree with the server).
+            Warnings (configured slots that disagree with the server, store unreachable).
+
+        Raises:
+            SettingsError: The slot store refuses the credentials or has no such db.
         """
+        store_warning = await self.store.check()
+        if store_warning and store_warning not in self.warnings:
+            logger.warning("%s; tasks wait for it (on_store_down)", store_warning)
+            self.warnings.append(store_warning)
         with self._discover_lock:
             if self._discovered:
                 return self.warnings
@@ -151,17 +179,21 @@ class FleetRuntime:
         seen: set[str] = set()
         for tier in tiers:
             for handle in sorted(self.handles(tier), key=lambda h: h.limiter.load):
-                if handle.config.base_url in seen:
+                server = endpoint_key(handle.config.base_url)
+                if server in seen:
                     continue
-                seen.add(handle.config.base_url)
+                seen.add(server)
                 (benched if handle.health.cooling_down(now) else ready).append(handle)
         return ready + benched
 
     def record_success(self, handle: EndpointHandle, latency_s: float) -> None:
         """Note a successful call: resets the failure count."""
+        was_benched = handle.health.cooldown_until > 0.0
         handle.health.consecutive_failures = 0
         handle.health.cooldown_until = 0.0
         handle.health.latencies_s.append(latency_s)
+        if was_benched:
+            self.store.share_cooldown(endpoint_key(handle.config.base_url), 0.0)
 
     def record_slow(self, handle: EndpointHandle) -> None:
         """Note a request that ran past its timeout while the server stayed alive.
@@ -185,6 +217,7 @@ class FleetRuntime:
         handle.health.consecutive_failures += 1
         if handle.health.consecutive_failures >= self.failure_threshold:
             handle.health.cooldown_until = time.monotonic() + self.cooldown_s
+            self.store.share_cooldown(endpoint_key(handle.config.base_url), self.cooldown_s)
             logger.warning(
                 "endpoint %s failed %d times in a row; avoiding it for %.0fs",
                 handle.name,

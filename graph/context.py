@@ -88,6 +88,35 @@ class Context(BaseModel):
             "checkpointer)."
         ),
     )
+    tool_rounds: int = Field(
+        default=4,
+        ge=2,
+        le=16,
+        description=(
+            "Most model calls of a task with tools (its tool loop); the last one is always "
+            "a plain answer."
+        ),
+    )
+    tool_timeout_s: float = Field(default=60.0, gt=0, description="Seconds one tool call may take.")
+    agent_tools: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Extra allowlist entries per agent (tool names or SERVER.*), e.g. for tools "
+            "passed from Python: {'coder': ['run_tests']}."
+        ),
+    )
+    user_id: str | None = Field(
+        default=None,
+        description="Memory namespace of the user (default: the fleet's [memory] user_id).",
+    )
+    tools: list[Any] = Field(
+        default_factory=list,
+        exclude=True,
+        description=(
+            "LangChain tools passed from Python (not saved with the run: pass them again "
+            "when resuming)."
+        ),
+    )
     planner_tiers: list[str] = Field(
         default_factory=lambda: ["tools", "reasoning"],
         min_length=1,

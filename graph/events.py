@@ -69,6 +69,25 @@ class TaskFallback(_Event):
     next_endpoint: str
 
 
+class TaskToolCall(_Event):
+    """A task's tool call started or finished (its model slot is free meanwhile).
+
+    ``started`` carries the arguments; ``finished`` adds ``seconds``, ``ok`` and, for a
+    failed or refused call, ``error``.
+    """
+
+    kind: Literal["task_tool_call"] = "task_tool_call"
+    task_id: str
+    agent: str
+    tool: str
+    phase: Literal["started", "finished"]
+    args: dict[str, Any] = Field(default_factory=dict)
+    seconds: float = 0.0
+    ok: bool = False
+    refused: bool = False
+    error: str | None = None
+
+
 class TaskFinished(_Event):
     """A task ended (completed, failed or skipped); carries its :class:`TaskResult`."""
 
@@ -115,6 +134,7 @@ ProgressEvent = Annotated[
     | TaskQueued
     | TaskStarted
     | TaskFallback
+    | TaskToolCall
     | TaskFinished
     | PhaseStarted
     | RunFinished,

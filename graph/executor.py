@@ -106,6 +106,7 @@ class CallOutcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    message: BaseMessage | None = None
 
     @property
     def truncated(self) -> bool:
@@ -258,6 +259,7 @@ async def call_model(
     slot_timeout_s: float | None = 600.0,
     call_timeout_s: float | None = None,
     busy_retries: int = 3,
+    priority: float = 0.0,
 ) -> CallOutcome:
     """Run one chat call on the first endpoint of ``tiers`` that answers.
 
@@ -273,6 +275,8 @@ async def call_model(
         slot_timeout_s: Most seconds to wait for a slot on one endpoint.
         call_timeout_s: Most seconds one request may take (default: endpoint timeout).
         busy_retries: Retries with backoff on "server busy" before moving on.
+        priority: Slot priority: a higher one is granted first (a task's later tool
+            rounds go ahead of tasks that have not started).
 
     Returns:
         The outcome; ``ok`` is False when every candidate failed or the request was
@@ -306,7 +310,7 @@ async def call_model(
         observer.queued(handle)
         queued_at = time.perf_counter()
         try:
-            slot = await handle.limiter.acquire(slot_timeout_s)
+            slot = await handle.limiter.acquire(slot_timeout_s, priority=priority)
         except SlotTimeoutError as exc:
             outcome.queued_s += time.perf_counter() - queued_at
             move_on(index, str(exc))
@@ -353,6 +357,7 @@ async def call_model(
         metadata = getattr(response, "response_metadata", None) or {}
         outcome.ok = True
         outcome.error = None
+        outcome.message = response
         outcome.text = _text_of(response)
         outcome.reasoning = _reasoning_of(response)
         outcome.model = metadata.get("model_name") or metadata.get("model") or endpoint.model

@@ -117,5 +117,9 @@ def compute_metrics(
         tasks_skipped=sum(r.status == "skipped" for r in ordered),
         fallbacks=sum(r.fallback_used for r in ordered),
         peak_concurrency=peak_concurrency(ordered),
+        tool_calls=sum(len(r.tool_calls) for r in ordered),
+        tool_calls_refused=sum(c.refused for r in ordered for c in r.tool_calls),
+        tool_calls_failed=sum(not c.ok and not c.refused for r in ordered for c in r.tool_calls),
+        tool_s=sum(c.latency_s for r in ordered for c in r.tool_calls),
         endpoints=endpoint_usage(ordered),
     )

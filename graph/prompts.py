@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agents.registry import AgentSpec
 
@@ -31,13 +31,27 @@ Respond with a JSON object {{"tasks": [...]}}, each task with "id" (task_1, task
 ]}}"""
 
 
-def planner_user(goal: str, agents: Sequence[AgentSpec], max_tasks: int) -> str:
-    """The planner's request: agents, their rules (``planner_hint``) and the goal.
+def planner_user(
+    goal: str,
+    agents: Sequence[AgentSpec],
+    max_tasks: int,
+    tools: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """The planner's request: agents, their tools and rules (``planner_hint``), the goal.
 
     Every agent name in it comes from the registry: a fleet with other agents gets a
-    prompt about its own agents.
+    prompt about its own agents. ``tools`` maps an agent to the tools it really has this
+    run; agents without any are listed without tools.
     """
-    lines = "\n".join(f"- {a.name}: {a.expertise}" for a in agents)
+    tools = tools or {}
+
+    def line(agent: AgentSpec) -> str:
+        have = tools.get(agent.name)
+        return f"- {agent.name}: {agent.expertise}" + (
+            f" (tools: {', '.join(have)})" if have else ""
+        )
+
+    lines = "\n".join(line(a) for a in agents)
     hinted = [a for a in agents if a.planner_hint]
     rules = "".join(
         f"{number}. Use '{a.name}' for {a.planner_hint}\n" for number, a in enumerate(hinted, 3)
@@ -53,6 +67,23 @@ def planner_user(goal: str, agents: Sequence[AgentSpec], max_tasks: int) -> str:
         second=example[1],
         third=example[2],
     )
+
+
+TOOLS_AVAILABLE = (
+    "\n\nTools you can call in this run: {names}. Call one only when it helps your task; "
+    "once you have what you need, answer in plain text."
+)
+NO_TOOLS = (
+    "\n\nYou have no tools in this run: do not claim to have searched, fetched, stored or "
+    "submitted anything; work from the task and the results given."
+)
+
+
+def agent_system(system_prompt: str, tool_names: Sequence[str]) -> str:
+    """An agent's system prompt plus what is true about its tools in this run."""
+    if tool_names:
+        return system_prompt + TOOLS_AVAILABLE.format(names=", ".join(sorted(tool_names)))
+    return system_prompt + NO_TOOLS
 
 
 TASK_USER = """Overall goal: {goal}

@@ -21,6 +21,9 @@ class Task(BaseModel):
         extra: Sampling and engine parameters merged into the request body (llama.cpp
             ``ignore_eos``, ``top_k``, ``seed``...); only :attr:`EXTRA_KEYS` are
             accepted, so a plan cannot replace the messages, the model or the stream mode.
+        tool_choice: ``auto`` (the model decides), ``required`` (the first round must
+            call a tool), ``none`` (no tools), or one tool's name (the first round calls
+            that tool). Applies to the first model round; later rounds are ``auto``.
     """
 
     # llama.cpp server sampling/engine options (tools/server/README.md, POST /completion);
@@ -77,6 +80,7 @@ class Task(BaseModel):
     dependencies: list[str] = Field(default_factory=list)
     max_tokens: int | None = Field(default=None, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
+    tool_choice: str = Field(default="auto", min_length=1, max_length=128)
 
     @field_validator("extra")
     @classmethod
@@ -138,6 +142,31 @@ class ModelCall(BaseModel):
     error: str | None = None
 
 
+class ToolCallRecord(BaseModel):
+    """One tool call a task's model asked for.
+
+    Attributes:
+        name: Tool name as the model gave it.
+        args: Arguments as the model gave them.
+        ok: The tool ran and answered.
+        refused: Refused before reaching the tool (not offered, not allowlisted, arguments
+            not matching its schema).
+        output: The tool's answer, trimmed.
+        error: Why it was refused or what failed.
+        started_at: Epoch seconds when it started (or was refused).
+        latency_s: Seconds the tool took.
+    """
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    ok: bool = False
+    refused: bool = False
+    output: str = ""
+    error: str | None = None
+    started_at: float = 0.0
+    latency_s: float = 0.0
+
+
 class TaskResult(BaseModel):
     """The outcome of one task.
 
@@ -171,6 +200,10 @@ class TaskResult(BaseModel):
         reasoning: Reasoning text, if the model returned any.
         truncated: The answer stopped at the completion cap (``finish_reason`` ``length``):
             still ``completed``, but it may be incomplete (raise ``max_tokens``).
+        tool_calls: Every tool call the model asked for, in order (run, failed or refused).
+        tools_offered: Names of the tools the task was offered.
+        warnings: Things the user should know about a completed task (a tool source that
+            did not start, tool rounds that ran out, arguments that never validated).
     """
 
     task_id: str
@@ -194,6 +227,9 @@ class TaskResult(BaseModel):
     completion_tokens: int = 0
     reasoning: str | None = None
     truncated: bool = False
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    tools_offered: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class EndpointUsage(BaseModel):
@@ -227,6 +263,10 @@ class RunMetrics(BaseModel):
         tasks_skipped: Skipped tasks.
         fallbacks: Tasks served by a fallback tier.
         peak_concurrency: Most tasks holding a slot at the same time.
+        tool_calls: Tool calls the models asked for.
+        tool_calls_refused: Of those, refused before reaching a tool.
+        tool_calls_failed: Of those, run but failed (error or timeout).
+        tool_s: Seconds spent running tools (no model slot is held meanwhile).
         endpoints: Endpoint name -> usage (busy seconds = the summed latencies of the
             requests that endpoint served or failed, see :attr:`TaskResult.calls`).
     """
@@ -245,6 +285,10 @@ class RunMetrics(BaseModel):
     tasks_skipped: int = 0
     fallbacks: int = 0
     peak_concurrency: int = 0
+    tool_calls: int = 0
+    tool_calls_refused: int = 0
+    tool_calls_failed: int = 0
+    tool_s: float = 0.0
     endpoints: dict[str, EndpointUsage] = Field(default_factory=dict)
 
 

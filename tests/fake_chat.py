@@ -81,6 +81,7 @@ class Reply:
         reasoning: ``reasoning_content`` of a thinking model.
         delay_s: Seconds the call takes (an asyncio sleep: calls overlap).
         error: Raised instead of answering, built per call from the endpoint.
+        tool_calls: Tool calls of the answer (``{"name": ..., "args": {...}}``).
     """
 
     text: str = "ok"
@@ -90,6 +91,7 @@ class Reply:
     reasoning: str | None = None
     delay_s: float = 0.0
     error: ErrorFactory | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,10 @@ class ScriptedChatModel(BaseChatModel):
         )
         return AIMessage(
             content=reply.text,
+            tool_calls=[
+                {"name": c["name"], "args": c.get("args", {}), "id": f"call_{i}"}
+                for i, c in enumerate(reply.tool_calls)
+            ],
             additional_kwargs={"reasoning_content": reply.reasoning} if reply.reasoning else {},
             response_metadata={
                 "finish_reason": reply.finish_reason,
@@ -364,6 +370,11 @@ class ScriptedChatModel(BaseChatModel):
                 "total_tokens": tokens_in + tokens_out,
             },
         )
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        """Record the offered tools (by name) and the choice as bound arguments."""
+        names = [getattr(t, "name", None) or t["function"]["name"] for t in tools]
+        return self.bind(tools=names, **kwargs)
 
     def _answer(self, call: FakeCall) -> ChatResult:
         if call.reply.error is not None:
@@ -402,6 +413,24 @@ class ScriptedChatModel(BaseChatModel):
         """The reply word by word; the last chunk carries usage and finish reason."""
         message = self._answer(call).generations[0].message
         assert isinstance(message, AIMessage)
+        if message.tool_calls:
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=message.content,
+                    tool_call_chunks=[
+                        {
+                            "name": c["name"],
+                            "args": json.dumps(c["args"]),
+                            "id": c["id"],
+                            "index": i,
+                        }
+                        for i, c in enumerate(message.tool_calls)
+                    ],
+                    response_metadata=message.response_metadata,
+                    usage_metadata=message.usage_metadata,
+                )
+            )
+            return
         words = call.reply.text.split(" ")
         for index, word in enumerate(words):
             last = index == len(words) - 1

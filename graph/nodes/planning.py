@@ -17,6 +17,7 @@ from endpoints.config import EndpointConfig
 from endpoints.models import constrain_to_json_schema
 from endpoints.pool import FleetRuntime
 from graph import prompts
+from graph.agent_tools import available_tools
 from graph.budget import check_goal_fits
 from graph.context import Context
 from graph.events import (
@@ -107,7 +108,14 @@ async def make_plan(
     schema = plan_json_schema(names, context.max_tasks)
     messages = [
         SystemMessage(prompts.PLANNER_SYSTEM),
-        HumanMessage(prompts.planner_user(goal, list(agents.values()), context.max_tasks)),
+        HumanMessage(
+            prompts.planner_user(
+                goal,
+                list(agents.values()),
+                context.max_tasks,
+                await available_tools(agents, context, fleet_runtime.fleet),
+            )
+        ),
     ]
     last_error = ""
     outcome: CallOutcome | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -24,22 +25,24 @@ from langgraph.types import Send
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
 from endpoints.config import EndpointConfig
-from endpoints.pool import EndpointHandle, FleetRuntime, get_runtime
+from endpoints.pool import FleetRuntime, get_runtime
 from graph import prompts
+from graph.agent_tools import offered_tools
 from graph.budget import ensure_fits, room_after, safe_token_bound, trim_to_tokens
 from graph.context import Context
 from graph.events import (
-    TaskFallback,
     TaskFinished,
-    TaskQueued,
-    TaskStarted,
     TaskWaiting,
 )
-from graph.executor import CallOutcome, MessageBuilder, call_model
+from graph.executor import CallOutcome, MessageBuilder, ModelBuilder, call_model
 from graph.nodes.common import context_of, emit, usable_tiers
+from graph.nodes.observer import TaskObserver
+from graph.nodes.tool_loop import ToolRunner, run_tool_loop
 from graph.registry import CompletionRegistry, forget, persist_result, registry_for
-from graph.schemas import ModelCall, Task, TaskResult, TaskStatus
+from graph.schemas import Task, TaskResult, TaskStatus, ToolCallRecord
 from graph.state import AgentInput, OrchestratorState
+from graph.tool_calls import Offer, bind_offer, native_support
+from tools.toolset import OfferedTools
 
 logger = logging.getLogger("kitty.graph")
 
@@ -62,90 +65,6 @@ def dispatch(state: OrchestratorState) -> list[Send]:
         )
         for task in plan.tasks
     ]
-
-
-class _TaskObserver:
-    """Turns executor hooks into progress events for one task, and remembers where it ran.
-
-    What it remembers (endpoint, slot, first start, attempts, requests) survives a call
-    cut short by the run deadline, whose result would otherwise lose it.
-    """
-
-    def __init__(self, run_id: str, task: Task) -> None:
-        self.run_id = run_id
-        self.task = task
-        self.endpoint: str | None = None
-        self.slot: int | None = None
-        self.fallback = False
-        self.started_at: float | None = None
-        self.queued_at: float | None = None
-        self.queued_s = 0.0
-        self.attempts: list[str] = []
-        self.calls: list[ModelCall] = []
-
-    def _stop_queue_clock(self) -> None:
-        if self.queued_at is not None:
-            self.queued_s += time.perf_counter() - self.queued_at
-            self.queued_at = None
-
-    def queued(self, handle: EndpointHandle) -> None:
-        self._stop_queue_clock()  # an earlier endpoint's slot wait timed out
-        self.endpoint, self.slot = handle.name, None
-        self.attempts.append(handle.name)
-        self.queued_at = time.perf_counter()
-        emit(
-            TaskQueued(
-                run_id=self.run_id,
-                task_id=self.task.id,
-                agent=self.task.agent,
-                endpoint=handle.name,
-                tier=handle.tier,
-            )
-        )
-
-    def started(self, handle: EndpointHandle, slot: int, fallback: bool) -> None:
-        self.slot, self.fallback = slot, fallback
-        self.started_at = self.started_at or time.time()
-        self._stop_queue_clock()
-        emit(
-            TaskStarted(
-                run_id=self.run_id,
-                task_id=self.task.id,
-                agent=self.task.agent,
-                endpoint=handle.name,
-                tier=handle.tier,
-                slot=slot,
-                fallback=fallback,
-            )
-        )
-
-    def finished(self, handle: EndpointHandle, call: ModelCall) -> None:
-        self.calls.append(call)
-
-    def fell_back(self, handle: EndpointHandle, error: str, next_handle: EndpointHandle) -> None:
-        emit(
-            TaskFallback(
-                run_id=self.run_id,
-                task_id=self.task.id,
-                failed_endpoint=handle.name,
-                error=error,
-                next_endpoint=next_handle.name,
-            )
-        )
-
-    def so_far(self) -> dict[str, Any]:
-        """Where the task ran until now, as :class:`TaskResult` fields."""
-        self._stop_queue_clock()  # cut while waiting for a slot
-        return {
-            "endpoint": self.endpoint,
-            "slot": self.slot,
-            "fallback_used": self.fallback,
-            "started_at": self.started_at,
-            "attempts": list(self.attempts),
-            "calls": list(self.calls),
-            "queued_s": self.queued_s,
-            "latency_s": sum(c.latency_s for c in self.calls),
-        }
 
 
 def _failure_notes(task: Task, deps: dict[str, TaskResult]) -> dict[str, str]:
@@ -189,9 +108,18 @@ async def _dependency_block(
 
 
 def _task_messages(
-    task: Task, goal: str, deps: dict[str, TaskResult], agent: AgentSpec, max_tokens: int
+    task: Task,
+    goal: str,
+    deps: dict[str, TaskResult],
+    system: str,
+    max_tokens: int,
+    reserve: str = "",
 ) -> MessageBuilder:
-    """An ``endpoint -> messages`` builder: the fixed prompt, deps cut to that endpoint."""
+    """An ``endpoint -> messages`` builder: the fixed prompt, deps cut to that endpoint.
+
+    ``reserve`` is text the call adds beside these messages (tool schemas, earlier tool
+    rounds): the dependency budget leaves room for it.
+    """
 
     def user(dependencies: str) -> str:
         return prompts.TASK_USER.format(
@@ -199,7 +127,7 @@ def _task_messages(
         )
 
     notes = "".join(_failure_notes(task, deps).values())
-    fixed = agent.system_prompt + user(prompts.DEPENDENCY_HEADER + notes if deps else "")
+    fixed = system + reserve + user(prompts.DEPENDENCY_HEADER + notes if deps else "")
     has_results = any(r.status == "completed" for r in deps.values())
 
     async def build(endpoint: EndpointConfig) -> list[BaseMessage]:
@@ -210,7 +138,7 @@ def _task_messages(
         else:
             await ensure_fits(fixed, endpoint)
             dependencies = await _dependency_block(task, deps, endpoint, 0)
-        return [SystemMessage(agent.system_prompt), HumanMessage(user(dependencies))]
+        return [SystemMessage(system), HumanMessage(user(dependencies))]
 
     return build
 
@@ -251,31 +179,39 @@ async def run_task(
     run_id: str,
     agents: dict[str, AgentSpec] = DEFAULT_AGENTS,
     *,
-    observer: _TaskObserver | None = None,
+    observer: TaskObserver | None = None,
 ) -> TaskResult:
     """Build the task's messages (per endpoint tried) and call its agent's model.
 
-    An empty answer is asked for once more; twice empty fails the task.
+    An agent offered tools runs its tool loop (:mod:`graph.tool_loop`). An empty answer
+    is asked for once more; twice empty fails the task.
     """
     agent = agents[task.agent]
     tiers = usable_tiers(fleet_runtime, agent.tiers())
     max_tokens = task.max_tokens or agent.max_tokens
-    observer = observer or _TaskObserver(run_id, task)
+    observer = observer or TaskObserver(run_id, task)
+    offered = OfferedTools()
+    if task.tool_choice != "none":
+        offered = await offered_tools(agent, context, fleet_runtime.fleet)
+    names = sorted(offered.tools)
+    system = prompts.agent_system(agent.system_prompt, names)
 
-    def build(endpoint: EndpointConfig) -> BaseChatModel:
+    def model_for(endpoint: EndpointConfig, cap: int) -> BaseChatModel:
         return fleet_runtime.chat_model(
             endpoint,
             temperature=agent.temperature,
-            max_tokens=max_tokens,
+            max_tokens=cap,
             extra=task.extra or None,
             timeout_s=context.task_timeout_s,
         )
 
-    async def call() -> CallOutcome:
+    async def call(
+        messages: MessageBuilder, build: ModelBuilder, priority: float = 0.0
+    ) -> CallOutcome:
         return await call_model(
             fleet_runtime,
             tiers,
-            _task_messages(task, goal, deps, agent, max_tokens),
+            messages,
             build,
             observer=observer,
             config={
@@ -289,12 +225,51 @@ async def run_task(
             slot_timeout_s=context.slot_timeout_s,
             call_timeout_s=context.task_timeout_s,
             busy_retries=context.busy_retries,
+            priority=priority,
         )
 
-    outcome = await call()
+    def plain() -> Awaitable[CallOutcome]:
+        messages = _task_messages(task, goal, deps, system, max_tokens)
+        return call(messages, lambda endpoint: model_for(endpoint, max_tokens))
+
+    records: list[ToolCallRecord] = []
+    warnings = [f"tool source unavailable: {p}" for p in offered.problems]
+    if offered.tools or task.tool_choice not in ("auto", "none"):
+        native = await native_support([h.config for h in fleet_runtime.candidates(tiers)])
+
+        async def base_messages(endpoint: EndpointConfig, reserve: str) -> list[BaseMessage]:
+            built = _task_messages(task, goal, deps, system, max_tokens, reserve)(endpoint)
+            return list(await built)
+
+        async def call_round(
+            messages: MessageBuilder, offer: Offer, cap: int, priority: float
+        ) -> CallOutcome:
+            def build(endpoint: EndpointConfig) -> Any:
+                model = model_for(endpoint, cap)
+                return bind_offer(model, endpoint, offer, native.get(endpoint.name, False))
+
+            return await call(messages, build, priority)
+
+        loop = await run_tool_loop(
+            task,
+            offered.tools,
+            problems=offered.problems,
+            rounds=context.tool_rounds,
+            max_tokens=max_tokens,
+            native=native,
+            base_messages=base_messages,
+            call_round=call_round,
+            combine=_combined,
+            runner=ToolRunner(run_id, task, context.tool_timeout_s),
+        )
+        if loop.outcome is None:
+            return _failed(task, loop.error or "no tool loop", tools_offered=names)
+        outcome, records, warnings = loop.outcome, loop.records, loop.warnings
+    else:
+        outcome = await plain()
     if outcome.ok and not outcome.text.strip():
         logger.warning("task %s: empty answer from %s; asking once more", task.id, outcome.endpoint)
-        outcome = _combined(outcome, await call())
+        outcome = _combined(outcome, await plain())
         if outcome.ok and not outcome.text.strip():
             outcome.ok, outcome.error = False, _empty_answer_error(outcome, max_tokens)
     return TaskResult(
@@ -318,6 +293,9 @@ async def run_task(
         completion_tokens=outcome.completion_tokens,
         reasoning=outcome.reasoning,
         truncated=outcome.ok and outcome.truncated,
+        tool_calls=records,
+        tools_offered=names,
+        warnings=warnings,
     )
 
 
@@ -399,7 +377,7 @@ async def _run_agent(
 ) -> TaskResult:
     task, run_id = payload["task"], payload["run_id"]
     fleet_runtime = get_runtime(context.fleet)
-    observer = _TaskObserver(run_id, task)
+    observer = TaskObserver(run_id, task)
     deadline = None
     if context.run_deadline_s:
         # From dispatch in this process: time spent waiting for plan approval or before

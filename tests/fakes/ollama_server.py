@@ -11,6 +11,7 @@ A real Ollama cannot run in the test environment, so this server answers like on
   ``think`` is truthy (``true`` or ``"low"|"medium"|"high"``). ``options.num_predict`` caps
   the reply (``done_reason: "length"``); a ``format`` JSON schema yields a matching object.
 * ``GET /api/version``, ``GET /api/ps`` (loaded models), ``GET /api/tags`` (local models),
+  ``POST /api/show`` (the model's GGUF metadata under ``model_info``),
   ``GET /`` ("Ollama is running").
 
 Fault modes: ``busy_first_n`` answers the first N chat requests with HTTP 503
@@ -297,6 +298,30 @@ class FakeOllama:
         async def tags(request: Request) -> dict[str, Any]:
             self._record(request, None)
             return {"models": [self._model_entry(running=False)]}
+
+        @app.post("/api/show")
+        async def show(request: Request) -> Any:
+            body = await request.json()
+            self._record(request, body)
+            if body.get("model") != self.model:
+                return JSONResponse({"error": f"model '{body.get('model')}' not found"}, 404)
+            # The GGUF metadata keys Ollama returns for gpt-oss:120b (its ``gptoss`` arch).
+            return {
+                "details": self._model_entry(running=False)["details"],
+                "model_info": {
+                    "general.architecture": "gptoss",
+                    "general.parameter_count": 116_829_156_672,
+                    "gptoss.block_count": 36,
+                    "gptoss.context_length": 131072,
+                    "gptoss.embedding_length": 2880,
+                    "gptoss.feed_forward_length": 2880,
+                    "gptoss.attention.head_count": 64,
+                    "gptoss.attention.head_count_kv": 8,
+                    "gptoss.attention.key_length": 64,
+                    "gptoss.attention.value_length": 64,
+                    "gptoss.attention.sliding_window": 128,
+                },
+            }
 
         @app.get("/api/ps")
         async def ps(request: Request) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from endpoints.pool import get_runtime
 from graph import Context, Plan, PlanError, Task, arun_goal
 from graph.events import PhaseStarted, TaskFallback, TaskFinished, TaskStarted, TaskWaiting
 from graph.nodes import make_plan
+from graph.prompts import agent_system
 from tests.conftest import FakeFleet
 from tests.fake_chat import FakeCall, Reply, http_error
 from tests.helpers import collect_run, simple_task
@@ -132,7 +133,7 @@ async def test_agent_settings_and_usage_flow_through(fake_fleet: FakeFleet) -> N
         "extra": {"top_k": 5},
         "timeout_s": 7,
     }
-    assert built_a.system == coder.system_prompt
+    assert built_a.system == agent_system(coder.system_prompt, [])
     built_b = only(chat.calls_for(task="b"))
     assert (built_b.settings["temperature"], built_b.settings["max_tokens"]) == (
         researcher.temperature,
