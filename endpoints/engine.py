@@ -165,6 +165,15 @@ async def template_supports_tools(
     return supported
 
 
+def mark_tool_calls_unconstrained(endpoint: EndpointConfig) -> None:
+    """Remember that the server ignored a required tool call.
+
+    Its template analysis failed; from now on the orchestrator constrains that endpoint's
+    calls itself.
+    """
+    _tool_support[endpoint.base_url] = False
+
+
 def forget_tool_support() -> None:
     """Drop the cached ``/props`` answers (servers restarted with another template)."""
     _tool_support.clear()

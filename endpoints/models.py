@@ -240,9 +240,9 @@ def constrain_to_json_schema(
     """
     if endpoint.kind == "ollama":
         return model.bind(format=schema)
-    return model.bind(
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": name, "strict": True, "schema": schema},
-        }
-    )
+    return model.bind(response_format=json_schema_format(schema, name))
+
+
+def json_schema_format(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """OpenAI's nested ``response_format`` for ``schema`` (the form llama.cpp reads)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}

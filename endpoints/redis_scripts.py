@@ -43,8 +43,10 @@ local function pump(now, capacity, ttl, channel)
     for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, free - 1)) do
       local lease = string.sub(member, 18)
       forget_waiter(member)
-      redis.call('ZADD', KEYS[1], now + ttl, lease)
-      granted[#granted + 1] = lease
+      if not redis.call('ZSCORE', KEYS[1], lease) then  -- a stale waiter already holding
+        redis.call('ZADD', KEYS[1], now + ttl, lease)
+        granted[#granted + 1] = lease
+      end
     end
   end
   if #granted > 0 then

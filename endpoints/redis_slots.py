@@ -52,6 +52,9 @@ class _Pending:
     key: str
     priority: float
     future: asyncio.Future[None]
+    # Renewed (and re-queued if missing) only once its ENQUEUE returned: a renewal sent
+    # before would find it "missing" and queue it twice.
+    queued: bool = False
 
 
 def _fatal_problem(exc: BaseException) -> str | None:
@@ -303,6 +306,7 @@ class RedisSlotStore:
             pending.key,
             [lease, -pending.priority, capacity, self.ttl_ms, self.channel],
         )
+        pending.queued = True
         self._absorb(pending.key, result)
         return result
 
@@ -378,7 +382,7 @@ class RedisSlotStore:
             self.down_reason = None
         for key in keys:
             held = [lease for lease, k in self._held.items() if k == key]
-            waiting = [lease for lease, p in self._pending.items() if p.key == key]
+            waiting = [lease for lease, p in self._pending.items() if p.key == key and p.queued]
             capacity = self._endpoints[key].capacity
             args = [capacity, self.ttl_ms, self.channel, len(held), *held, *waiting]
             result = await self._run("RENEW", key, args)
@@ -395,7 +399,7 @@ class RedisSlotStore:
                 )
             for lease in missing:
                 pending = self._pending.get(lease)
-                if pending is not None:  # left the queue (Redis restarted?): queue again
+                if pending is not None and not pending.future.done():  # Redis restarted?
                     await self._enqueue(lease, pending)
 
     async def _listen(self) -> None:

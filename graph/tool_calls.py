@@ -21,7 +21,7 @@ from langchain_core.tools import BaseTool
 
 from endpoints import engine
 from endpoints.config import EndpointConfig
-from endpoints.models import constrain_to_json_schema
+from endpoints.models import constrain_to_json_schema, json_schema_format
 from graph.executor import CallOutcome
 from tools.validation import parameters_of
 
@@ -65,6 +65,23 @@ def first_offer(tool_choice: str, tools: dict[str, BaseTool]) -> Offer | str:
     return Offer({tool_choice: tools[tool_choice]}, "required")
 
 
+CONSTRAINED_STRING_CHARS = 96
+"""Longest string argument a constrained call may write: a small model repeats itself
+until the token cap, which would leave the JSON unfinished."""
+
+
+def bounded_strings(schema: Any) -> Any:
+    """``schema`` with a ``maxLength`` on every string that has none."""
+    if isinstance(schema, list):
+        return [bounded_strings(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: bounded_strings(value) for key, value in schema.items()}
+    if bounded.get("type") == "string" and "maxLength" not in bounded and "enum" not in bounded:
+        bounded["maxLength"] = CONSTRAINED_STRING_CHARS
+    return bounded
+
+
 def call_schema(offer: Offer) -> dict[str, Any]:
     """A JSON schema of one call of an offered tool (or, under ``auto``, a plain answer).
 
@@ -73,7 +90,10 @@ def call_schema(offer: Offer) -> dict[str, Any]:
     options: list[dict[str, Any]] = [
         {
             "type": "object",
-            "properties": {"tool": {"const": name}, "arguments": parameters_of(tool)},
+            "properties": {
+                "tool": {"const": name},
+                "arguments": bounded_strings(parameters_of(tool)),
+            },
             "required": ["tool", "arguments"],
             "additionalProperties": False,
         }
@@ -99,6 +119,13 @@ def bind_offer(
         return model
     tools = list(offer.tools.values())
     if not native:
+        if endpoint.kind == "llamacpp":
+            # In the request body, not as ``response_format``: LangChain would then parse
+            # the answer itself and raise on a call cut at the cap instead of letting us
+            # say so to the model.
+            body = dict(getattr(model, "extra_body", None) or {})
+            body["response_format"] = json_schema_format(call_schema(offer), "tool_call")
+            return model.bind(extra_body=body)
         return constrain_to_json_schema(model, endpoint, call_schema(offer), name="tool_call")
     if endpoint.kind == "ollama":
         return model.bind_tools(tools)  # Ollama has no tool_choice

@@ -26,10 +26,16 @@ from endpoints.pool import get_runtime
 from endpoints.probes import probe_all
 from graph import check_goal_fits
 from kitty.errors import PlanError
-from service.admission import AdmissionTicket, RunAdmission
+from service.admission import AdmissionTicket, RunAdmission, run_leases_for
 from service.errors import RequestError, install_error_handlers
 from service.retention import start_retention
-from service.runs import build_run, run_unless_disconnected, stream_events
+from service.runs import (
+    RunSpec,
+    build_resume,
+    build_run,
+    run_unless_disconnected,
+    stream_events,
+)
 from service.schemas import (
     EndpointInfo,
     EndpointsResponse,
@@ -64,7 +70,8 @@ into one answer plus an optional voice summary.
 
 **Errors** always have the shape `{"error": ..., "field": ...}`: 400 bad JSON, unusable
 plan or a `Host` the service does not answer, 401 missing/wrong token, 413 body too large,
-422 invalid field, 429 too many runs in flight (see `Retry-After`), 503 fleet cannot serve,
+409 the request's `thread_id` is already running, 422 invalid field, 429 too many runs in
+flight (see `Retry-After`), 503 fleet, checkpoint store or slot store cannot serve,
 500 internal error (with an `error_id` found in the service log).
 """
 
@@ -80,6 +87,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Invalid JSON, an unusable plan, or a Host header not served.",
     },
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    409: {
+        "model": ErrorResponse,
+        "description": "The request's thread_id is already running (in any worker).",
+    },
     413: {"model": ErrorResponse, "description": "Request body over the size limit."},
     422: {"model": ErrorResponse, "description": "A field is missing or invalid."},
     429: {
@@ -137,7 +148,7 @@ class _AdmittedStream(EventSourceResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._ticket.release()
+            await self._ticket.release()
 
 
 def _checks_host(settings: ServiceSettings) -> bool:
@@ -160,11 +171,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     config = load_fleet(settings.fleet)
     fleet = _fleet_key(config, settings)
     largest_ctx = max(endpoint.ctx for endpoint in config.all_endpoints())
-    admission = RunAdmission(settings.max_concurrent_runs, settings.retry_after_s)
+    admission = RunAdmission(
+        settings.max_concurrent_runs,
+        settings.retry_after_s,
+        leases=run_leases_for(config.coordination),
+        service=f"{settings.host}:{settings.port}",
+        on_store_down=config.coordination.on_store_down,
+        expected_processes=config.coordination.expected_processes,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await admission.check()  # a store refusing us fails at start, not mid-run
+            stack.callback(admission.close)
             if settings.start_embedded and config.embedded:
                 from ops.embedded import ensure_embedded_fleet
 
@@ -236,14 +256,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         dependencies are done, synthesizes one answer and, with ``voice_mode``, a short
         voice summary. Task failures do not fail the request: they are in ``tasks`` and
         named in ``response``. Disconnecting cancels the run. Beyond the service's
-        ``--max-concurrent-runs`` the answer is 429 with ``Retry-After``.
+        ``--max-concurrent-runs`` the answer is 429 with ``Retry-After``. With a
+        ``thread_id`` (and a checkpointing service) the run continues that thread's
+        unfinished work; a thread already running gets 409.
         """
         spec = await _spec(request, body)
-        ticket = admission.admit()
+        return await _run_admitted(request, spec, await admission.admit())
+
+    async def _run_admitted(request: Request, spec: RunSpec, ticket: AdmissionTicket) -> Any:
         try:
             result = await run_unless_disconnected(request, spec)
         finally:
-            ticket.release()
+            await ticket.release()
         if result is None:
             logger.info("client disconnected; run cancelled")
             return Response(status_code=499)
@@ -274,8 +298,32 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         are plain 4xx responses before the stream starts.
         """
         spec = await _spec(request, body)
-        ticket = admission.admit()
+        ticket = await admission.admit()
         return _AdmittedStream(stream_events(spec), ping=15, ticket=ticket)
+
+    @app.post(
+        "/api/threads/{thread_id}/resume",
+        response_model=QueryResponse,
+        responses=_ERRORS,
+        dependencies=_AUTH,
+        tags=["query"],
+        summary="Continue a checkpointed run's unfinished work",
+    )
+    async def resume_thread(request: Request, thread_id: str) -> Any:
+        """Continue the unfinished work of a checkpoint thread and return the answer.
+
+        Tasks that finished are not run again; the thread's saved settings are used. Needs
+        a service started with ``--checkpoint``. A thread already running, in this or any
+        other worker sharing the slot store, gets 409; one with nothing left to do, 409
+        too. Counts against ``--max-concurrent-runs`` like a new run.
+        """
+        spec = build_resume(
+            thread_id,
+            fleet=fleet,
+            context_overrides=settings.context_overrides,
+            checkpointer=request.app.state.checkpointer,
+        )
+        return await _run_admitted(request, spec, await admission.admit(thread_id))
 
     @app.get(
         "/api/endpoints",
@@ -289,17 +337,21 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """Probe every endpoint of the service's fleet.
 
         Health, busy/total slots, context per slot, model and probe latency of every
-        server, plus this service's limiter for it (slots in use, tasks queued).
+        server, plus this service's limiter for it (slots in use, tasks queued) and,
+        with a shared slot store, the leases and waiters of every process using it.
         """
         runtime = get_runtime(config)
         limiters = runtime.limiters()
         tiers = _tiers_by_endpoint(config)
         endpoints = config.all_endpoints()
         statuses = await probe_all(endpoints, timeout=settings.probe_timeout_s)
+        # Fresh fleet-wide figures: the limiters only see them when this process asks.
+        shared = await runtime.lease_counts()
         infos = []
         for endpoint, status in zip(endpoints, statuses, strict=True):
             limiter = limiters.get(endpoint.name)
             stats = limiter.stats() if limiter is not None else None
+            leases, store_queued = shared.get(endpoint.name, (None, None))
             infos.append(
                 EndpointInfo(
                     name=endpoint.name,
@@ -321,6 +373,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                         queued=stats.queued,
                         peak_in_use=stats.peak_in_use,
                         acquired=stats.acquired,
+                        store=stats.store,
+                        leases=stats.leases if leases is None else leases,
+                        store_queued=stats.store_queued if store_queued is None else store_queued,
                     ),
                 )
             )

@@ -19,10 +19,11 @@ from starlette.requests import Request
 
 from agents.registry import DEFAULT_AGENTS
 from graph.api import astream_goal
+from graph.approval import PlanApproval
 from graph.events import RunFinished
 from graph.plan_validation import check_given_plan
 from graph.schemas import Plan, RunResult
-from kitty.errors import UserError
+from kitty.errors import PlanApprovalRequired, UserError
 from service.errors import (
     RequestError,
     internal_error_body,
@@ -50,12 +51,12 @@ class RunSpec:
     """Everything one run needs, built from a request and the service settings.
 
     Attributes:
-        goal: The query.
+        goal: The query (``None``: continue the thread in ``kwargs``).
         plan: The caller's plan, already checked (``None``: the planner plans).
         kwargs: Keyword arguments for :func:`graph.api.astream_goal`.
     """
 
-    goal: str
+    goal: str | None
     plan: Plan | None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +116,33 @@ def build_run(
     return RunSpec(goal=request.query, plan=plan, kwargs=kwargs)
 
 
+def build_resume(
+    thread_id: str, *, fleet: str, context_overrides: dict[str, Any], checkpointer: Any | None
+) -> RunSpec:
+    """The arguments of a run that continues ``thread_id``'s unfinished work.
+
+    The thread's saved settings are used; the service's ``context_overrides`` and fleet
+    override single fields, as for a new run.
+
+    Raises:
+        RequestError: 503 when the service saves no checkpoints (nothing to resume from).
+    """
+    if checkpointer is None:
+        raise RequestError(
+            503,
+            "this service saves no checkpoints, so it has no thread to continue; start it "
+            "with --checkpoint PATH|URL",
+            "thread_id",
+        )
+    kwargs: dict[str, Any] = {
+        **context_overrides,
+        "fleet": fleet,
+        "checkpointer": checkpointer,
+        "thread_id": thread_id,
+    }
+    return RunSpec(goal=None, plan=None, kwargs=kwargs)
+
+
 def _check_task_tokens(plan: Plan, limit: int) -> None:
     for index, task in enumerate(plan.tasks):
         if task.max_tokens is not None and task.max_tokens > limit:
@@ -156,12 +184,19 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 
 async def run_to_result(spec: RunSpec) -> RunResult:
-    """Run to the end and return the result."""
+    """Run to the end and return the result.
+
+    Raises:
+        PlanApprovalRequired: The run (a resumed thread) stopped at a plan waiting for
+            a decision.
+    """
     result: RunResult | None = None
     async with aclosing(astream_goal(spec.goal, **spec.kwargs)) as events:
         async for event in events:
             if isinstance(event, RunFinished):
                 result = event.result
+            elif isinstance(event, PlanApproval):
+                raise PlanApprovalRequired(event)
     if result is None:  # pragma: no cover - astream_goal always ends with RunFinished
         raise RuntimeError("the run ended without a result")
     return result

@@ -128,6 +128,21 @@ class LimiterInfo(BaseModel):
     queued: int = Field(description="Tasks of this service waiting for a slot now.")
     peak_in_use: int = Field(description="Most slots held at once since start.")
     acquired: int = Field(description="Slots handed out since start.")
+    store: str = Field(
+        default="local",
+        description="Where slots are counted: local (this process) or the redis:// URL "
+        "shared by every process of the fleet (password hidden).",
+    )
+    leases: int | None = Field(
+        default=None,
+        description="Slot leases held by every process sharing the store, as last seen "
+        "(null for the local store).",
+    )
+    store_queued: int | None = Field(
+        default=None,
+        description="Tasks of every process sharing the store waiting for a slot, as last "
+        "seen (null for the local store).",
+    )
 
 
 class EndpointInfo(BaseModel):

@@ -283,8 +283,12 @@ def memory_tools(store: BaseStore, agent: str, user_id: str) -> list[BaseTool]:
             raise ToolError(f"memory.recall failed: {type(exc).__name__}: {exc}") from None
         ranked = rank_by_keywords(query, items)[:limit]
         if not ranked:
-            held = f"{len(items)} notes stored" if items else "nothing stored yet"
-            return f"no stored note matches {query!r} ({held})"
+            if not items:
+                return f"no stored note matches {query!r} (nothing stored yet)"
+            # A small model's query rarely repeats the note's words: show the latest.
+            latest = sorted(items, key=lambda i: i.updated_at, reverse=True)[:limit]
+            lines = [f"- [{item.key}] {item.value.get('text', '')}" for item in latest]
+            return "\n".join([f"no stored note matches {query!r}; the most recent notes:", *lines])
         lines = [
             f"{n}. [{item.key}] {item.value.get('text', '')}" for n, item in enumerate(ranked, 1)
         ]

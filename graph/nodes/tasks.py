@@ -24,6 +24,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
+from endpoints import engine
 from endpoints.config import EndpointConfig
 from endpoints.pool import FleetRuntime, get_runtime
 from graph import prompts
@@ -235,7 +236,8 @@ async def run_task(
     records: list[ToolCallRecord] = []
     warnings = [f"tool source unavailable: {p}" for p in offered.problems]
     if offered.tools or task.tool_choice not in ("auto", "none"):
-        native = await native_support([h.config for h in fleet_runtime.candidates(tiers)])
+        endpoints = [h.config for h in fleet_runtime.candidates(tiers)]
+        native = await native_support(endpoints)
 
         async def base_messages(endpoint: EndpointConfig, reserve: str) -> list[BaseMessage]:
             built = _task_messages(task, goal, deps, system, max_tokens, reserve)(endpoint)
@@ -262,6 +264,9 @@ async def run_task(
             combine=_combined,
             runner=ToolRunner(run_id, task, context.tool_timeout_s),
         )
+        for endpoint in endpoints:
+            if native.get(endpoint.name) is False:
+                engine.mark_tool_calls_unconstrained(endpoint)
         if loop.outcome is None:
             return _failed(task, loop.error or "no tool loop", tools_offered=names)
         outcome, records, warnings = loop.outcome, loop.records, loop.warnings

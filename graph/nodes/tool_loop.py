@@ -41,7 +41,7 @@ logger = logging.getLogger("kitty.graph")
 
 RESUMED_PRIORITY = 1_000_000.0
 """Slot priority of a task's later rounds: ahead of every task that has not started."""
-TOOL_ROUND_MAX_TOKENS = 256
+TOOL_ROUND_MAX_TOKENS = 200
 """Completion cap of a round that must call a tool: a call is short, and a small model
 goes on writing after it until the cap."""
 MAX_CALLS_PER_ROUND = 4
@@ -197,22 +197,35 @@ async def run_tool_loop(
     offer, exchanges, total = first, list[Exchange](), None
     warnings = [f"tool source unavailable: {p}" for p in problems]
     bad_rounds = 0
-    for index in range(rounds):
+    index = 0
+    while index < rounds:
         if index == rounds - 1 or bad_rounds >= MAX_BAD_ROUNDS:
             offer = Offer({}, None)
         messages = _round_builder(base_messages, offer, list(exchanges), native)
-        cap = min(max_tokens, TOOL_ROUND_MAX_TOKENS) if offer.forced else max_tokens
+        # A forced call is not the answer: it gets its own cap, whatever the task's is.
+        cap = TOOL_ROUND_MAX_TOKENS if offer.forced else max_tokens
         outcome = await call_round(messages, offer, cap, RESUMED_PRIORITY if index else 0.0)
         total = outcome if total is None else combine(total, outcome)
         if not outcome.ok:
             break
         calls: list[ParsedCall] = []
         text = outcome.text
+        served_by = outcome.endpoint or ""
         if offer.choice is not None:
-            calls, text = parse_calls(outcome, native.get(outcome.endpoint or "", False))
+            calls, text = parse_calls(outcome, native.get(served_by, False))
+        if not calls and offer.forced and native.get(served_by):
+            # The server took `tools` but did not constrain the call (a template it could
+            # not analyse): constrain this endpoint's calls ourselves from now on.
+            logger.info("%s ignored a required tool call; constraining it with a schema", served_by)
+            native[served_by] = False
+            continue
+        if not calls and offer.forced:
+            # No usable call (cut at the cap, say): the answer comes from a plain round.
+            warnings.append("the model gave no usable call although its tool_choice required one")
+            offer = Offer({}, None)
+            index = max(index + 1, rounds - 1)
+            continue
         if not calls:
-            if offer.forced:
-                warnings.append("the model answered without the tool call its tool_choice required")
             total.text = text
             break
         seen = len(runner.records)
@@ -226,4 +239,5 @@ async def run_tool_loop(
                     "tools (see tool_calls for why each was refused)"
                 )
         offer = Offer(tools, "auto")
+        index += 1
     return LoopResult(total, runner.records, warnings)

@@ -99,7 +99,9 @@ async def test_recall_ranks_by_shared_words_and_says_when_nothing_matches(
 
     # Common words alone do not match every note.
     none = await tools["memory.recall"].ainvoke({"query": "what is the resin?"})
-    assert none == "no stored note matches 'what is the resin?' (4 notes stored)"
+    first, *latest = none.splitlines()
+    assert first == "no stored note matches 'what is the resin?'; the most recent notes:"
+    assert len(latest) == 4 and all(line.startswith("- [") for line in latest)
 
     await remember.ainvoke({"text": "The garage printer is a Prusa MK4", "key": "printer"})
     await remember.ainvoke({"text": "The garage printer is a Voron", "key": "printer"})
