@@ -7,6 +7,7 @@ screen is printed once at the end.
 
 from __future__ import annotations
 
+import json
 import time
 
 from rich.console import Group, RenderableType
@@ -24,6 +25,7 @@ from graph.events import (
     TaskFinished,
     TaskQueued,
     TaskStarted,
+    TaskToolCall,
 )
 from kitty.errors import FleetError
 
@@ -32,6 +34,7 @@ _STATE_STYLE = {
     "waiting": "dim",
     "queued": "yellow",
     "running": "cyan",
+    "tool": "magenta",
     "completed": "green",
     "failed": "bold red",
     "skipped": "magenta",
@@ -152,6 +155,8 @@ def _state_cell(view: RunView, task: TaskView) -> RenderableType:
         return Text(label, style=style)
     if task.state == "running":
         return Spinner("dots", text=Text("running", style=style), style=style)
+    if task.state == "tool":
+        return Spinner("dots", text=Text(f"tool {task.tool}", style=style), style=style)
     if task.state == "cancelled":
         return Text("cancelled", style=style)
     return Text("dispatched" if task.dispatched_at else "pending", style=style)
@@ -250,6 +255,12 @@ def event_line(view: RunView, event: object) -> str | None:
     if isinstance(event, TaskStarted):
         extra = " (fallback)" if event.fallback else ""
         return f"{at}{event.task_id:<8} running on {event.endpoint} #{event.slot}{extra}"
+    if isinstance(event, TaskToolCall):
+        if event.phase == "started":
+            return f"{at}{event.task_id:<8} tool {event.tool} {_args_line(event.args)}"
+        outcome = "ok" if event.ok else ("refused" if event.refused else "failed")
+        why = f": {event.error}" if event.error else ""
+        return f"{at}{event.task_id:<8} tool {event.tool} {outcome} in {event.seconds:.1f} s{why}"
     if isinstance(event, TaskFallback):
         return (
             f"{at}{event.task_id:<8} {event.failed_endpoint} failed: {event.error}; "
@@ -264,3 +275,8 @@ def event_line(view: RunView, event: object) -> str | None:
         )
         return f"{at}{event.task_id:<8} {result.status} {detail}".rstrip()
     return None
+
+
+def _args_line(args: dict[str, object], limit: int = 80) -> str:
+    text = json.dumps(args, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

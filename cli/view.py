@@ -21,12 +21,13 @@ from graph.events import (
     TaskFinished,
     TaskQueued,
     TaskStarted,
+    TaskToolCall,
     TaskWaiting,
 )
 from graph.schemas import Plan, RunResult, TaskResult
 
 TaskState = Literal[
-    "pending", "waiting", "queued", "running", "completed", "failed", "skipped", "cancelled"
+    "pending", "waiting", "queued", "running", "tool", "completed", "failed", "skipped", "cancelled"
 ]
 CANCELLED_ERROR = "cancelled by the user before it finished"
 
@@ -40,7 +41,8 @@ class TaskView:
         agent: Agent name.
         deps: Ids of the tasks it needs.
         state: Where it is: pending, waiting (on deps), queued (for a slot), running,
-            completed, failed, skipped, or cancelled (by Ctrl-C).
+            tool (running a tool, no slot held), completed, failed, skipped, or cancelled
+            (by Ctrl-C).
         endpoint: Endpoint it is queued for or running on.
         slot: Slot it holds while running.
         fallback: The endpoint it runs on belongs to a fallback tier.
@@ -48,6 +50,8 @@ class TaskView:
         dispatched_at: When the plan was dispatched.
         queued_at: When it started waiting for a slot.
         started_at: When its model call started.
+        tool: The tool it is running now.
+        tool_calls: Tool calls it has made so far.
         result: Its result, once it ended.
     """
 
@@ -62,6 +66,8 @@ class TaskView:
     dispatched_at: float | None = None
     queued_at: float | None = None
     started_at: float | None = None
+    tool: str | None = None
+    tool_calls: int = 0
     result: TaskResult | None = None
 
     @property
@@ -123,6 +129,14 @@ class RunView:
                 f"{event.task_id}: {event.failed_endpoint} failed ({event.error}); "
                 f"trying {event.next_endpoint}"
             )
+        elif isinstance(event, TaskToolCall):
+            view = self._task(event.task_id, event.agent)
+            if event.phase == "started":
+                view.state, view.tool, view.slot = "tool", event.tool, None
+                view.tool_calls += 1
+            else:
+                view.state, view.tool = "queued", None
+                view.tool_calls += event.refused  # a refused call never "started"
         elif isinstance(event, TaskFinished):
             self._task(event.task_id, event.agent).finish(event.result)
         elif isinstance(event, RunFinished):

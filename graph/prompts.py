@@ -120,6 +120,7 @@ SYNTHESIS_USER = """Synthesize these task results into one comprehensive, action
 ## Final Answer"""
 
 SYNTHESIS_RESULT = "### {task_id} ({agent}){note}\n{output}\n"
+SYNTHESIS_TOOL_RESULTS = "\nTool results behind it:\n{lines}"
 SYNTHESIS_CUT_NOTE = " (this answer was cut at its length limit and may be incomplete)"
 SYNTHESIS_FAILURES = "\n## Failed tasks (no result)\n{items}\n"
 SYNTHESIS_FAILURE_ITEM = "- {task_id} ({agent}) {status}: {error}"

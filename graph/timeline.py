@@ -33,6 +33,9 @@ WAIT_COLOUR = "#c8c8c8"
 BAR_HEIGHT = 0.56
 WAIT_HEIGHT = 0.14
 WAIT_LABEL = "slot wait (ends where its\ntask's bar starts)"
+TOOL_COLOUR = "#fff2b3"
+TOOL_HEIGHT = 0.55
+TOOL_LABEL = "tool running\n(model slot free)"
 WAIT_MIN_S = 0.005  # shorter slot waits are not drawn
 
 
@@ -175,6 +178,19 @@ def _draw_run(
             linewidth=2.2 if failed else 0.8,
             gid=f"task:{task.task_id}",
         )
+        for number, call in enumerate(c for c in task.tool_calls if c.latency_s > 0):
+            # Tool time inside the task's span: its model slot is free meanwhile.
+            ax.barh(
+                y,
+                call.latency_s,
+                left=call.started_at - origin,
+                height=BAR_HEIGHT * TOOL_HEIGHT,
+                color=TOOL_COLOUR,
+                edgecolor="#555555",
+                hatch="..",
+                linewidth=0.6,
+                gid=f"tool:{task.task_id}:{number}",
+            )
         label = task.task_id + (" ✗" if failed else "")
         if _label_fits(ax, end - start, label, 8.5):
             ax.text(
@@ -254,6 +270,10 @@ def _legend_handles(
     if any(_waited(t) for t in tasks):
         handles.append(
             Patch(facecolor=WAIT_COLOUR, edgecolor="#8c8c8c", hatch="////", label=WAIT_LABEL)
+        )
+    if any(c.latency_s > 0 for t in tasks for c in t.tool_calls):
+        handles.append(
+            Patch(facecolor=TOOL_COLOUR, edgecolor="#555555", hatch="..", label=TOOL_LABEL)
         )
     if any(t.status != "completed" for t in tasks):
         handles.append(

@@ -163,7 +163,7 @@ async def synthesis_messages(
         fields = {"task_id": r.task_id, "agent": r.agent, "note": note}
         # The block's own heading counts against the share too.
         room = share - safe_token_bound(prompts.SYNTHESIS_RESULT.format(output="", **fields))
-        output = await trim_to_tokens(r.output, room, endpoint)
+        output = await trim_to_tokens(r.output + _tool_evidence(r), room, endpoint)
         blocks.append(prompts.SYNTHESIS_RESULT.format(output=output, **fields))
     user = prompts.SYNTHESIS_USER.format(
         goal=state.get("goal", ""),
@@ -226,3 +226,15 @@ async def summarizer(state: OrchestratorState, runtime: Runtime[Context]) -> dic
         "usage": add_usage(state.get("usage", {}), outcome),
         "warnings": warnings,
     }
+
+
+TOOL_EVIDENCE_CHARS = 400
+
+
+def _tool_evidence(result: TaskResult) -> str:
+    """What the task's tools answered: the synthesizer sees the evidence, not just prose."""
+    answered = [c for c in result.tool_calls if c.ok]
+    if not answered:
+        return ""
+    lines = [f"- {c.name}: {c.output[:TOOL_EVIDENCE_CHARS]}" for c in answered]
+    return prompts.SYNTHESIS_TOOL_RESULTS.format(lines="\n".join(lines))

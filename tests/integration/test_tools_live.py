@@ -258,18 +258,21 @@ async def test_fetch_webpage_reads_a_loopback_page_and_refuses_a_blocked_host(
     record = result.tasks[0].tool_calls[0]
     print(f"\nfetch_webpage args {record.args}: ok={record.ok} error={record.error}")
     assert record.name == "fetch_webpage"
-    if record.args.get("url") == url:  # the 135M model usually copies the URL verbatim
+    asked = str(record.args.get("url", ""))
+    assert f"{base_url.split('//')[1]}/hook.html" in asked, record.args
+    if asked == url:
         assert record.ok and PAGE_MARKER in record.output, record
         assert "/hook.html" in seen
+    else:  # SmolLM2 sometimes writes https: the host rules let it through all the same
+        assert "refused" not in (record.error or ""), record.error
     blocked = await run(
         fleet,
         plan("blocked", "researcher", "Read the page http://blocked.test/x", "fetch_webpage"),
     )
     refused = blocked.tasks[0].tool_calls[0]
     print(f"blocked fetch args {refused.args}: error={refused.error}")
-    assert not refused.ok
-    if refused.args.get("url") == "http://blocked.test/x":
-        assert "blocked" in (refused.error or "")
+    assert "blocked.test" in str(refused.args.get("url", "")), refused.args
+    assert not refused.ok and "blocked by [fetch] blocked_hosts" in (refused.error or "")
 
 
 async def test_web_search_asks_searxng_for_json(

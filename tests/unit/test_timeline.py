@@ -152,3 +152,21 @@ def test_plot_plan_lays_tasks_out_by_depth(tmp_path: Path) -> None:
     fig = plot_plan(plan, path)
     assert path.read_bytes()[:8] == PNG_MAGIC
     assert _bars(fig, "node:") == [t.id for t in plan.tasks]
+
+
+def test_tool_time_is_drawn_inside_its_task_bar(tmp_path: Path) -> None:
+    from graph.schemas import ToolCallRecord
+    from graph.timeline import TOOL_LABEL
+
+    run = make_run(with_failures=False)
+    task_1 = run.tasks[0]
+    task_1.tool_calls = [
+        ToolCallRecord(name="web_search", ok=True, started_at=T0 + 0.5, latency_s=1.0),
+        ToolCallRecord(name="fetch_webpage", refused=True, started_at=T0 + 1.6),  # no time
+    ]
+    fig = plot_timeline(run, tmp_path / "tools.png")
+    assert _bars(fig, "tool:") == ["task_1:0"]
+    tool = next(p for ax in fig.axes for p in ax.patches if p.get_gid() == "tool:task_1:0")
+    assert tool.get_x() == pytest.approx(0.5) and tool.get_width() == pytest.approx(1.0)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert TOOL_LABEL in legend

@@ -107,6 +107,8 @@ async def test_named_choice_offers_that_tool_alone_and_its_answer_reaches_the_mo
     assert QUEUE_MARKER in str(reply.content)
     assert "fabrication.check_queue" in first.system and NO_TOOLS not in first.system
     assert result.metrics.tool_calls == 1 and result.metrics.tool_calls_refused == 0
+    [synthesis] = tool_fleet.chat.calls_for(phase="synthesizer")
+    assert QUEUE_MARKER in synthesis.prompt  # the tool's answer reaches the synthesizer
 
 
 async def test_a_tool_outside_the_allowlist_is_refused_and_never_reaches_the_server(
