@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from agents.registry import AgentSpec
 from endpoints.config import FleetConfig
 from graph.checkpoint import default_checkpoint_location
 from graph.context import Context
-from tools.toolset import OfferedTools, configured, tools_for
+from tools.toolset import OfferedTools, configured, tools_for, unprovided
+
+logger = logging.getLogger("kitty.tools")
 
 
 def allowlist(agent: AgentSpec, context: Context) -> list[str]:
@@ -22,6 +25,25 @@ def allowlist(agent: AgentSpec, context: Context) -> list[str]:
 def configured_tools(agent: AgentSpec, context: Context, fleet: FleetConfig) -> list[str]:
     """Tools of the agent some configured source provides (nothing is started)."""
     return configured(allowlist(agent, context), fleet, context.tools)
+
+
+_warned: set[str] = set()
+
+
+def warn_unprovided(
+    agents: Mapping[str, AgentSpec],
+    context: Context,
+    fleet: FleetConfig,
+    found: Mapping[str, Sequence[str]],
+) -> None:
+    """Log once per fleet file which allowlisted tools no source provides."""
+    key = fleet.source or fleet.name
+    if key in _warned:
+        return
+    _warned.add(key)
+    allowlists = {name: allowlist(agent, context) for name, agent in agents.items()}
+    if (warning := unprovided(allowlists, found, fleet)) is not None:
+        logger.warning("%s", warning)
 
 
 def memory_path() -> Path:

@@ -10,7 +10,7 @@ offered; a server that fails to start is reported, and the task goes on without 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,21 +69,32 @@ def configured(
 
 
 def unprovided(
-    agents: dict[str, Sequence[str]], fleet: FleetConfig, python_tools: Sequence[BaseTool] = ()
-) -> list[str]:
-    """One warning per allowlisted tool that no configured source provides."""
+    agents: Mapping[str, Sequence[str]], found: Mapping[str, Sequence[str]], fleet: FleetConfig
+) -> str | None:
+    """One warning naming every allowlisted tool that no source provides, by agent.
+
+    Args:
+        agents: Agent -> its allowlist.
+        found: Agent -> the tools its sources really provide this run.
+        fleet: The fleet (its MCP servers are named in the warning).
+
+    Returns:
+        The warning, or ``None`` when every allowlisted tool has a source.
+    """
+    missing = {
+        agent: [e for e in allowlist if not any(allows([e], n) for n in found.get(agent, ()))]
+        for agent, allowlist in agents.items()
+    }
+    parts = [f"{agent}: {', '.join(names)}" for agent, names in missing.items() if names]
+    if not parts:
+        return None
     servers = ", ".join(sorted(fleet.mcp)) or "none"
-    warnings = []
-    for agent, allowlist in agents.items():
-        have = set(configured(allowlist, fleet, python_tools))
-        for entry in allowlist:
-            if entry not in have:
-                warnings.append(
-                    f"agent {agent!r} may call {entry!r} but no source provides it (MCP "
-                    f"servers configured: {servers}); add it to the fleet file or pass it "
-                    "with tools=[...]"
-                )
-    return warnings
+    return (
+        f"allowlisted tools that no source provides ({'; '.join(parts)}); MCP servers "
+        f"configured: {servers}. Add [mcp.NAME] servers, [search] searxng_url or [fetch] to "
+        "the fleet file, or pass Python tools with tools=[...]; until then these agents "
+        "run without them"
+    )
 
 
 @dataclass

@@ -17,7 +17,7 @@ from endpoints.config import EndpointConfig
 from endpoints.models import constrain_to_json_schema
 from endpoints.pool import FleetRuntime
 from graph import prompts
-from graph.agent_tools import available_tools
+from graph.agent_tools import available_tools, warn_unprovided
 from graph.budget import check_goal_fits
 from graph.context import Context
 from graph.events import (
@@ -105,6 +105,8 @@ async def make_plan(
         PlanError: The planner answered twice with unusable output.
     """
     names = list(agents)
+    tools = await available_tools(agents, context, fleet_runtime.fleet)
+    warn_unprovided(agents, context, fleet_runtime.fleet, tools)
     schema = plan_json_schema(names, context.max_tasks)
     messages = [
         SystemMessage(prompts.PLANNER_SYSTEM),
@@ -113,7 +115,7 @@ async def make_plan(
                 goal,
                 list(agents.values()),
                 context.max_tasks,
-                await available_tools(agents, context, fleet_runtime.fleet),
+                tools,
             )
         ),
     ]

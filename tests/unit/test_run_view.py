@@ -200,3 +200,30 @@ def test_partial_result_after_cancel_keeps_finished_tasks() -> None:
 
 def test_no_partial_result_before_a_plan() -> None:
     assert RunView(goal="hook").partial_result() is None
+
+
+def test_a_task_running_a_tool_shows_the_tool_and_holds_no_slot() -> None:
+    from cli.render import event_line
+    from graph.events import TaskToolCall
+
+    view = RunView("hook")
+    view.set_plan(PLAN, 0.0)
+    view.apply(started("task_1", "tools-a", "tools", 0, 1.0))
+    call = TaskToolCall(
+        run_id="r",
+        task_id="task_1",
+        agent="researcher",
+        tool="web_search",
+        phase="started",
+        args={"query": "hooks"},
+        at=1.5,
+    )
+    view.apply(call)
+    task = view.tasks["task_1"]
+    assert task.state == "tool" and task.tool == "web_search" and task.slot is None
+    assert "tool web_search" in render(view)
+    assert 'tool web_search {"query": "hooks"}' in (event_line(view, call) or "")
+    done = call.model_copy(update={"phase": "finished", "ok": True, "seconds": 0.4})
+    view.apply(done)
+    assert task.state == "queued" and task.tool is None and task.tool_calls == 1
+    assert "web_search ok in 0.4 s" in (event_line(view, done) or "")

@@ -234,10 +234,17 @@ async def test_python_tools_run_off_the_model_slot(tool_fleet: ToolFleet) -> Non
     assert events[-1].ok and events[-1].seconds >= 0
 
 
-async def test_the_planner_is_told_which_tools_each_agent_has(tool_fleet: ToolFleet) -> None:
-    await run(tool_fleet, plan(task("x", "coder")))
-    await arun_goal("Print a hook", fleet=tool_fleet.path)
-    [planner] = tool_fleet.chat.calls_for(phase="planner")
+async def test_the_planner_is_told_which_tools_each_agent_has(
+    tool_fleet: ToolFleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="kitty.tools"):
+        await run(tool_fleet, plan(task("x", "coder")))
+        await arun_goal("Print a hook", fleet=tool_fleet.path)
+        await arun_goal("Print a hook", fleet=tool_fleet.path)
+    [warning] = [r.getMessage() for r in caplog.records if "no source provides" in r.getMessage()]
+    assert "fabricator: fabrication.open_in_slicer, fabrication.segment_mesh;" in warning
+    assert "MCP servers configured: fabrication, ghost" in warning
+    planner = tool_fleet.chat.calls_for(phase="planner")[0]
     assert "- fabricator:" in planner.prompt
     line = next(ln for ln in planner.prompt.splitlines() if ln.startswith("- fabricator:"))
     # what the server really provides, not the allowlist (which also names tools it lacks)
