@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.tools import render_tools
+
 JSON_NAME = "results.json"
 MARKDOWN_NAME = "results.md"
 VARIANTS = ["sequential", "waves", "product", "oracle"]
@@ -213,6 +215,7 @@ SECTIONS = [
     ("scale", "Scale", _scale),
     ("sim", "Simulated fleet (SIMULATED)", _simulated),
     ("service", "HTTP service vs direct API", _service),
+    ("tools", "Tool calls: validity and slot release", render_tools),
 ]
 
 

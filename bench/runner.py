@@ -24,6 +24,7 @@ def _suites() -> dict[str, Suite]:
     from bench.scheduling import run_scheduling
     from bench.service_overhead import run_service
     from bench.simulated import run_simulated
+    from bench.tools import run_tools
 
     return {
         "scheduling": run_scheduling,
@@ -32,10 +33,11 @@ def _suites() -> dict[str, Suite]:
         "scale": run_scale,
         "sim": run_simulated,
         "service": run_service,
+        "tools": run_tools,
     }
 
 
-SUITE_NAMES = ["scheduling", "overhead", "planner", "scale", "sim", "service"]
+SUITE_NAMES = ["scheduling", "overhead", "planner", "scale", "sim", "service", "tools"]
 
 
 def resolve(selection: str) -> list[str]:
