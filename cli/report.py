@@ -50,6 +50,15 @@ def metrics_table(result: RunResult) -> Table:
         ("fallbacks", str(m.fallbacks)),
         ("warnings", str(len(result.warnings))),
     ]
+    if m.tool_calls:
+        rows.insert(
+            -2,
+            (
+                "tool calls",
+                f"{m.tool_calls} ({m.tool_calls_refused} refused, {m.tool_calls_failed} failed), "
+                f"{m.tool_s:.1f} s off the model slots",
+            ),
+        )
     for name, value in rows:
         table.add_row(name, value)
     return table
