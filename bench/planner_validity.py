@@ -3,7 +3,8 @@
 Every goal goes through :func:`graph.nodes.make_plan`, all at once. For each plan:
 
 - *schema-valid*: the planner's final raw output validates against the JSON schema it
-  was constrained to (llama.cpp grammar) - checked here by a small validator;
+  was constrained to (llama.cpp grammar), checked with ``jsonschema``;
+- *no repair*: the product kept the raw plan as it was (no repair warning);
 - *acyclic*: its raw dependency graph has no cycle (before the product's repairs; a
   task depending on itself counts as a cycle, and is also reported separately);
 - tasks, parallelism (tasks / critical-path length of the repaired plan) and the repair
@@ -19,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from typing import Any
+
+import jsonschema
 
 from bench.env import BenchEnv
 from endpoints.config import FleetConfig, TierConfig
@@ -80,38 +82,13 @@ class _RetryCounter(logging.Handler):
             self.count += 1
 
 
-def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
-    """Violations of the JSON-schema subset the planner schema uses (empty when valid)."""
-    errors: list[str] = []
-    kind = schema.get("type")
-    checks = {"object": dict, "array": list, "string": str}
-    if kind in checks and not isinstance(value, checks[kind]):
-        return [f"{path}: expected {kind}"]
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: {value!r} not in enum")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{path}: shorter than {schema['minLength']}")
-        if len(value) > schema.get("maxLength", len(value)):
-            errors.append(f"{path}: longer than {schema['maxLength']}")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{path}: does not match {schema['pattern']}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{path}: fewer than {schema['minItems']} items")
-        if len(value) > schema.get("maxItems", len(value)):
-            errors.append(f"{path}: more than {schema['maxItems']} items")
-        for index, item in enumerate(value):
-            errors += schema_errors(item, schema.get("items", {}), f"{path}[{index}]")
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        errors += [f"{path}: missing {k}" for k in schema.get("required", []) if k not in value]
-        if schema.get("additionalProperties") is False:
-            errors += [f"{path}: unexpected {k}" for k in value if k not in properties]
-        for key, sub in properties.items():
-            if key in value:
-                errors += schema_errors(value[key], sub, f"{path}.{key}")
-    return errors
+def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Violations of ``schema`` (JSON Schema 2020-12, as the planner sends it); empty: valid."""
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+        for e in validator.iter_errors(value)
+    ]
 
 
 def has_cycle(raw_tasks: list[Any], *, self_loops: bool = True) -> bool:
@@ -258,6 +235,7 @@ async def run_planner(env: BenchEnv) -> dict[str, Any]:
         "mean_parallelism": mean("parallelism"),
         "repairs_total": sum(r["repairs"] for r in planned),
         "plans_repaired": sum(1 for r in planned if r["repairs"]),
+        "no_repair_pct": _pct(sum(1 for r in from_model if not r["repairs"]), n),
         "retries": counter.count,
         "wall_s": round(wall, 2),
     }
@@ -265,6 +243,7 @@ async def run_planner(env: BenchEnv) -> dict[str, Any]:
         f"  {n} goals: {summary['schema_valid_pct']}% schema-valid, "
         f"{summary['acyclic_pct']}% acyclic, {summary['mean_tasks']} tasks/plan, "
         f"parallelism {summary['mean_parallelism']}, {summary['repairs_total']} repairs, "
+        f"{summary['no_repair_pct']}% needed none, "
         f"{counter.count} retries ({wall:.0f}s)"
     )
     return {"summary": summary, "plans": records}

@@ -80,6 +80,16 @@ def serve_command(
             help="Runs in flight at once; more get 429 with Retry-After. 0: no limit.", min=0
         ),
     ] = DEFAULT_MAX_CONCURRENT_RUNS,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="uvicorn worker processes sharing the port. More than 1 needs the Redis "
+            "slot store (KITTY_SLOT_STORE or [coordination] slot_store), so caps, "
+            "--max-concurrent-runs and thread resumes hold for all workers together, and "
+            "a SQLite file or Postgres for --checkpoint.",
+        ),
+    ] = 1,
     keep_days: Annotated[
         float | None,
         typer.Option(
@@ -94,7 +104,7 @@ def serve_command(
     Token: env KITTY_API_TOKEN (not a flag: flags show in process lists). Docs at /docs.
     """
     from ops.embedded import ensure_embedded_fleet, port_is_free
-    from service.server import serve
+    from service.server import check_workers, serve
 
     try:
         overrides = parse_context_pairs(context or [])
@@ -117,6 +127,7 @@ def serve_command(
     except ValidationError as exc:
         raise SettingsError(format_validation_error(exc.errors())) from None
     check_location(checkpoint)
+    check_workers(workers, fleet, checkpoint)
     if port and ":" not in host and not port_is_free(host, port):
         raise UserError(f"port {port} on {host} is already in use; pick another with --port")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -127,4 +138,4 @@ def serve_command(
     config = load_fleet(fleet)
     if config.embedded:
         ensure_embedded_fleet(config)  # a clean error now instead of a startup traceback
-    serve(settings, log_level=log_level)
+    serve(settings, log_level=log_level, workers=workers, checkpoint=checkpoint)

@@ -167,6 +167,14 @@ class FleetConfig(BaseModel):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     source: str = ""
 
+    @field_validator("fetch", "memory", mode="before")
+    @classmethod
+    def _table_turns_tool_on(cls, value: object) -> object:
+        # A built-in is offered when its table is in the file (even an empty one).
+        if isinstance(value, dict) and "enabled" not in value:
+            return {**value, "enabled": True}
+        return value
+
     @model_validator(mode="after")
     def _unique_endpoints(self) -> FleetConfig:
         seen: dict[str, str] = {}

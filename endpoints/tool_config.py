@@ -67,7 +67,8 @@ class FetchSettings(BaseModel):
     """``fetch_webpage``: what may be fetched and how much.
 
     Attributes:
-        enabled: Offer the tool at all.
+        enabled: Offer the tool: on when the fleet file has a ``[fetch]`` table (unless
+            it says ``enabled = false``), off without one.
         allowed_hosts: Hosts allowed even on private or loopback addresses.
         blocked_hosts: Hosts never fetched (a leading ``.`` blocks subdomains too).
         allow_private: Allow every private, loopback and link-local address.
@@ -78,7 +79,7 @@ class FetchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
     blocked_hosts: list[str] = Field(default_factory=list)
     allow_private: bool = False
@@ -108,7 +109,8 @@ class MemorySettings(BaseModel):
     """``memory.store`` / ``memory.recall`` on LangGraph's ``BaseStore``.
 
     Attributes:
-        enabled: Offer the tools at all.
+        enabled: Offer the tools: on when the fleet file has a ``[memory]`` table (unless
+            it says ``enabled = false``), off without one.
         store: ``sqlite:PATH`` / a ``.sqlite`` path, or ``postgresql://...``; default: a
             SQLite file beside the checkpoints.
         embeddings_endpoint: Name of a fleet endpoint serving ``/v1/embeddings``; with it
@@ -118,7 +120,7 @@ class MemorySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = False
     store: str | None = None
     embeddings_endpoint: str | None = None
     user_id: str = "default"

@@ -8,11 +8,11 @@ from agents.registry import AgentSpec
 
 PLANNER_SYSTEM = "You are a task planning expert. Output valid JSON only."
 
-PLANNER_USER = """Decompose this goal into {max_tasks} or fewer specific subtasks.
+# The goal comes last: everything before it is the same for every goal of a fleet, so
+# llama.cpp serves it from the prompt cache and only the goal is evaluated anew.
+PLANNER_USER = """Decompose the goal given at the end into {max_tasks} or fewer specific subtasks.
 Maximize parallelism by minimizing dependencies where possible.
 Assign each task to the most appropriate agent.
-
-Goal: {goal}
 
 Available agents:
 {agents}
@@ -28,7 +28,9 @@ Respond with a JSON object {{"tasks": [...]}}, each task with "id" (task_1, task
   {{"id": "task_2", "agent": "{second}", "description": "...", "dependencies": []}},
   {{"id": "task_3", "agent": "{third}", "description": "...",
     "dependencies": ["task_1", "task_2"]}}
-]}}"""
+]}}
+
+Goal: {goal}"""
 
 
 def planner_user(
@@ -37,7 +39,7 @@ def planner_user(
     max_tasks: int,
     tools: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
-    """The planner's request: agents, their tools and rules (``planner_hint``), the goal.
+    """The planner's request: agents, their tools and rules (``planner_hint``), then the goal.
 
     Every agent name in it comes from the registry: a fleet with other agents gets a
     prompt about its own agents. ``tools`` maps an agent to the tools it really has this

@@ -38,8 +38,73 @@ from graph.state import OrchestratorState
 logger = logging.getLogger("kitty.graph")
 
 
-def plan_json_schema(agent_names: list[str], max_tasks: int) -> dict[str, Any]:
-    """JSON schema the planner's output is constrained to (llama.cpp grammar-enforced)."""
+MAX_DEPENDENCIES = 3
+"""Most dependencies a planned task may list: fewer edges, wider plans (issue: parallelism)."""
+
+
+def _task_schema(position: int, agent_names: list[str], max_dependencies: int) -> dict[str, Any]:
+    """Task ``position`` (1-based): id ``task_<position>``, dependencies on earlier ids only."""
+    earlier = [f"task_{number}" for number in range(1, position)]
+    dependencies: dict[str, Any] = {"type": "array", "maxItems": 0, "prefixItems": []}
+    if earlier:
+        dependencies = {
+            "type": "array",
+            "items": {"type": "string", "enum": earlier},
+            "maxItems": min(max_dependencies, len(earlier)),
+        }
+    return {
+        "type": "object",
+        # The model writes what the task does before what it needs: dependencies chosen
+        # after the description are the ones it uses (and the order is the grammar's).
+        "properties": {
+            "id": {"type": "string", "const": f"task_{position}"},
+            "agent": {"type": "string", "enum": agent_names},
+            "description": {"type": "string", "minLength": 8, "maxLength": 160},
+            "dependencies": dependencies,
+        },
+        "required": ["id", "agent", "description", "dependencies"],
+        "additionalProperties": False,
+    }
+
+
+def plan_json_schema(
+    agent_names: list[str], max_tasks: int, *, max_dependencies: int = MAX_DEPENDENCIES
+) -> dict[str, Any]:
+    """JSON schema of a plan that is a valid DAG by construction (llama.cpp grammar).
+
+    Task k has the id ``task_k`` and depends only on ``task_1 … task_{k-1}``: cycles,
+    self or unknown dependencies and duplicate ids cannot be generated. llama.cpp turns
+    ``prefixItems`` into a fixed-length tuple, so each plan length 1..``max_tasks`` is one
+    ``anyOf`` branch over shared ``$defs`` tasks (the grammar stays linear in tasks).
+    ``items`` is left out: llama.cpp answers ``"items": false`` with HTTP 400.
+    ``uniqueItems`` is not enforced there, so repeated dependencies are deduplicated
+    after parsing.
+    """
+    defs = {
+        f"task_{k}": _task_schema(k, agent_names, max_dependencies) for k in range(1, max_tasks + 1)
+    }
+    lengths = [
+        {
+            "type": "array",
+            "prefixItems": [{"$ref": f"#/$defs/task_{k}"} for k in range(1, count + 1)],
+            "minItems": count,
+            "maxItems": count,
+        }
+        for count in range(1, max_tasks + 1)
+    ]
+    return {
+        "type": "object",
+        "properties": {
+            "tasks": {"type": "array", "minItems": 1, "maxItems": max_tasks, "anyOf": lengths}
+        },
+        "required": ["tasks"],
+        "additionalProperties": False,
+        "$defs": defs,
+    }
+
+
+def loose_plan_json_schema(agent_names: list[str], max_tasks: int) -> dict[str, Any]:
+    """The plan schema for engines whose grammar may lack tuples (Ollama): repair follows."""
     task_id = {"type": "string", "pattern": "^task_[1-9][0-9]?$"}
     return {
         "type": "object",
@@ -71,10 +136,15 @@ def plan_json_schema(agent_names: list[str], max_tasks: int) -> dict[str, Any]:
 
 
 def _planner_model(
-    fleet_runtime: FleetRuntime, schema: dict[str, Any], max_tokens: int
+    fleet_runtime: FleetRuntime, agent_names: list[str], max_tasks: int, max_tokens: int
 ) -> ModelBuilder:
     def build(endpoint: EndpointConfig) -> Runnable[Any, Any]:
         model = fleet_runtime.chat_model(endpoint, temperature=0.3, max_tokens=max_tokens)
+        schema = (
+            loose_plan_json_schema(agent_names, max_tasks)
+            if endpoint.kind == "ollama"
+            else plan_json_schema(agent_names, max_tasks)
+        )
         return constrain_to_json_schema(model, endpoint, schema, name="plan")
 
     return build
@@ -86,6 +156,10 @@ def _parse_plan_json(text: str) -> list[Any]:
         data = data.get("tasks")
     if not isinstance(data, list):
         raise ValueError("expected an object with a 'tasks' list")
+    for task in data:  # the grammar cannot enforce uniqueItems: drop repeats, keep order
+        if isinstance(task, dict) and isinstance(task.get("dependencies"), list):
+            deps = task["dependencies"]
+            task["dependencies"] = [d for i, d in enumerate(deps) if d not in deps[:i]]
     return data
 
 
@@ -107,7 +181,6 @@ async def make_plan(
     names = list(agents)
     tools = await available_tools(agents, context, fleet_runtime.fleet)
     warn_unprovided(agents, context, fleet_runtime.fleet, tools)
-    schema = plan_json_schema(names, context.max_tasks)
     messages = [
         SystemMessage(prompts.PLANNER_SYSTEM),
         HumanMessage(
@@ -126,7 +199,7 @@ async def make_plan(
             fleet_runtime,
             usable_tiers(fleet_runtime, context.planner_tiers),
             messages,
-            _planner_model(fleet_runtime, schema, context.planner_max_tokens),
+            _planner_model(fleet_runtime, names, context.max_tasks, context.planner_max_tokens),
             config={"tags": ["kitty:planner"]},
             slot_timeout_s=context.slot_timeout_s,
             call_timeout_s=context.task_timeout_s,

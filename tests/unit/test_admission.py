@@ -278,3 +278,31 @@ async def test_local_places_are_given_back() -> None:
     assert admission.in_flight == 1
     await again.release()
     assert admission.in_flight == 0
+
+
+# --- kitty-orch serve --workers -------------------------------------------------------
+
+
+def test_several_workers_without_redis_are_refused_saying_why_and_how(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import commands  # noqa: F401  (registers `serve`)
+    from cli.app import app as cli_app
+
+    monkeypatch.delenv("KITTY_SLOT_STORE", raising=False)
+    result = CliRunner().invoke(cli_app, ["serve", "--workers", "3", "--port", str(free_port())])
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "--workers 3 needs a shared slot store" in text
+    assert "every worker would take every slot" in text
+    assert "KITTY_SLOT_STORE=redis://" in text
+
+
+def test_several_workers_with_memory_checkpoints_are_refused(shared_store: str) -> None:
+    from service.server import check_workers
+
+    with pytest.raises(SettingsError, match="its own threads"):
+        check_workers(2, "embedded", "memory")
+    check_workers(2, "embedded", None)  # Redis store + the SQLite default: fine

@@ -10,7 +10,7 @@ from graph.nodes import plan_json_schema
 
 def test_plan_schema_enumerates_registered_agents() -> None:
     schema = plan_json_schema(list(DEFAULT_AGENTS), 6)
-    item = schema["properties"]["tasks"]["items"]
+    item = schema["$defs"]["task_1"]
     assert item["properties"]["agent"]["enum"] == list(DEFAULT_AGENTS)
     assert schema["properties"]["tasks"]["maxItems"] == 6
     assert set(item["required"]) == {"id", "agent", "description", "dependencies"}

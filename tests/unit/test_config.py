@@ -12,6 +12,7 @@ from endpoints.config import (
     FleetError,
     available_profiles,
     load_fleet,
+    profiles_dir,
     resolve_fleet_path,
 )
 
@@ -211,3 +212,14 @@ def test_model_roundtrip() -> None:
     fleet = load_fleet("m3-ultra")
     again = FleetConfig.model_validate(fleet.model_dump())
     assert again == fleet
+
+
+def test_a_builtin_tool_table_turns_the_tool_on(tmp_path: Path) -> None:
+    base = (profiles_dir() / "embedded.toml").read_text()
+    plain = tmp_path / "plain.toml"
+    plain.write_text(base)
+    assert not load_fleet(plain).fetch.enabled and not load_fleet(plain).memory.enabled
+    tables = tmp_path / "tables.toml"
+    tables.write_text(base + "\n[fetch]\n\n[memory]\nenabled = false\n")
+    loaded = load_fleet(tables)
+    assert loaded.fetch.enabled and not loaded.memory.enabled

@@ -80,7 +80,7 @@ def site() -> Iterator[str]:
 
 
 def _tool(**settings: object) -> BaseTool:
-    tool = fetch_webpage_tool(FetchSettings.model_validate(settings))
+    tool = fetch_webpage_tool(FetchSettings.model_validate({"enabled": True, **settings}))
     assert tool is not None
     return tool
 
@@ -198,4 +198,4 @@ async def test_http_errors_and_binary_pages_are_tool_errors(site: str) -> None:
 
 
 def test_disabled_fetch_is_not_offered() -> None:
-    assert fetch_webpage_tool(FetchSettings(enabled=False)) is None
+    assert fetch_webpage_tool(FetchSettings()) is None  # no [fetch] table: not offered

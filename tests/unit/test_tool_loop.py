@@ -58,6 +58,7 @@ def tool_fleet(tmp_path: Path, fresh_fleet_state: None) -> Iterator[ToolFleet]:
     log = tmp_path / "calls.jsonl"
     text += _mcp_table("fabrication", sys.executable, ["-m", "tests.mcp_servers.fabrication"], log)
     text += _mcp_table("ghost", "/nonexistent/ghost-mcp", [], log)
+    text += f"\n[memory]\nstore = {json.dumps(str(tmp_path / 'memory.sqlite'))}\n"
     path.write_text(text)
     chat = FakeChat().install(str(path))
     yield ToolFleet(str(path), chat, log)
