@@ -7,7 +7,9 @@ threads of one process. The ``redis`` store (:mod:`endpoints.redis_slots`) holds
 in Redis so caps hold across processes and hosts.
 
 Waiters are granted in priority order (higher first), first come first served among equal
-priorities. Slot numbers (lowest free first) give timelines one lane per slot; they are
+priorities. In-process, a waiter's priority grows by :data:`AGING_PER_S` per second it
+waits, so a stream of higher-priority arrivals can pass a waiter only for a bounded time.
+Slot numbers (lowest free first) give timelines one lane per slot; they are
 ours, not the server's slot ids.
 """
 
@@ -239,6 +241,16 @@ class SlotNumbers:
 
 _tickets = itertools.count()
 
+AGING_PER_S = 50.0
+"""Priority a waiter gains per second of waiting (priorities are tokens of work ahead).
+
+A waiter is passed by a newcomer only while the newcomer's priority exceeds its own by
+more than ``waited_s * AGING_PER_S``: a 20 000-token gap (a 20-task chain of 1024-token
+tasks against a leaf) is closed after 400 s, inside the default 600 s slot timeout.
+Aging is the same for everyone, so it is a fixed key per waiter: ``priority -
+enqueued_at * AGING_PER_S``, and the wait order never needs re-sorting.
+"""
+
 
 @dataclass(eq=False)
 class _Waiter:
@@ -264,16 +276,20 @@ class LocalSlots:
     Args:
         name: Endpoint name, used in errors and stats.
         capacity: Number of slots.
+        clock: Seconds for aging (monotonic; a test passes its own).
     """
 
-    def __init__(self, name: str, capacity: int) -> None:
+    def __init__(
+        self, name: str, capacity: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         _check_capacity(name, capacity)
         self.name = name
+        self._clock = clock
         self._lock = threading.Lock()
         self._capacity = capacity
         self._free: list[int] = list(range(capacity))
         self._in_use: set[int] = set()
-        self._waiters: list[_Waiter] = []  # sorted by (-priority, ticket)
+        self._waiters: list[_Waiter] = []  # sorted by (-aged priority, ticket)
         self._counters = SlotCounters()
 
     @property
@@ -339,6 +355,8 @@ class LocalSlots:
     async def acquire(self, timeout: float | None = None, *, priority: float = 0.0) -> int:
         """Wait for a free slot: higher ``priority`` first, first come first served within one.
 
+        The priority ages while the waiter waits (:data:`AGING_PER_S`).
+
         Raises:
             SlotTimeoutError: No slot was free within ``timeout`` seconds.
         """
@@ -346,7 +364,8 @@ class LocalSlots:
         with self._lock:
             if self._free and not self._waiters:
                 return self._take(heapq.heappop(self._free))
-            waiter = _Waiter(loop, loop.create_future(), (-priority, next(_tickets)))
+            aged = priority - self._clock() * AGING_PER_S
+            waiter = _Waiter(loop, loop.create_future(), (-aged, next(_tickets)))
             bisect.insort(self._waiters, waiter, key=lambda w: w.order)
         started = time.perf_counter()
         try:

@@ -57,6 +57,7 @@ class TaskStarted(_Event):
     tier: str
     slot: int
     fallback: bool = False
+    priority: float = 0.0
 
 
 class TaskFallback(_Event):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -112,6 +112,24 @@ def critical_path_length(tasks: list[Task]) -> int:
     for task in topological_order(tasks):
         depth[task.id] = 1 + max((depth[d] for d in task.dependencies if d in depth), default=0)
     return max(depth.values(), default=0)
+
+
+def remaining_critical_path(tasks: list[Task], cost: Callable[[Task], float]) -> dict[str, float]:
+    """Per task id: its own ``cost`` plus the costliest chain of tasks that build on it.
+
+    The slot priority of a task (issue 13): granting slots to the longest remaining path
+    first keeps a long chain from waiting behind short independent tasks.
+    """
+    children: dict[str, list[str]] = {t.id: [] for t in tasks}
+    for task in tasks:
+        for dep in task.dependencies:
+            if dep in children:
+                children[dep].append(task.id)
+    remaining: dict[str, float] = {}
+    for task in reversed(topological_order(tasks)):
+        after = max((remaining[c] for c in children[task.id]), default=0.0)
+        remaining[task.id] = cost(task) + after
+    return remaining
 
 
 def _coerce_task(raw: Any, index: int, warnings: list[str]) -> dict[str, Any] | None:

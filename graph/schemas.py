@@ -204,6 +204,8 @@ class TaskResult(BaseModel):
         tools_offered: Names of the tools the task was offered.
         warnings: Things the user should know about a completed task (a tool source that
             did not start, tool rounds that ran out, arguments that never validated).
+        priority: Its slot priority: tokens on its remaining critical path (its own cap
+            plus the longest chain of tasks after it); a freed slot goes to the highest.
     """
 
     task_id: str
@@ -230,6 +232,7 @@ class TaskResult(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     tools_offered: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    priority: float = 0.0
 
 
 class EndpointUsage(BaseModel):

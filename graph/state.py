@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from graph.schemas import Plan, Task, TaskResult
 
@@ -61,10 +61,15 @@ class OrchestratorState(TypedDict, total=False):
 
 
 class AgentInput(TypedDict):
-    """Payload of one ``Send("agent", ...)``: a task and what it needs to run."""
+    """Payload of one ``Send("agent", ...)``: a task and what it needs to run.
+
+    ``priority`` is the task's slot priority: its remaining critical path in tokens
+    (absent in payloads checkpointed before it existed: 0).
+    """
 
     run_id: str
     goal: str
     task: Task
     plan_ids: list[str]
     extra: dict[str, Any]
+    priority: NotRequired[float]

@@ -282,7 +282,7 @@ def run_leases_for(coordination: CoordinationConfig) -> RunLeases:
         SettingsError: The store URL is malformed.
     """
     url = coordination.store_url()
-    if True:
+    if url == LOCAL_STORE:
         return LocalRunLeases()
     return RedisRunLeases(url, ttl_s=coordination.lease_ttl_s)
 

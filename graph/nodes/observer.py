@@ -18,9 +18,10 @@ class TaskObserver:
     cut short by the run deadline, whose result would otherwise lose it.
     """
 
-    def __init__(self, run_id: str, task: Task) -> None:
+    def __init__(self, run_id: str, task: Task, priority: float = 0.0) -> None:
         self.run_id = run_id
         self.task = task
+        self.priority = priority
         self.endpoint: str | None = None
         self.slot: int | None = None
         self.fallback = False
@@ -65,6 +66,7 @@ class TaskObserver:
                 tier=handle.tier,
                 slot=slot,
                 fallback=fallback,
+                priority=self.priority,
             )
         )
 

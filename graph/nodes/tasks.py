@@ -39,6 +39,7 @@ from graph.executor import CallOutcome, MessageBuilder, ModelBuilder, call_model
 from graph.nodes.common import context_of, emit, usable_tiers
 from graph.nodes.observer import TaskObserver
 from graph.nodes.tool_loop import ToolRunner, run_tool_loop
+from graph.plan_validation import remaining_critical_path
 from graph.registry import CompletionRegistry, forget, persist_result, registry_for
 from graph.schemas import Task, TaskResult, TaskStatus, ToolCallRecord
 from graph.state import AgentInput, OrchestratorState
@@ -48,11 +49,20 @@ from tools.toolset import OfferedTools
 logger = logging.getLogger("kitty.graph")
 
 
+def _own_tokens(task: Task) -> float:
+    agent = DEFAULT_AGENTS.get(task.agent)
+    return float(task.max_tokens or (agent.max_tokens if agent else 0))
+
+
 def dispatch(state: OrchestratorState) -> list[Send]:
-    """Send every task at once; each waits for its own dependencies inside ``agent``."""
+    """Send every task at once; each waits for its own dependencies inside ``agent``.
+
+    Each carries its slot priority: the tokens on its remaining critical path.
+    """
     plan = state["plan"]
     assert plan is not None
     ids = [t.id for t in plan.tasks]
+    priorities = remaining_critical_path(plan.tasks, _own_tokens)
     return [
         Send(
             "agent",
@@ -62,6 +72,7 @@ def dispatch(state: OrchestratorState) -> list[Send]:
                 task=task,
                 plan_ids=ids,
                 extra={"started_at": state.get("timings", {}).get("started_at", time.time())},
+                priority=priorities[task.id],
             ),
         )
         for task in plan.tasks
@@ -181,16 +192,18 @@ async def run_task(
     agents: dict[str, AgentSpec] = DEFAULT_AGENTS,
     *,
     observer: TaskObserver | None = None,
+    priority: float = 0.0,
 ) -> TaskResult:
     """Build the task's messages (per endpoint tried) and call its agent's model.
 
     An agent offered tools runs its tool loop (:mod:`graph.tool_loop`). An empty answer
-    is asked for once more; twice empty fails the task.
+    is asked for once more; twice empty fails the task. ``priority`` is the slot
+    priority of its first round (later tool rounds keep the tool loop's own).
     """
     agent = agents[task.agent]
     tiers = usable_tiers(fleet_runtime, agent.tiers())
     max_tokens = task.max_tokens or agent.max_tokens
-    observer = observer or TaskObserver(run_id, task)
+    observer = observer or TaskObserver(run_id, task, priority)
     offered = OfferedTools()
     if task.tool_choice != "none":
         offered = await offered_tools(agent, context, fleet_runtime.fleet)
@@ -231,7 +244,7 @@ async def run_task(
 
     def plain() -> Awaitable[CallOutcome]:
         messages = _task_messages(task, goal, deps, system, max_tokens)
-        return call(messages, lambda endpoint: model_for(endpoint, max_tokens))
+        return call(messages, lambda endpoint: model_for(endpoint, max_tokens), priority)
 
     records: list[ToolCallRecord] = []
     warnings = [f"tool source unavailable: {p}" for p in offered.problems]
@@ -244,13 +257,14 @@ async def run_task(
             return list(await built)
 
         async def call_round(
-            messages: MessageBuilder, offer: Offer, cap: int, priority: float
+            messages: MessageBuilder, offer: Offer, cap: int, round_priority: float
         ) -> CallOutcome:
             def build(endpoint: EndpointConfig) -> Any:
                 model = model_for(endpoint, cap)
                 return bind_offer(model, endpoint, offer, native.get(endpoint.name, False))
 
-            return await call(messages, build, priority)
+            # The loop asks 0 for a first round: that round waits with the task's priority.
+            return await call(messages, build, round_priority or priority)
 
         loop = await run_tool_loop(
             task,
@@ -301,6 +315,7 @@ async def run_task(
         tool_calls=records,
         tools_offered=names,
         warnings=warnings,
+        priority=priority,
     )
 
 
@@ -382,7 +397,8 @@ async def _run_agent(
 ) -> TaskResult:
     task, run_id = payload["task"], payload["run_id"]
     fleet_runtime = get_runtime(context.fleet)
-    observer = TaskObserver(run_id, task)
+    priority = payload.get("priority", 0.0)
+    observer = TaskObserver(run_id, task, priority)
     deadline = None
     if context.run_deadline_s:
         # From dispatch in this process: time spent waiting for plan approval or before
@@ -408,9 +424,17 @@ async def _run_agent(
                     f"skipped: dependency {', '.join(failed)} did not complete",
                     status="skipped",
                     ready_at=ready_at,
+                    priority=priority,
                 )
             result = await run_task(
-                task, payload["goal"], deps, context, fleet_runtime, run_id, observer=observer
+                task,
+                payload["goal"],
+                deps,
+                context,
+                fleet_runtime,
+                run_id,
+                observer=observer,
+                priority=priority,
             )
     except TimeoutError:
         return _failed(
@@ -418,6 +442,7 @@ async def _run_agent(
             f"run deadline of {context.run_deadline_s:g}s reached before this "
             "task finished; raise run_deadline_s to give it more time",
             ready_at=ready_at,
+            priority=priority,
             **observer.so_far(),
         )
     return result.model_copy(update={"ready_at": ready_at})

@@ -125,7 +125,10 @@ async def test_the_limit_holds_for_all_workers_together(runs: HeldRuns, shared_s
             asyncio.create_task(b.post(QUERY, json={"query": "two"})),
         ]
         await runs.until_in_flight(2)
-        refused = [await b.post(QUERY, json={"query": "3"}), await a.post(STREAM, json={"query": "4"})]
+        refused = [
+            await b.post(QUERY, json={"query": "3"}),
+            await a.post(STREAM, json={"query": "4"}),
+        ]
         runs.gate.set()
         done = await asyncio.gather(*held)
         after = await b.post(QUERY, json={"query": "after"})
@@ -247,9 +250,7 @@ async def test_redis_down_refuses_runs_by_default_and_degrade_admits_a_share(
     closed.close()
     assert refused.value.status == 503
     assert url in refused.value.message and "KITTY_SLOT_STORE" in refused.value.message
-    degraded = RunAdmission(
-        4, 3, leases=RedisRunLeases(url), service="s", on_store_down="degrade"
-    )
+    degraded = RunAdmission(4, 3, leases=RedisRunLeases(url), service="s", on_store_down="degrade")
     tickets = [await degraded.admit(), await degraded.admit()]  # 4 // 2 expected processes
     with pytest.raises(RequestError) as full:
         await degraded.admit()

@@ -328,7 +328,7 @@ async def test_the_planner_call_is_schema_bound_and_its_json_repaired(
     assert response_format["type"] == "json_schema"  # llama.cpp's nested form
     schema = response_format["json_schema"]["schema"]
     assert schema["properties"]["tasks"]["maxItems"] == 4
-    agent_enum = schema["properties"]["tasks"]["items"]["properties"]["agent"]["enum"]
+    agent_enum = schema["$defs"]["task_1"]["properties"]["agent"]["enum"]
     assert agent_enum == list(DEFAULT_AGENTS)
 
 
