@@ -33,7 +33,7 @@ from redis import exceptions as redis_errors
 
 from endpoints import redis_scripts
 from endpoints.redis_endpoint import RedisSlots, StoreDown
-from endpoints.slot_store import EndpointSlots, hide_password
+from endpoints.slot_store import AGING_PER_S, EndpointSlots, hide_password
 from kitty.errors import SettingsError
 
 logger = logging.getLogger("kitty.endpoints")
@@ -270,7 +270,10 @@ class RedisSlotStore:
             SettingsError: Redis refuses us (credentials, db).
         """
         loop = asyncio.get_running_loop()
-        pending = _Pending(slots.key, priority, loop.create_future())
+        # Aged like the local store: everyone gains AGING_PER_S a second, so a fixed key
+        # taken now on the shared wall clock orders waiters across processes and hosts.
+        aged = priority - time.time() * AGING_PER_S
+        pending = _Pending(slots.key, aged, loop.create_future())
         self._pending[lease] = pending
         waited = False
         try:

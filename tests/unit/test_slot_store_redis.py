@@ -122,7 +122,8 @@ async def test_higher_priority_is_granted_first_across_processes(
     b = SlotLimiter("ep", 1, store=new_store(), key=key)
     held = await b.acquire(timeout=5)
     order: list[str] = []
-    entries = [(a, "low-a", 0.0), (b, "low-b", 0.0), (a, "high", 3.0), (b, "mid", 1.0)]
+    # Token-sized priorities: the enqueues are milliseconds apart, aging adds 50 a second.
+    entries = [(a, "low-a", 0.0), (b, "low-b", 0.0), (a, "high", 3000.0), (b, "mid", 1000.0)]
     tasks = await queue_in_order(redis_server, key, entries, order)
     b.release(held)
     await asyncio.gather(*tasks)
@@ -269,3 +270,25 @@ async def test_a_cooldown_decided_in_one_process_reaches_the_others(
     await until(lambda: (key, 30.0) in seen)
     teller.share_cooldown(key, 0.0)
     await until(lambda: (key, 0.0) in seen)
+
+
+async def test_a_waiter_ages_past_newer_higher_priorities_across_processes(
+    redis_server: RedisServer, new_store: StoreFactory
+) -> None:
+    from endpoints.slot_store import AGING_PER_S
+
+    key = server_key()
+    a = SlotLimiter("ep", 1, store=new_store(), key=key)
+    b = SlotLimiter("ep", 1, store=new_store(), key=key)
+    held = await b.acquire(timeout=5)
+    old = asyncio.create_task(a.acquire(timeout=10, priority=0.0))
+    await until(lambda: zcard(redis_server, key, "waiting") == 1)
+    await asyncio.sleep(0.6)  # the old waiter gains about 30
+    newer = asyncio.create_task(b.acquire(timeout=10, priority=0.2 * AGING_PER_S))  # 10
+    await until(lambda: zcard(redis_server, key, "waiting") == 2)
+    b.release(held)
+    assert await old == 0  # aged past the newcomer's higher priority
+    assert not newer.done()
+    a.release(0)
+    assert await newer == 0
+    b.release(0)
