@@ -9,7 +9,9 @@ A real Ollama cannot run in the test environment, so this server answers like on
   ``prompt_eval_count``, ``prompt_eval_duration``, ``eval_count``, ``eval_duration``
   (durations in nanoseconds). ``thinking`` is only produced when the request's top-level
   ``think`` is truthy (``true`` or ``"low"|"medium"|"high"``). ``options.num_predict`` caps
-  the reply (``done_reason: "length"``); a ``format`` JSON schema yields a matching object.
+  the reply (``done_reason: "length"``); a ``format`` JSON schema yields a matching object;
+  offered ``tools`` get one ``message.tool_calls`` call of the first tool (arguments from its
+  schema) until a ``tool`` message answers it.
 * ``GET /api/version``, ``GET /api/ps`` (loaded models), ``GET /api/tags`` (local models),
   ``POST /api/show`` (the model's GGUF metadata under ``model_info``),
   ``GET /`` ("Ollama is running").
@@ -358,6 +360,17 @@ class FakeOllama:
                 )
                 return JSONResponse(final)
             content, thinking, done_reason, prompt_tokens = self._answer(body)
+            calls = _tool_calls(body)
+            if calls:
+                message = {"role": "assistant", "content": "", "tool_calls": calls}
+                final = self._final(
+                    done_reason="stop", prompt_tokens=prompt_tokens, eval_count=8, message=message
+                )
+                if body.get("stream", True):
+                    return StreamingResponse(
+                        iter([self._line(final)]), media_type="application/x-ndjson"
+                    )
+                return JSONResponse(final)
             if body.get("stream", True):
                 return StreamingResponse(
                     self._stream(content, thinking, done_reason, prompt_tokens),
@@ -375,3 +388,18 @@ class FakeOllama:
             return JSONResponse(final)
 
         return app
+
+
+def _tool_calls(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A call of the first offered tool, in Ollama's ``message.tool_calls`` form.
+
+    Only while no tool has answered yet (the last message is not a ``tool`` message), so a
+    tool loop gets one call and then a plain answer.
+    """
+    tools = body.get("tools") or []
+    messages = body.get("messages") or []
+    if not tools or (messages and messages[-1].get("role") == "tool"):
+        return []
+    function = tools[0].get("function", {})
+    arguments = example_from_schema(function.get("parameters") or {"type": "object"})
+    return [{"function": {"name": function.get("name", ""), "arguments": arguments}}]
