@@ -44,6 +44,9 @@ from kitty.errors import ToolError, ToolSourceError
 
 __all__ = ["aclose_mcp_sessions", "mcp_tools"]
 
+START_TIMEOUT_S = 30.0
+"""Most seconds a server may take to start and list its tools."""
+
 logger = logging.getLogger("kitty.tools")
 
 # How long a stopping session may take to unwind (stdio: stdin closed, then terminate/kill).
@@ -162,7 +165,10 @@ def _open(
     name: str, config: McpServerConfig, stderr: TextIO
 ) -> AbstractAsyncContextManager[ClientSession]:
     """The transport + client session for ``config`` (not yet initialized)."""
-    read_timeout = timedelta(seconds=config.timeout_s)
+    # The SDK's read timeout also bounds `initialize` and `tools/list`: a server that takes
+    # a few seconds to import must not fail to start because its calls are meant to be
+    # short. Each tool call gets `timeout_s` itself (see `_named`).
+    read_timeout = timedelta(seconds=max(config.timeout_s, START_TIMEOUT_S))
     if config.transport == "stdio":
         return _stdio_session(config, stderr, read_timeout)
     connection: Connection
@@ -218,7 +224,13 @@ def _named(session: _Session, tool: BaseTool) -> BaseTool:
 
     async def call(**arguments: Any) -> str:
         try:
-            content = await tool.ainvoke(arguments)
+            async with asyncio.timeout(config.timeout_s):
+                content = await tool.ainvoke(arguments)
+        except TimeoutError:
+            raise ToolError(
+                f"{full_name} took longer than {config.timeout_s:g} s and was abandoned "
+                f"(timeout_s of [mcp.{session.name}] in the fleet file)"
+            ) from None
         except ToolException as exc:
             raise ToolError(f"{full_name} failed: {exc}") from None
         except McpError as exc:
