@@ -23,13 +23,8 @@ from cli.console import console, err_console
 from cli.errors import shows_errors
 from endpoints.config import FleetConfig, load_fleet
 from kitty.errors import FleetError, UserError, format_validation_error
-from ops.memory_plan import (
-    FleetMemoryPlan,
-    compare_with_seed,
-    gib,
-    memory_override_bytes,
-    plan_fleet,
-)
+from ops.memory_plan import FleetMemoryPlan, gib, memory_override_bytes, plan_fleet
+from ops.seed_estimates import compare_with_seed
 
 FleetOption = Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)]
 SetOption = Annotated[
