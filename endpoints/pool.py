@@ -19,10 +19,10 @@ from langchain_core.language_models.chat_models import BaseChatModel
 
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet, resolve_fleet_path
 from endpoints.coordination import slot_store_for
+from endpoints.discovery import LOADING_WAIT_S, discover_capacity
 from endpoints.health import EndpointHealth
 from endpoints.limiter import SlotLimiter
 from endpoints.models import ChatModelFactory, make_chat_model
-from endpoints.probes import probe_all
 from endpoints.slot_store import endpoint_key
 from endpoints.state import fleet_state, limiter_for, reset_fleet_state
 
@@ -84,8 +84,9 @@ class FleetRuntime:
                 )
                 for endpoint in tier.endpoints
             ]
-        self._discovered = False
+        self._discovered: set[str] = set()
         self._discover_lock = threading.Lock()
+        self.loading_wait_s = LOADING_WAIT_S
         self.warnings: list[str] = []
         # The one seam between the graph and the chat client: tests put a fake here.
         self.model_factory: ChatModelFactory = make_chat_model
@@ -124,14 +125,16 @@ class FleetRuntime:
         return counts
 
     async def discover(self, timeout: float = 2.0) -> list[str]:
-        """Size each llama.cpp limiter from the server's ``/props`` ``total_slots``.
+        """Size each limiter from its server before a run uses it (``endpoints.discovery``).
 
-        Runs once per runtime; unreachable servers keep their configured slots. The slot
-        store is checked on every call, so a store that refuses us fails each run at
-        its start, not mid-run.
+        Servers whose capacity was read are not asked again by this runtime; one that was
+        down or still loading is asked again by the next run. The slot store is checked
+        on every call, so a store that refuses us fails each run at its start, not
+        mid-run.
 
         Returns:
-            Warnings (configured slots that disagree with the server, store unreachable).
+            Warnings (configured slots that disagree with the server, a server still
+            loading, an Ollama model not pulled, the store unreachable), each once.
 
         Raises:
             SettingsError: The slot store refuses the credentials or has no such db.
@@ -141,29 +144,19 @@ class FleetRuntime:
             logger.warning("%s; tasks wait for it (on_store_down)", store_warning)
             self.warnings.append(store_warning)
         with self._discover_lock:
-            if self._discovered:
-                return self.warnings
-            self._discovered = True
-        handles = [h for h in self.all_handles() if h.config.kind == "llamacpp"]
-        statuses = await probe_all([h.config for h in handles], timeout=timeout)
-        for handle, status in zip(handles, statuses, strict=True):
-            if not status.total_slots:
-                continue
-            configured = handle.config.slots
-            if configured is not None and configured < status.total_slots:
-                # A deliberate cap (the server is shared with something else): keep it.
-                target = configured
-            else:
-                target = status.total_slots
-                if configured is not None and configured != status.total_slots:
-                    message = (
-                        f"endpoint {handle.name}: fleet file says {configured} slots but "
-                        f"the server reports {status.total_slots}; using the server's value"
-                    )
-                    logger.warning(message)
-                    self.warnings.append(message)
-            if handle.limiter.capacity != target:
-                handle.limiter.resize(target)
+            pending = [
+                h
+                for h in self.all_handles()
+                if endpoint_key(h.config.base_url) not in self._discovered
+            ]
+        if not pending:
+            return self.warnings
+        done, warnings = await discover_capacity(
+            pending, timeout=timeout, loading_wait_s=self.loading_wait_s
+        )
+        with self._discover_lock:
+            self._discovered.update(endpoint_key(h.config.base_url) for h in done)
+            self.warnings.extend(w for w in warnings if w not in self.warnings)
         return self.warnings
 
     def candidates(self, tiers: list[str]) -> list[EndpointHandle]:

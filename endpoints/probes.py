@@ -2,8 +2,8 @@
 
 Probes use short timeouts: one slow answer is reported as such, not as "down".
 llama.cpp: ``/health`` (503 while the model loads), ``/props`` (``total_slots``,
-per-slot ``n_ctx``, model), ``/slots`` (busy slots). Ollama: ``/api/version`` and
-``/api/ps`` (loaded models).
+per-slot ``n_ctx``, model), ``/slots`` (busy slots). Ollama: ``/api/version``,
+``/api/ps`` (loaded models) and ``/api/tags`` (pulled models).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class EndpointStatus(BaseModel):
         busy_slots: Slots processing a request now (llama.cpp ``/slots``).
         n_ctx: Context per slot the server reports.
         model: Model the server reports.
+        model_missing: Ollama: the model is not among the server's pulled models
+            (``/api/tags``).
         latency_ms: Round-trip time of the health probe.
     """
 
@@ -52,6 +54,7 @@ class EndpointStatus(BaseModel):
     busy_slots: int | None = None
     n_ctx: int | None = None
     model: str | None = None
+    model_missing: bool = False
     latency_ms: float | None = None
 
     @property
@@ -109,7 +112,12 @@ async def _probe_ollama(
         status.model = endpoint.model if endpoint.model in models else None
         if status.model is None:
             status.detail = f"model {endpoint.model} not loaded yet (loads on first request)"
-    except (httpx.HTTPError, ValueError):
+        pulled = (await client.get(f"{base}/api/tags", timeout=timeout)).json()
+        names = {m.get("name") or m.get("model") for m in pulled.get("models", [])}
+        status.model_missing = not names & {endpoint.model, f"{endpoint.model}:latest"}
+        if status.model_missing:
+            status.detail = f"model {endpoint.model} is not pulled (ollama pull {endpoint.model})"
+    except (httpx.HTTPError, ValueError, AttributeError):
         pass
     return status
 
