@@ -25,13 +25,17 @@ def _fresh_state() -> Iterator[None]:
     reset_runtimes()
 
 
-def _fleet(port: int, *, slots: int | None, kind: str = "llamacpp", model: str = "m") -> FleetConfig:
+def _fleet(
+    port: int, *, slots: int | None, kind: str = "llamacpp", model: str = "m"
+) -> FleetConfig:
     spec = endpoint_spec("probe-me", port, kind=kind, model=model)
     if slots is None:
         spec.pop("slots")
     else:
         spec["slots"] = slots
-    return FleetConfig.model_validate({"name": "discovery", "tiers": {"tools": {"endpoints": [spec]}}})
+    return FleetConfig.model_validate(
+        {"name": "discovery", "tiers": {"tools": {"endpoints": [spec]}}}
+    )
 
 
 async def test_a_loading_server_is_waited_for_and_sizes_the_limiter() -> None:
