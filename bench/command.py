@@ -67,6 +67,15 @@ def bench(
         int, typer.Option("--reps", min=0, help="Best of N repetitions (0: 3, or 1 if quick).")
     ] = 0,
     fleet: Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="scale: N orchestrator processes sharing the fleet through Redis leases, "
+            "against one process.",
+        ),
+    ] = 1,
     own_fleet: Annotated[
         bool,
         typer.Option(
@@ -85,7 +94,12 @@ def bench(
     size: BenchSize = "smoke" if smoke else "quick" if quick else "full"
     fleet = fleet or os.environ.get(FLEET_ENV_VAR) or DEFAULT_FLEET
     env = BenchEnv(
-        fleet=fleet, size=size, reps=reps, out=out, log=lambda m: console.print(m, markup=False)
+        fleet=fleet,
+        size=size,
+        reps=reps,
+        out=out,
+        log=lambda m: console.print(m, markup=False),
+        processes=processes,
     )
     config = env.config  # load the fleet now: a bad name fails before any work
     if any(e.kind != "llamacpp" for e in config.all_endpoints()):

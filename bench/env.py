@@ -34,6 +34,8 @@ class BenchEnv:
         out: Folder for ``results.md``, ``results.json`` and timeline PNGs.
         log: Progress printer.
         label: How results name the fleet (default: ``fleet``).
+        processes: Orchestrator processes of the scale suite (``--processes``; 1: one
+            process, the in-process suite).
     """
 
     fleet: str = "embedded"
@@ -42,6 +44,7 @@ class BenchEnv:
     out: Path = Path("docs/bench")
     log: Callable[[str], None] = field(default=lambda message: print(message, flush=True))
     label: str = ""
+    processes: int = 1
     _config: FleetConfig | None = None
 
     def __post_init__(self) -> None:

@@ -135,7 +135,32 @@ def _planner(suite: dict[str, Any]) -> list[str]:
     ]
 
 
+def _scale_processes(suite: dict[str, Any]) -> list[str]:
+    lines = [
+        "| variant | goals completed | wall | goals/min | peak busy / slots (/slots) "
+        "| peak requests_deferred (/metrics) | cap held |",
+        "|---|---:|---:|---:|---|---|---|",
+    ]
+    for row in suite["variants"]:
+        busy = ", ".join(f"{n} {row['peak_busy'].get(n, 0)}/{s}" for n, s in suite["slots"].items())
+        deferred = ", ".join(f"{n} {v}" for n, v in row["peak_deferred"].items())
+        lines.append(
+            f"| {row['variant']} | {row['completed']}/{row['goals']} | {row['wall_s']} s | "
+            f"{row['goals_per_min']} | {busy} | {deferred} | "
+            f"{'yes' if row['cap_held'] else 'NO'} |"
+        )
+    return [
+        *lines,
+        "",
+        f"Goals per minute, {suite['processes']} processes through Redis vs one process: "
+        f"**{suite['redis_vs_one_process']}x**. Servers polled every 100 ms; a cap held "
+        "means no request ever waited inside llama.cpp for a slot.",
+    ]
+
+
 def _scale(suite: dict[str, Any]) -> list[str]:
+    if "variants" in suite:
+        return _scale_processes(suite)
     busy = ", ".join(
         f"{name} {suite['max_busy_slots'][name]}/{slots}" for name, slots in suite["slots"].items()
     )

@@ -43,7 +43,7 @@ LEASE_CYCLES = {"full": 2000, "quick": 500, "smoke": 100}
 
 
 @contextlib.contextmanager
-def _redis_url() -> Iterator[str | None]:
+def redis_url() -> Iterator[str | None]:
     """The Redis to measure: ``$KITTY_SLOT_STORE``, a throwaway server, or none."""
     configured = os.environ.get(SLOT_STORE_ENV, "")
     if configured.startswith("redis"):
@@ -80,7 +80,7 @@ async def _cycle_cost_us(limiter: SlotLimiter, cycles: int) -> float:
 async def lease_overhead(cycles: int) -> dict[str, Any]:
     """Per-task cost of a slot: local store vs Redis leases (``None`` without Redis)."""
     local_us = await _cycle_cost_us(SlotLimiter("bench", 4), cycles)
-    with _redis_url() as url:
+    with redis_url() as url:
         if url is None:
             return {"local_us": round(local_us, 1), "redis_us": None, "redis_vs_local": None}
         store = RedisSlotStore(url)
@@ -148,7 +148,15 @@ async def _goal(index: int, plan: Plan, env: BenchEnv) -> RunResult:
 
 
 async def run_scale(env: BenchEnv) -> dict[str, Any]:
-    """Run the suite; returns JSON-ready results."""
+    """Run the suite; returns JSON-ready results.
+
+    With ``env.processes`` > 1 (``bench scale --processes N``) the suite is the
+    cross-process comparison of :mod:`bench.scale_processes` instead.
+    """
+    if env.processes > 1:
+        from bench.scale_processes import run_processes
+
+        return await run_processes(env, env.processes)
     overhead = await lease_overhead(LEASE_CYCLES[env.size])
     env.log(
         f"  slot lease per task: local {overhead['local_us']} us, "

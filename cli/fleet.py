@@ -319,6 +319,23 @@ def fleet_script(
 # --------------------------------------------------------------------------- endpoints
 
 
+def _watch(config: FleetConfig, seconds: float, timeout: float, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from cli.endpoints_watch import peaks_table, watch_endpoints
+    from endpoints.pool import get_runtime
+
+    runtime = get_runtime(config)
+    peaks = asyncio.run(watch_endpoints(config, runtime, seconds, timeout))
+    if as_json:
+        records = [{**asdict(p), "cap_held": p.cap_held} for p in peaks]
+        typer.echo(json.dumps({"fleet": config.name, "watched_s": seconds, "peaks": records}))
+        return
+    shared = runtime.store.description != "local"
+    title = f"peaks over {seconds:g} s, fleet {config.name}"
+    console.print(peaks_table(title, peaks, shared))
+
+
 def _endpoint_record(
     tier: str,
     endpoint: EndpointConfig,
@@ -354,16 +371,30 @@ def _endpoint_record(
 @app.command("endpoints")
 @shows_errors
 def endpoints_command(
-    fleet: FleetOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 2.0
+    fleet: FleetOption = None,
+    as_json: JsonOption = False,
+    timeout: TimeoutOption = 2.0,
+    watch: Annotated[
+        float,
+        typer.Option(
+            "--watch",
+            min=0,
+            help="Poll the servers for SECONDS and print each one's peaks (busy, requests "
+            "waiting inside it for a slot, leases): did any get more requests than slots?",
+        ),
+    ] = 0,
 ) -> None:
     """List every endpoint per tier: kind, URL, health, slots, context, model, latency.
 
     Latency is this process's recent request latency when it has made calls, else the
-    probe's round trip.
+    probe's round trip. With ``--watch`` the servers are polled for a while instead.
     """
     from endpoints.pool import get_runtime
 
     config = load_fleet(fleet)
+    if watch:
+        _watch(config, watch, timeout, as_json)
+        return
     statuses = {s.name: s for s in _probe(config, timeout)}
     runtime = get_runtime(config)
     # Leases and queue depth of every process sharing the slot store (none when local).

@@ -9,6 +9,7 @@ per-slot ``n_ctx``, model), ``/slots`` (busy slots). Ollama: ``/api/version``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Literal
 
@@ -40,6 +41,10 @@ class EndpointStatus(BaseModel):
         busy_slots: Slots processing a request now (llama.cpp ``/slots``).
         n_ctx: Context per slot the server reports.
         model: Model the server reports.
+        requests_processing: Requests the server is decoding now (llama.cpp ``/metrics``,
+            with ``--metrics``).
+        requests_deferred: Requests waiting inside the server for a free slot (llama.cpp
+            ``/metrics``): above 0 means more requests reached it than it has slots.
         model_missing: Ollama: the model is not among the server's pulled models
             (``/api/tags``).
         latency_ms: Round-trip time of the health probe.
@@ -54,6 +59,8 @@ class EndpointStatus(BaseModel):
     busy_slots: int | None = None
     n_ctx: int | None = None
     model: str | None = None
+    requests_processing: int | None = None
+    requests_deferred: int | None = None
     model_missing: bool = False
     latency_ms: float | None = None
 
@@ -89,7 +96,27 @@ async def _probe_llamacpp(
         status.busy_slots = count_busy(await fetch_slots(client, base, timeout))
     except (httpx.HTTPError, ValueError):
         status.busy_slots = None  # /slots can be disabled with --no-slots
+    metrics = await client.get(f"{base}/metrics", timeout=timeout)
+    if metrics.status_code == 200:  # 501 without --metrics
+        samples = prometheus_samples(metrics.text)
+        status.requests_processing = _as_int(samples.get("llamacpp:requests_processing"))
+        status.requests_deferred = _as_int(samples.get("llamacpp:requests_deferred"))
     return status
+
+
+def prometheus_samples(text: str) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus text exposition (llama.cpp's ``/metrics``)."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and not line.startswith("#"):
+            with contextlib.suppress(ValueError):
+                samples[parts[0]] = float(parts[1])
+    return samples
+
+
+def _as_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 async def _probe_ollama(
