@@ -15,12 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +23,8 @@ import httpx
 import psutil
 
 from bench.env import BenchEnv
+from bench.throwaway_redis import redis_url
 from bench.workload import ONE_AGENT_PER_TIER, layered_plan, small_goal_plan
-from endpoints.coordination import SLOT_STORE_ENV
 from endpoints.limiter import SlotLimiter
 from endpoints.pool import get_runtime
 from endpoints.probes import count_busy, fetch_slots
@@ -40,32 +35,6 @@ SAMPLE_EVERY_S = 0.02
 SIZES = {"full": (50, 200), "quick": (16, 60), "smoke": (2, 10)}
 SETTINGS = {"voice": False, "synthesis_max_tokens": 4}
 LEASE_CYCLES = {"full": 2000, "quick": 500, "smoke": 100}
-
-
-@contextlib.contextmanager
-def redis_url() -> Iterator[str | None]:
-    """The Redis to measure: ``$KITTY_SLOT_STORE``, a throwaway server, or none."""
-    configured = os.environ.get(SLOT_STORE_ENV, "")
-    if configured.startswith("redis"):
-        yield configured
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as folder:
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", folder]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.3)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            server.terminate()
-            server.wait(10)
 
 
 async def _cycle_cost_us(limiter: SlotLimiter, cycles: int) -> float:

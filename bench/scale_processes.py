@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from bench.env import BenchEnv
-from bench.scale import redis_url
+from bench.throwaway_redis import redis_url
 from endpoints.config import resolve_fleet_path
 from endpoints.coordination import SLOT_STORE_ENV
 from endpoints.pool import get_runtime
