@@ -98,17 +98,21 @@ def _check_by_hand(data: Any, schema: dict[str, Any]) -> list[str]:
     return problems
 
 
-# 20 plans of ~150-300 tokens on one 4-slot server: about a minute on an idle 2-core box.
+# Every third goal (7 plans of ~150-300 tokens on one 4-slot server, about a minute under
+# CI load): a spread of domains; `kitty-orch bench planner` runs the whole 30-goal set.
+CI_GOALS = GOALS[::3]
+
+
 @pytest.mark.timeout(900)
-async def test_planner_plans_every_goal(context: Context) -> None:
+async def test_planner_plans_a_spread_of_goals(context: Context) -> None:
     fleet_runtime = await prepare_fleet(context)
     schema = plan_json_schema(list(DEFAULT_AGENTS), MAX_TASKS)
-    outcomes = await asyncio.gather(*(make_plan(g, context, fleet_runtime) for g in GOALS))
+    outcomes = await asyncio.gather(*(make_plan(g, context, fleet_runtime) for g in CI_GOALS))
 
     invalid: list[str] = []
     sizes: list[int] = []
     repairs: list[str] = []
-    for goal, (plan, outcome) in zip(GOALS, outcomes, strict=True):
+    for goal, (plan, outcome) in zip(CI_GOALS, outcomes, strict=True):
         assert isinstance(plan, Plan)
         assert outcome is not None and outcome.ok, f"{goal}: planner call failed"
         assert plan.source == "planner", f"{goal}: fell back ({plan.warnings})"
@@ -127,7 +131,7 @@ async def test_planner_plans_every_goal(context: Context) -> None:
         sizes.append(len(plan.tasks))
         repairs.extend(repair_kind(w) for w in plan.warnings)
     summary = (
-        f"planner: {len(GOALS)} goals, {len(GOALS) - len(invalid)} schema-valid, "
+        f"planner: {len(CI_GOALS)} goals, {len(CI_GOALS) - len(invalid)} schema-valid, "
         f"mean tasks {sum(sizes) / len(sizes):.2f}, repairs {len(repairs)} "
         f"{dict(Counter(repairs).most_common())}"
     )
