@@ -45,11 +45,26 @@ class EndpointPeaks:
 
 
 async def watch_endpoints(
-    config: FleetConfig, runtime: FleetRuntime, seconds: float, timeout: float
+    config: FleetConfig,
+    runtime: FleetRuntime,
+    seconds: float,
+    timeout: float,
+    into: list[EndpointPeaks] | None = None,
 ) -> list[EndpointPeaks]:
-    """Poll every llama.cpp server of ``config`` for ``seconds``; returns the peaks."""
+    """Poll every llama.cpp server of ``config`` for ``seconds``; returns the peaks.
+
+    Args:
+        config: The fleet.
+        runtime: Its runtime (for the slot store's leases).
+        seconds: How long to watch.
+        timeout: Seconds per probe request.
+        into: A list the peaks are put in as they are found, so a caller interrupted
+            (Ctrl-C) still has them.
+    """
     handles = [h for h in runtime.all_handles() if h.config.kind == "llamacpp"]
     peaks = {h.name: EndpointPeaks(h.name, h.config.slots) for h in handles}
+    if into is not None:
+        into[:] = list(peaks.values())
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient() as client:
         while True:

@@ -322,14 +322,20 @@ def fleet_script(
 def _watch(config: FleetConfig, seconds: float, timeout: float, as_json: bool) -> None:
     from dataclasses import asdict
 
-    from cli.endpoints_watch import peaks_table, watch_endpoints
+    from cli.endpoints_watch import EndpointPeaks, peaks_table, watch_endpoints
     from endpoints.pool import get_runtime
 
     runtime = get_runtime(config)
-    peaks = asyncio.run(watch_endpoints(config, runtime, seconds, timeout))
+    peaks: list[EndpointPeaks] = []
+    # Ctrl-C or SIGTERM ends the watch early; the peaks seen so far are still printed.
+    try:
+        with _sigterm_as_ctrl_c():
+            asyncio.run(watch_endpoints(config, runtime, seconds, timeout, into=peaks))
+    except KeyboardInterrupt:
+        err_console.print("watch stopped early; peaks so far:")
     if as_json:
         records = [{**asdict(p), "cap_held": p.cap_held} for p in peaks]
-        typer.echo(json.dumps({"fleet": config.name, "watched_s": seconds, "peaks": records}))
+        typer.echo(json.dumps({"fleet": config.name, "peaks": records}))
         return
     shared = runtime.store.description != "local"
     title = f"peaks over {seconds:g} s, fleet {config.name}"
