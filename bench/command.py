@@ -1,4 +1,4 @@
-"""``kitty-orch bench [all|scheduling|overhead|planner|scale|sim|service|tools]``: the benchmarks.
+"""``kitty-orch bench [all|scheduling|overhead|planner|...|contention|fairness]``: the benchmarks.
 
 Runs the suites of :mod:`bench` on the fleet (the embedded one by default, started
 in-process when nothing serves it), prints progress and the result tables, and writes
@@ -24,7 +24,10 @@ from kitty.errors import FleetError, UserError
 console = Console(highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
-SUITE_HELP = "all, or one of: scheduling, overhead, planner, scale, sim, service, tools."
+SUITE_HELP = (
+    "all, or one of: scheduling, overhead, planner, scale, sim, service, tools, contention, "
+    "fairness."
+)
 FLEET_HELP = (
     "Fleet profile name (embedded, m3-ultra, ...) or path to a fleet .toml; env KITTY_FLEET."
 )
@@ -85,7 +88,7 @@ def bench(
         ),
     ] = False,
 ) -> None:
-    """Benchmark scheduling, overhead, planner validity, scale, a simulated fleet, the service."""
+    """Run benchmark suites (scheduling, contention, fairness, overhead, ...); write results."""
     from bench.env import BenchEnv, BenchSize
     from bench.report import render
     from bench.runner import resolve, run

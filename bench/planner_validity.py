@@ -8,7 +8,9 @@ Every goal goes through :func:`graph.nodes.make_plan`, all at once. For each pla
 - *acyclic*: its raw dependency graph has no cycle (before the product's repairs; a
   task depending on itself counts as a cycle, and is also reported separately);
 - tasks, parallelism (tasks / critical-path length of the repaired plan) and the repair
-  warnings the product applied.
+  warnings the product applied;
+- planner latency with and without llama.cpp's prompt cache (:mod:`bench.planner_cache`):
+  the same goals planned again with ``cache_prompt: false``.
 
 The planner's tier is widened to every server of the fleet (same model everywhere) so
 the goals spread over all cores; routing picks the least loaded server, and one goal
@@ -26,6 +28,7 @@ from typing import Any
 import jsonschema
 
 from bench.env import BenchEnv
+from bench.planner_cache import SEEDED, compare_latency, with_extra, without_prompt_cache
 from endpoints.config import FleetConfig, TierConfig
 from endpoints.pool import FleetRuntime
 from graph import Context, PlanError
@@ -185,19 +188,14 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
-async def run_planner(env: BenchEnv) -> dict[str, Any]:
-    """Run the suite; returns JSON-ready results."""
-    env.ensure_fleet()
-    count, max_tasks = SIZES[env.size]
-    goals = GOALS[:count]
-    runtime = FleetRuntime(spread_planner(env.config))
-    await runtime.discover()
-    context = Context(fleet=env.fleet, max_tasks=max_tasks)
-    counter = _RetryCounter()
-    logger = logging.getLogger("kitty.graph")
-    logger.addHandler(counter)
-    # One planner call per server at a time: on a small machine, more sequences per
-    # server only slow each other down, and validity does not depend on it.
+async def plan_all(
+    goals: list[str], context: Context, runtime: FleetRuntime
+) -> tuple[list[dict[str, Any]], float]:
+    """Plan every goal, one planner call per server at a time; (records, wall seconds).
+
+    On a small machine more sequences per server only slow each other down, and
+    validity does not depend on it.
+    """
     gate = asyncio.Semaphore(len(runtime.all_handles()))
 
     async def gated(goal: str) -> dict[str, Any]:
@@ -205,11 +203,38 @@ async def run_planner(env: BenchEnv) -> dict[str, Any]:
             return await _one(goal, context, runtime)
 
     began = time.perf_counter()
+    records = await asyncio.gather(*(gated(g) for g in goals))
+    return list(records), time.perf_counter() - began
+
+
+async def run_planner(env: BenchEnv) -> dict[str, Any]:
+    """Run the suite; returns JSON-ready results."""
+    env.ensure_fleet()
+    count, max_tasks = SIZES[env.size]
+    goals = GOALS[:count]
+    runtime = FleetRuntime(spread_planner(env.config))
+    # seeded: the cache-off pass below then gets the same plans (see bench.planner_cache)
+    runtime.model_factory = with_extra(runtime.model_factory, SEEDED)
+    await runtime.discover()
+    context = Context(fleet=env.fleet, max_tasks=max_tasks)
+    counter = _RetryCounter()
+    logger = logging.getLogger("kitty.graph")
+    logger.addHandler(counter)
     try:
-        records = await asyncio.gather(*(gated(g) for g in goals))
+        records, wall = await plan_all(goals, context, runtime)
+        retries = counter.count
+        # the same goals again, every request with cache_prompt false
+        uncached_runtime = FleetRuntime(spread_planner(env.config))
+        uncached_runtime.model_factory = without_prompt_cache(runtime.model_factory)
+        await uncached_runtime.discover()
+        uncached, _ = await plan_all(goals, context, uncached_runtime)
+        cache = compare_latency(records, uncached)
+        cache["uncached_no_repair_pct"] = _pct(
+            sum(1 for r in uncached if r["ok"] and r["source"] == "planner" and not r["repairs"]),
+            len(uncached),
+        )
     finally:
         logger.removeHandler(counter)
-    wall = time.perf_counter() - began
     planned = [r for r in records if r["ok"]]
     from_model = [r for r in planned if r["source"] == "planner"]
     n = len(records)
@@ -236,7 +261,7 @@ async def run_planner(env: BenchEnv) -> dict[str, Any]:
         "repairs_total": sum(r["repairs"] for r in planned),
         "plans_repaired": sum(1 for r in planned if r["repairs"]),
         "no_repair_pct": _pct(sum(1 for r in from_model if not r["repairs"]), n),
-        "retries": counter.count,
+        "retries": retries,
         "wall_s": round(wall, 2),
     }
     env.log(
@@ -244,6 +269,12 @@ async def run_planner(env: BenchEnv) -> dict[str, Any]:
         f"{summary['acyclic_pct']}% acyclic, {summary['mean_tasks']} tasks/plan, "
         f"parallelism {summary['mean_parallelism']}, {summary['repairs_total']} repairs, "
         f"{summary['no_repair_pct']}% needed none, "
-        f"{counter.count} retries ({wall:.0f}s)"
+        f"{retries} retries ({wall:.0f}s)"
     )
-    return {"summary": summary, "plans": records}
+    env.log(
+        f"  planner latency: mean {cache['cached']['mean_s']:.2f}s cached, "
+        f"{cache['uncached']['mean_s']:.2f}s with cache_prompt false "
+        f"({cache['uncached_over_cached_mean']}x; paired {cache['paired_ratio']}x on "
+        f"{cache['paired_goals']} goals)"
+    )
+    return {"summary": summary, "plans": records, "prompt_cache": cache}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,8 +27,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def private_fleet(fleet: str) -> Iterator[str]:
+def private_fleet(fleet: str, slots: Mapping[str, int] | None = None) -> Iterator[str]:
     """Start a copy of an embedded fleet on free ports; yields the copy's fleet file.
+
+    Args:
+        fleet: Embedded fleet profile name or path.
+        slots: Endpoint name -> slots of its copy (default: the fleet file's own).
 
     Raises:
         FleetError: The fleet is not embedded (its servers are not ours to start).
@@ -43,6 +47,6 @@ def private_fleet(fleet: str) -> Iterator[str]:
         )
     urls = {e.name: f"http://{e.host}:{free_port(e.host)}" for e in config.all_endpoints()}
     with tempfile.TemporaryDirectory(prefix="kitty-bench-fleet-") as folder:
-        path = served_profile(urls, Path(folder), fleet)
+        path = served_profile(urls, Path(folder), fleet, slots)
         with EmbeddedFleet(path):
             yield path

@@ -38,7 +38,8 @@ def task_messages(task: Task, goal: str, deps: dict[str, DepOutput]) -> list[dic
         goal=goal, task_id=task.id, description=task.description, dependencies=block
     )
     return [
-        {"role": "system", "content": spec.system_prompt},
+        # pinned tasks are offered no tools (tool_choice "none"): the product says so
+        {"role": "system", "content": prompts.agent_system(spec.system_prompt, [])},
         {"role": "user", "content": user},
     ]
 

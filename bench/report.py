@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.contention import render_contention
+from bench.fairness import render_fairness
+from bench.planner_cache import render_cache
 from bench.tools import render_tools
 
 JSON_NAME = "results.json"
@@ -132,6 +135,8 @@ def _planner(suite: dict[str, Any]) -> list[str]:
         f"{issues.get('self_dependencies', 0)} self-dependencies, "
         f"{issues.get('unknown_dependencies', 0)} unknown dependencies. Acyclic in brackets: "
         "ignoring self-dependencies. Parallelism = tasks / critical-path length (repaired plan).",
+        f"Raw outputs that needed no repair: **{s.get('no_repair_pct', '?')}%**.",
+        *(["", *render_cache(suite["prompt_cache"])] if suite.get("prompt_cache") else []),
     ]
 
 
@@ -241,6 +246,8 @@ SECTIONS = [
     ("sim", "Simulated fleet (SIMULATED)", _simulated),
     ("service", "HTTP service vs direct API", _service),
     ("tools", "Tool calls: validity and slot release", render_tools),
+    ("contention", "Contention: chains behind fan-outs on scarce slots", render_contention),
+    ("fairness", "Fairness: one big goal and five small ones together", render_fairness),
 ]
 
 

@@ -18,6 +18,8 @@ Suite = Callable[[BenchEnv], Awaitable[dict[str, Any]]]
 
 
 def _suites() -> dict[str, Suite]:
+    from bench.contention import run_contention
+    from bench.fairness import run_fairness
     from bench.overhead import run_overhead
     from bench.planner_validity import run_planner
     from bench.scale import run_scale
@@ -34,10 +36,22 @@ def _suites() -> dict[str, Suite]:
         "sim": run_simulated,
         "service": run_service,
         "tools": run_tools,
+        "contention": run_contention,
+        "fairness": run_fairness,
     }
 
 
-SUITE_NAMES = ["scheduling", "overhead", "planner", "scale", "sim", "service", "tools"]
+SUITE_NAMES = [
+    "scheduling",
+    "overhead",
+    "planner",
+    "scale",
+    "sim",
+    "service",
+    "tools",
+    "contention",
+    "fairness",
+]
 
 
 def resolve(selection: str) -> list[str]:

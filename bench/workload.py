@@ -22,7 +22,12 @@ PINNED = {"ignore_eos": True, "seed": 7}
 def pinned(
     task_id: str, agent: str, tokens: int, deps: list[str] | None = None, what: str = ""
 ) -> Task:
-    """A task that generates exactly ``tokens`` tokens on llama.cpp."""
+    """A task that generates exactly ``tokens`` tokens on llama.cpp, offered no tools.
+
+    Without tools the product's system prompt is the agent's plus
+    :data:`graph.prompts.NO_TOOLS`, whatever tools the fleet configures, and the
+    baselines (:mod:`bench.prompting`) send exactly that.
+    """
     description = what or f"Write part {task_id} of the answer as the {agent}"
     return Task(
         id=task_id,
@@ -31,6 +36,7 @@ def pinned(
         dependencies=list(deps or []),
         max_tokens=max(1, tokens),
         extra=dict(PINNED),
+        tool_choice="none",
     )
 
 
@@ -217,3 +223,111 @@ def small_goal_plan(index: int, tokens: int = 8) -> Plan:
         ],
         source="given",
     )
+
+
+def contention_dags(scale: float = 1.0) -> list[Dag]:
+    """The contention suite: long chains behind wide fan-outs of short tasks, scarce slots.
+
+    Every DAG lists its short independent tasks *first*, so a FIFO scheduler queues the
+    chain behind all of them; a scheduler that grants slots to the longest remaining
+    path starts the chain at once and fills the other slot(s) with the short tasks. Run
+    them with :data:`CONTENTION_SLOTS` (tools 2 slots, coder 1).
+
+    Args:
+        scale: Factor on every pinned token count.
+    """
+
+    def n(tokens: int) -> int:
+        return max(1, round(tokens * scale))
+
+    tools = ["researcher", "analyst", "fabricator", "cad_designer"]
+    return [
+        Dag(
+            "chain_behind_fan_out",
+            "12 short tools tasks listed first, then a 5-step tools chain; 2 slots",
+            GOAL,
+            [
+                *[pinned(f"w{i}", tools[i % 4], n(24)) for i in range(1, 13)],
+                *[
+                    pinned(f"c{i}", tools[i % 4], n(96), [f"c{i - 1}"] if i > 1 else [])
+                    for i in range(1, 6)
+                ],
+            ],
+        ),
+        Dag(
+            "chain_across_tiers",
+            "10 short tasks on each of tools and coder, then a 6-step chain alternating "
+            "between them; 1 slot each",
+            GOAL,
+            [
+                *[pinned(f"t{i}", tools[i % 4], n(8)) for i in range(1, 11)],
+                *[pinned(f"k{i}", "coder", n(8)) for i in range(1, 11)],
+                *[
+                    pinned(
+                        f"c{i}",
+                        "coder" if i % 2 == 0 else tools[i % 4],
+                        n(48),
+                        [f"c{i - 1}"] if i > 1 else [],
+                    )
+                    for i in range(1, 7)
+                ],
+            ],
+        ),
+        Dag(
+            "fan_out_chain_join",
+            "16 short tools tasks listed first, a 4-step chain, then a join of all; 2 slots",
+            GOAL,
+            [
+                *[pinned(f"w{i}", tools[i % 4], n(8)) for i in range(1, 17)],
+                *[
+                    pinned(f"c{i}", tools[i % 4], n(64), [f"c{i - 1}"] if i > 1 else [])
+                    for i in range(1, 5)
+                ],
+                pinned("join", "analyst", n(16), [*(f"w{i}" for i in range(1, 17)), "c4"]),
+            ],
+        ),
+    ]
+
+
+#: Scarce slots for the contention and fairness suites, by tier (applied to the tier's
+#: first endpoint): few enough that short independent tasks really compete with a chain.
+CONTENTION_SLOTS = {"tools": 2, "coder": 1}
+
+
+def fairness_plans(scale: float = 1.0, small_goals: int = 5) -> list[tuple[str, Plan]]:
+    """One big goal and ``small_goals`` small ones, as (goal, plan), big first.
+
+    The big goal is 12 independent tools tasks and a two-step tail; each small goal is
+    two short tools tasks and a join. Submitted together in this order, a FIFO order
+    serves the big goal's 12 tasks before any small goal's.
+
+    Args:
+        scale: Factor on every pinned token count.
+        small_goals: How many small goals.
+    """
+
+    def n(tokens: int) -> int:
+        return max(1, round(tokens * scale))
+
+    tools = ["researcher", "analyst", "fabricator", "cad_designer"]
+    leaves = [pinned(f"b{i}", tools[i % 4], n(32), what=f"Big part {i}") for i in range(1, 13)]
+    big = Plan(
+        tasks=[
+            *leaves,
+            pinned("join", "analyst", n(16), [t.id for t in leaves], "Join the big parts"),
+            pinned("final", "researcher", n(16), ["join"], "Finish the big goal"),
+        ],
+        source="given",
+    )
+    plans = [("Big goal: a complete design review", big)]
+    for index in range(1, small_goals + 1):
+        small = Plan(
+            tasks=[
+                pinned("a", tools[index % 4], n(16), what=f"Fact A of small goal {index}"),
+                pinned("b", tools[(index + 1) % 4], n(16), what=f"Fact B of small goal {index}"),
+                pinned("c", tools[(index + 2) % 4], n(16), ["a", "b"], f"Answer goal {index}"),
+            ],
+            source="given",
+        )
+        plans.append((f"Small goal {index}: a quick question", small))
+    return plans

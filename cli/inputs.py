@@ -1,4 +1,4 @@
-"""What ``kitty-orch run`` reads besides its goal: a plan file and ``--set`` run settings."""
+"""What ``kitty-orch run`` reads besides its goal: a plan file, images, ``--set`` settings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Annotated, Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
+from endpoints.config import FleetConfig
 from graph.context import Context
+from graph.images import ImageRecord
 from graph.schemas import Plan
 from kitty.errors import PlanError, SettingsError, format_validation_error
 
@@ -63,6 +65,22 @@ def load_plan_file(path: Path) -> tuple[Plan, str | None]:
     except PlanError as exc:
         raise PlanFileError(f"plan file {path}: {exc}") from None
     return plan, goal if isinstance(goal, str) else None
+
+
+def load_image_files(sources: list[str], context: Context, fleet: FleetConfig) -> list[ImageRecord]:
+    """The ``--image`` files (or URLs), checked and cleaned as the run will store them.
+
+    Raises:
+        ImageError: A missing file, not an image by content, too large, too many images,
+            or a URL the fleet's ``[fetch]`` rules refuse; one line naming it and the fix.
+    """
+    if not sources:
+        return []
+    import asyncio
+
+    from graph.images import load_images
+
+    return asyncio.run(load_images(sources, context.image_limits(), fleet.fetch))
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:

@@ -43,6 +43,11 @@ def metrics_table(result: RunResult) -> Table:
         ("peak concurrency", f"{m.peak_concurrency} tasks at once"),
         ("tokens in / out", f"{m.prompt_tokens} / {m.completion_tokens}"),
         (
+            "cached prompt tokens",
+            f"{m.cached_prompt_tokens} ({m.cached_prompt_share:.0%} of tokens in, from the "
+            "servers' prompt caches)",
+        ),
+        (
             "tasks",
             f"{m.tasks_completed} completed, {m.tasks_failed} failed, {m.tasks_skipped} skipped"
             f" of {m.tasks_total}",

@@ -23,7 +23,7 @@ import typer
 from cli.app import CHECKPOINT_HELP, FLEET_HELP, app
 from cli.driver import RunOutput, drive
 from cli.errors import shows_errors
-from cli.inputs import check_thinking, load_plan_file, parse_settings
+from cli.inputs import check_thinking, load_image_files, load_plan_file, parse_settings
 from cli.report import resume_hint
 from cli.view import RunView
 from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, load_fleet
@@ -100,6 +100,16 @@ def run_command(
             "--approve-plan", help="Show the plan and ask to run, edit or reject it first."
         ),
     ] = False,
+    images: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image",
+            metavar="PATH|URL",
+            help="An image for the goal (repeatable): a photo, screenshot or drawing file, "
+            "or an http(s) URL. Checked by content, cleaned of EXIF/GPS, downscaled; only "
+            "tasks that look at images get it, and only on an endpoint that can see.",
+        ),
+    ] = None,
 ) -> None:
     """Run a goal on the fleet: plan, run the tasks in parallel, synthesize an answer."""
     fleet_name = fleet or os.environ.get(FLEET_ENV_VAR) or DEFAULT_FLEET
@@ -116,6 +126,8 @@ def run_command(
         settings=settings or [],
     )
     config = load_fleet(fleet_name)
+    # Checked before the fleet starts: a bad file is one red line, not a failed run.
+    records = load_image_files(images or [], context, config)
     view = RunView(goal=goal)
     if plan is not None:
         view.set_plan(plan)
@@ -131,7 +143,12 @@ def run_command(
             notice=f"thread {thread_id}",
             resume_hint=resume_hint(thread_id, checkpoint) if checkpoint != MEMORY else None,
         ),
-        stream_options={"plan": plan, "context": context, "thread_id": thread_id},
+        stream_options={
+            "plan": plan,
+            "context": context,
+            "thread_id": thread_id,
+            "images": records,
+        },
     )
 
 

@@ -177,3 +177,56 @@ def mark_tool_calls_unconstrained(endpoint: EndpointConfig) -> None:
 def forget_tool_support() -> None:
     """Drop the cached ``/props`` answers (servers restarted with another template)."""
     _tool_support.clear()
+
+
+# Like the tool report: a server gains or loses its projector only by a restart.
+_vision_support: dict[str, bool] = {}
+
+
+async def endpoint_supports_vision(
+    endpoint: EndpointConfig, client: httpx.AsyncClient | None = None
+) -> bool:
+    """Whether the endpoint can be sent images: the fleet file says so and the server agrees.
+
+    The fleet file's ``supports_vision`` is required. A llama.cpp server must also report
+    ``/props`` ``modalities.vision`` (true only when it was started with ``--mmproj``); a
+    server whose ``/props`` cannot be read or lacks ``modalities`` counts as blind, so an
+    image is never sent to a model that would drop it. Ollama has no such report: there
+    the fleet file decides.
+    """
+    if not endpoint.supports_vision:
+        return False
+    if endpoint.kind != "llamacpp":
+        return True
+    known = _vision_support.get(endpoint.base_url)
+    if known is not None:
+        return known
+    reported = await server_reports_vision(endpoint, client)
+    if reported is None:
+        return False  # not cached: the server may still be starting
+    _vision_support[endpoint.base_url] = reported
+    return reported
+
+
+async def server_reports_vision(
+    endpoint: EndpointConfig, client: httpx.AsyncClient | None = None
+) -> bool | None:
+    """The server's own ``/props`` ``modalities.vision`` (``None``: Ollama, or unreadable).
+
+    Unlike :func:`endpoint_supports_vision` this ignores the fleet file: it names the cause
+    when the two disagree.
+    """
+    if endpoint.kind != "llamacpp":
+        return None
+    try:
+        response = await _client(client).get(f"{endpoint.base_url}/props", timeout=SLOTS_TIMEOUT_S)
+        response.raise_for_status()
+        modalities = response.json().get("modalities")
+    except (httpx.HTTPError, TypeError, ValueError, AttributeError):
+        return None
+    return bool(modalities.get("vision")) if isinstance(modalities, dict) else None
+
+
+def forget_vision_support() -> None:
+    """Drop the cached ``/props`` vision answers (servers restarted with another projector)."""
+    _vision_support.clear()

@@ -21,6 +21,10 @@ from kitty.errors import SettingsError, SlotTimeoutError
 
 logger = logging.getLogger("kitty.endpoints")
 
+# The cancellation message a holder gets when its lease expired in a heartbeat gap and was
+# granted to someone else: its request is stopped and the slot asked for again.
+LEASE_LOST = "kitty: slot lease lost (expired in a heartbeat gap and taken by another holder)"
+
 
 class StoreDown(Exception):
     """Redis is unreachable and the policy is ``degrade`` (handled inside this package)."""
@@ -93,6 +97,8 @@ class RedisSlots:
         self._numbers = SlotNumbers()
         self._leases: dict[int, str] = {}
         self._degraded: dict[int, int] = {}
+        self._holders: dict[int, tuple[asyncio.Task[Any], asyncio.AbstractEventLoop]] = {}
+        self._lost: set[int] = set()
         self._fallback: LocalSlots | None = None
         self._queued = 0
         self._counters = SlotCounters()
@@ -195,7 +201,38 @@ class RedisSlots:
         with self._lock:
             number = self._hold(started, waited)
             self._leases[number] = lease
+            holder = asyncio.current_task()
+            if holder is not None:
+                self._holders[number] = (holder, asyncio.get_running_loop())
         return number
+
+    def lease_lost(self, lease: str) -> None:
+        """A held lease expired and its slot went to another holder: stop this holder.
+
+        Called on the store's loop by the heartbeat. The holding task is cancelled with
+        :data:`LEASE_LOST` so its request leaves the server (the cap holds again); the
+        caller sees :meth:`was_lost` and asks for a slot again.
+        """
+        with self._lock:
+            number = next((n for n, held in self._leases.items() if held == lease), None)
+            if number is None:
+                return
+            self._lost.add(number)
+            holder = self._holders.get(number)
+        logger.warning(
+            "endpoint %s: slot lease %s expired in a heartbeat gap and was taken; stopping "
+            "its request and queueing it again",
+            self.name,
+            lease,
+        )
+        if holder is not None:
+            task, loop = holder
+            loop.call_soon_threadsafe(task.cancel, LEASE_LOST)
+
+    def was_lost(self, slot: int) -> bool:
+        """True when ``slot``'s lease was lost while held (see :meth:`lease_lost`)."""
+        with self._lock:
+            return slot in self._lost
 
     async def _acquire_degraded(
         self, timeout: float | None, priority: float, started: float
@@ -225,6 +262,8 @@ class RedisSlots:
         with self._lock:
             lease = self._leases.pop(slot, None)
             local = self._degraded.pop(slot, None)
+            self._holders.pop(slot, None)
+            self._lost.discard(slot)
             if not self._numbers.give_back(slot):
                 return
         if local is not None and self._fallback is not None:

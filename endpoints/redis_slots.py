@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 
 from endpoints import redis_scripts
+from endpoints.attained_service import RedisLedger, ServiceLedger
+from endpoints.redis_channel import CooldownListener, StoreChannel
 from endpoints.redis_endpoint import RedisSlots, StoreDown
+from endpoints.redis_faults import STORE_ERRORS, fatal_problem
 from endpoints.slot_store import AGING_PER_S, EndpointSlots, hide_password
 from kitty.errors import SettingsError
 
@@ -42,9 +44,6 @@ PREFIX = "kitty:slots"
 RETRY_S = 0.5
 CONNECT_TIMEOUT_S = 1.0
 COMMAND_TIMEOUT_S = 2.0
-_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
-
-CooldownListener = Callable[[str, float], None]
 
 
 @dataclass(eq=False)
@@ -55,17 +54,6 @@ class _Pending:
     # Renewed (and re-queued if missing) only once its ENQUEUE returned: a renewal sent
     # before would find it "missing" and queue it twice.
     queued: bool = False
-
-
-def _fatal_problem(exc: BaseException) -> str | None:
-    """What is wrong when Redis answers but refuses us (retrying will not help)."""
-    text = str(exc)
-    if isinstance(exc, redis_errors.AuthenticationError) or "NOAUTH" in text:
-        first = text.splitlines()[0] if text else type(exc).__name__
-        return f"Redis refused the credentials ({first}); put the right password in the URL"
-    if isinstance(exc, redis_errors.ResponseError) and "DB index" in text:
-        return f"Redis has no such database ({text}); use a db the server has (0-15 by default)"
-    return None
 
 
 class RedisSlotStore:
@@ -104,16 +92,29 @@ class RedisSlotStore:
         self._held: dict[str, str] = {}
         self._kick: asyncio.Event | None = None
         self._wake_at = float("inf")
-        self._cooldown_listeners: list[CooldownListener] = []
+        self._channel = StoreChannel(self.channel, self._granted, self._went_down)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.down_reason: str | None = None
         self.fatal: SettingsError | None = None
         self.lost_leases = 0
+        self._ledger = RedisLedger(self)
 
     @property
     def description(self) -> str:
         """The URL with any password hidden."""
         return hide_password(self.url)
+
+    @property
+    def ledger(self) -> ServiceLedger:
+        """Attained service per run, shared by every process using this Redis."""
+        return self._ledger
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client (on the store's loop only; started on first use)."""
+        self._ensure_started()
+        assert self._client is not None
+        return self._client
 
     @property
     def degrades(self) -> bool:
@@ -161,7 +162,7 @@ class RedisSlotStore:
         for name in ("ENQUEUE", "RELEASE", "RENEW", "COUNTS"):
             self._scripts[name] = self._client.register_script(getattr(redis_scripts, name))
         self._kick = asyncio.Event()
-        self._spawn(self._listen())
+        self._spawn(self._channel.listen(self._client))
         self._spawn(self._heartbeat())
 
     def close(self) -> None:
@@ -199,10 +200,7 @@ class RedisSlotStore:
     async def _run(self, script: str, key: str, args: list[Any]) -> list[Any]:
         try:
             result: list[Any] = await self._scripts[script](keys=self.keys(key), args=args)
-        except _UNREACHABLE as exc:
-            self._went_down(exc)
-            raise
-        except redis_errors.ResponseError as exc:
+        except STORE_ERRORS as exc:
             self._went_down(exc)
             raise
         if self.down_reason is not None:
@@ -210,14 +208,15 @@ class RedisSlotStore:
             self.down_reason = None
         return result
 
-    def _went_down(self, exc: BaseException) -> None:
-        problem = _fatal_problem(exc)
+    def _went_down(self, exc: BaseException) -> bool:
+        """Note a Redis error; True when Redis refuses us for good (``fatal`` is set)."""
+        problem = fatal_problem(exc)
         if problem is not None:
             self.fatal = SettingsError(f"slot store {self.description}: {problem}")
             for pending in self._pending.values():
                 if not pending.future.done():
                     pending.future.set_exception(self.fatal)
-            return
+            return True
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if self.down_reason is None:
             logger.warning(
@@ -229,6 +228,7 @@ class RedisSlotStore:
                 else "tasks wait for it (fail closed)",
             )
         self.down_reason = reason
+        return self.fatal is not None
 
     async def check(self) -> str | None:
         """Check the store at start (call from any loop).
@@ -245,7 +245,7 @@ class RedisSlotStore:
         assert self._client is not None
         try:
             await self._client.ping()
-        except (*_UNREACHABLE, redis_errors.ResponseError) as exc:
+        except STORE_ERRORS as exc:
             self._went_down(exc)
         if self.fatal is not None:
             raise self.fatal
@@ -281,7 +281,7 @@ class RedisSlotStore:
                 try:
                     await self._enqueue(lease, pending)
                     break
-                except (*_UNREACHABLE, redis_errors.ResponseError):
+                except STORE_ERRORS:
                     if self.fatal is not None:
                         raise self.fatal from None
                     if self.on_store_down == "degrade":
@@ -336,7 +336,7 @@ class RedisSlotStore:
         capacity = self._endpoints[key].capacity
         try:
             result = await self._run("RELEASE", key, [lease, capacity, self.ttl_ms, self.channel])
-        except (*_UNREACHABLE, redis_errors.ResponseError):
+        except STORE_ERRORS:
             return  # no longer renewed: the lease expires within the TTL
         self._absorb(key, result)
 
@@ -373,7 +373,7 @@ class RedisSlotStore:
                 self._wake_at = float("inf")
             try:
                 await self._renew_all()
-            except (*_UNREACHABLE, redis_errors.ResponseError):
+            except STORE_ERRORS:
                 continue
             except Exception:  # the heartbeat must outlive any surprise
                 logger.exception("slot store heartbeat failed")
@@ -405,54 +405,17 @@ class RedisSlotStore:
                 if pending is not None and not pending.future.done():  # Redis restarted?
                     await self._enqueue(lease, pending)
 
-    async def _listen(self) -> None:
-        assert self._client is not None
-        while True:
-            pubsub = self._client.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                    if message and message.get("type") == "message":
-                        self._on_message(str(message["data"]))
-            except (*_UNREACHABLE, redis_errors.ResponseError) as exc:
-                self._went_down(exc)
-                if self.fatal is not None:
-                    return
-                await asyncio.sleep(RETRY_S)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-
-    def _on_message(self, data: str) -> None:
-        kind, _, rest = data.partition(" ")
-        if kind == "grant":
-            self._granted(rest.split())
-        elif kind == "cool":
-            key, _, seconds = rest.rpartition(" ")
-            for listener in list(self._cooldown_listeners):
-                listener(key, float(seconds))
-
     # -- shared endpoint health ---------------------------------------------------------
 
     def watch_cooldowns(self, listener: CooldownListener) -> None:
         """Call ``listener(key, seconds)`` when any process benches (or clears) a server."""
-        self._cooldown_listeners.append(listener)
+        self._channel.watch(listener)
         self._ensure_started()
 
     def share_cooldown(self, key: str, seconds: float) -> None:
         """Tell every process that the server ``key`` is benched for ``seconds`` (0: clear)."""
-        self.call_soon(self._spawn_publish, f"cool {key} {seconds:.3f}")
-
-    def _spawn_publish(self, message: str) -> None:
-        self._spawn(self._publish(message))
-
-    async def _publish(self, message: str) -> None:
-        assert self._client is not None
-        try:
-            await self._client.publish(self.channel, message)
-        except (*_UNREACHABLE, redis_errors.ResponseError) as exc:
-            self._went_down(exc)
+        publish = self._channel.publish_cooldown
+        self.call_soon(lambda: self._spawn(publish(self.redis, key, seconds)))
 
     # -- fleet-wide counts --------------------------------------------------------------
 
@@ -463,6 +426,6 @@ class RedisSlotStore:
     async def _counts(self, key: str) -> tuple[int, int] | None:
         try:
             leases, queued = await self._run("COUNTS", key, [])
-        except (*_UNREACHABLE, redis_errors.ResponseError):
+        except STORE_ERRORS:
             return None
         return int(leases), int(queued)

@@ -8,9 +8,15 @@ in Redis so caps hold across processes and hosts.
 
 Waiters are granted in priority order (higher first), first come first served among equal
 priorities. In-process, a waiter's priority grows by :data:`AGING_PER_S` per second it
-waits, so a stream of higher-priority arrivals can pass a waiter only for a bounded time.
-Slot numbers (lowest free first) give timelines one lane per slot; they are
-ours, not the server's slot ids.
+waits, so a stream of higher-priority arrivals can pass a waiter only for a bounded time,
+and a waiter of a run loses its run's attained service at each grant
+(:mod:`endpoints.attained_service`: least attained service across runs).
+
+Slot numbers (lowest free first) give timelines one lane per slot. In-process they are
+0..capacity-1 of this limiter alone, so on llama.cpp they can name the server's own slots:
+a waiter may ask for a *preferred* slot (one that last served the same prompt prefix, see
+:mod:`endpoints.slot_affinity`) and then gets it if it is free, else the least recently
+used free slot.
 """
 
 from __future__ import annotations
@@ -24,48 +30,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
-from kitty.errors import SettingsError, SlotTimeoutError
-
-LOCAL_STORE = "local"
-STORE_URL_FORM = "local or redis://[:password@]host:port/db (e.g. redis://127.0.0.1:6379/0)"
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost"}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True)
-class LimiterStats:
-    """A snapshot of a limiter's state.
-
-    Attributes:
-        name: Endpoint name.
-        capacity: Slots in total.
-        in_use: Slots held now (by this process).
-        queued: Callers waiting now (in this process).
-        peak_in_use: Most slots ever held at once.
-        acquired: Slots handed out so far.
-        waited: How many acquisitions had to queue.
-        total_wait_s: Seconds spent queued, summed over acquisitions.
-        max_wait_s: Longest single queue wait.
-        store: The slot store: ``local`` or its ``redis://`` URL (password hidden).
-        leases: Leases held by every process sharing the store, as last seen
-            (``None`` for the local store).
-        store_queued: Waiters of every process sharing the store, as last seen.
-    """
-
-    name: str
-    capacity: int
-    in_use: int
-    queued: int
-    peak_in_use: int
-    acquired: int
-    waited: int
-    total_wait_s: float
-    max_wait_s: float
-    store: str = LOCAL_STORE
-    leases: int | None = None
-    store_queued: int | None = None
+from endpoints.attained_service import LocalLedger, ServiceLedger, las_penalty
+from endpoints.slot_stats import LimiterStats, SlotCounters, SlotNumbers
+from endpoints.store_urls import (
+    LOCAL_STORE,
+    STORE_URL_FORM,
+    check_store_url,
+    endpoint_key,
+    hide_password,
+)
+from kitty.errors import SlotTimeoutError
 
 
 class EndpointSlots(Protocol):
@@ -126,117 +101,10 @@ class SlotStore(Protocol):
         """(leases, waiters) of every process for the server ``key``; ``None`` if unknown."""
         ...
 
-
-def endpoint_key(base_url: str) -> str:
-    """One name per server: ``localhost``, ``127.0.0.1`` and a trailing slash are the same.
-
-    Scheme and host are lower-cased, loopback names become ``127.0.0.1``, a default port
-    is written out, and trailing slashes go.
-    """
-    parts = urlsplit(base_url.strip())
-    scheme = (parts.scheme or "http").lower()
-    host = (parts.hostname or "").lower()
-    if host in _LOOPBACK_HOSTS or host.startswith("127."):
-        host = "127.0.0.1"
-    port = parts.port or _DEFAULT_PORTS.get(scheme)
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def check_store_url(url: str, *, source: str = "slot_store") -> str:
-    """Validate a slot store setting; returns it stripped.
-
-    Raises:
-        SettingsError: Neither ``local`` nor a ``redis://`` / ``rediss://`` URL with a host
-            and, if given, a numeric db; one line naming it and the expected form.
-    """
-    text = url.strip()
-    if text == LOCAL_STORE:
-        return text
-    problem = _url_problem(text)
-    if problem:
-        raise SettingsError(
-            f"{source} = {url!r} is not valid ({problem}); expected {STORE_URL_FORM}"
-        )
-    return text
-
-
-def _url_problem(text: str) -> str | None:
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in ("redis", "rediss"):
-        return "unknown scheme" if parts.scheme else "no scheme"
-    if not parts.hostname:
-        return "no host"
-    if port is not None and not 0 < port < 65536:
-        return "bad port"
-    db = parts.path.strip("/")
-    if db and not db.isdigit():
-        return f"db {db!r} is not a number"
-    return None
-
-
-def hide_password(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for logs and errors)."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-@dataclass
-class SlotCounters:
-    """Counters every store keeps per endpoint and process (guarded by the owner's lock)."""
-
-    peak: int = 0
-    acquired: int = 0
-    waited: int = 0
-    total_wait: float = 0.0
-    max_wait: float = 0.0
-
-    def took(self, in_use: int) -> None:
-        """One slot handed out; ``in_use`` slots are held now."""
-        self.acquired += 1
-        self.peak = max(self.peak, in_use)
-
-    def queued_for(self, seconds: float) -> None:
-        """One acquisition waited ``seconds``."""
-        self.waited += 1
-        self.total_wait += seconds
-        self.max_wait = max(self.max_wait, seconds)
-
-
-class SlotNumbers:
-    """Lowest-free slot numbers for timelines (not guarded: the owner holds its lock)."""
-
-    def __init__(self) -> None:
-        self._free: list[int] = []
-        self._next = 0
-        self.held: set[int] = set()
-
-    def take(self) -> int:
-        """The lowest number not held."""
-        if self._free:
-            number = heapq.heappop(self._free)
-        else:
-            number, self._next = self._next, self._next + 1
-        self.held.add(number)
-        return number
-
-    def give_back(self, number: int) -> bool:
-        """Free ``number``; False when it was not held."""
-        if number not in self.held:
-            return False
-        self.held.discard(number)
-        heapq.heappush(self._free, number)
-        return True
+    @property
+    def ledger(self) -> ServiceLedger:
+        """Slot-seconds per run, shared as widely as the store (least attained service)."""
+        ...
 
 
 _tickets = itertools.count()
@@ -257,6 +125,8 @@ class _Waiter:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[int]
     order: tuple[float, int]
+    prefer: str | None = None
+    run: str | None = None
     slot: int | None = field(default=None)
 
 
@@ -277,20 +147,32 @@ class LocalSlots:
         name: Endpoint name, used in errors and stats.
         capacity: Number of slots.
         clock: Seconds for aging (monotonic; a test passes its own).
+        ledger: Attained service per run: a waiter of a run loses
+            :func:`~endpoints.attained_service.las_penalty` of its run's service *at grant
+            time*, so a run that keeps getting slots falls behind the others while it waits.
     """
 
     def __init__(
-        self, name: str, capacity: int, *, clock: Callable[[], float] = time.monotonic
+        self,
+        name: str,
+        capacity: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        ledger: LocalLedger | None = None,
     ) -> None:
         _check_capacity(name, capacity)
         self.name = name
         self._clock = clock
+        self._ledger = ledger
         self._lock = threading.Lock()
         self._capacity = capacity
         self._free: list[int] = list(range(capacity))
         self._in_use: set[int] = set()
         self._waiters: list[_Waiter] = []  # sorted by (-aged priority, ticket)
         self._counters = SlotCounters()
+        # Slot -> (use tick, prefix key) of its last grant: what its KV cache holds.
+        self._history: dict[int, tuple[int, str | None]] = {}
+        self._ticks = itertools.count(1)
 
     @property
     def capacity(self) -> int:
@@ -334,14 +216,50 @@ class LocalSlots:
         with self._lock:
             return (len(self._in_use) + len(self._waiters)) / self._capacity
 
-    def _take(self, slot: int) -> int:
+    def _take(self, slot: int, prefer: str | None = None) -> int:
         self._in_use.add(slot)
+        self._history[slot] = (next(self._ticks), prefer)
         self._counters.took(len(self._in_use))
         return slot
 
+    def _pick_free(self, prefer: str | None) -> int:
+        """A free slot: lowest first, or for ``prefer`` the one that last served it.
+
+        Without a free slot that last served ``prefer``, the least recently used free
+        slot (one never used first): it holds the prefix least likely to be wanted next.
+        """
+        if prefer is None:
+            return heapq.heappop(self._free)
+        matching = [s for s in self._free if self._history.get(s, (0, None))[1] == prefer]
+        chosen = min(matching or self._free, key=lambda s: (self._history.get(s, (0, None))[0], s))
+        self._free.remove(chosen)
+        heapq.heapify(self._free)
+        return chosen
+
+    def last_served(self, slot: int) -> str | None:
+        """The prefix key of the last grant of ``slot`` (``None``: unknown or none)."""
+        with self._lock:
+            return self._history.get(slot, (0, None))[1]
+
+    def _next_waiter(self) -> int:
+        """Index of the waiter to grant: the head, unless attained service reorders runs."""
+        if self._ledger is None or not any(w.run for w in self._waiters):
+            return 0
+        penalties: dict[str, float] = {}
+        for waiter in self._waiters:
+            if waiter.run is not None and waiter.run not in penalties:
+                penalties[waiter.run] = las_penalty(self._ledger.seconds(waiter.run))
+
+        def key(index: int) -> tuple[float, int]:
+            waiter = self._waiters[index]
+            penalty = penalties.get(waiter.run, 0.0) if waiter.run else 0.0
+            return (waiter.order[0] + penalty, waiter.order[1])
+
+        return min(range(len(self._waiters)), key=key)
+
     def _hand_over(self, slot: int) -> _Waiter:
-        waiter = self._waiters.pop(0)
-        waiter.slot = self._take(slot)
+        waiter = self._waiters.pop(self._next_waiter())
+        waiter.slot = self._take(slot, waiter.prefer)
         return waiter
 
     def _notify(self, waiter: _Waiter) -> None:
@@ -352,10 +270,21 @@ class LocalSlots:
             if waiter.slot is not None:
                 self.release(waiter.slot)
 
-    async def acquire(self, timeout: float | None = None, *, priority: float = 0.0) -> int:
+    async def acquire(
+        self,
+        timeout: float | None = None,
+        *,
+        priority: float = 0.0,
+        prefer: str | None = None,
+        run: str | None = None,
+    ) -> int:
         """Wait for a free slot: higher ``priority`` first, first come first served within one.
 
-        The priority ages while the waiter waits (:data:`AGING_PER_S`).
+        The priority ages while the waiter waits (:data:`AGING_PER_S`) and, for a waiter
+        of ``run``, loses that run's attained service at each grant (least attained
+        service across runs). With ``prefer`` (a prompt-prefix key) a free slot that last
+        served that key is taken if there is one, else the least recently used free slot;
+        a waiter gets the slot released.
 
         Raises:
             SlotTimeoutError: No slot was free within ``timeout`` seconds.
@@ -363,9 +292,9 @@ class LocalSlots:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._free and not self._waiters:
-                return self._take(heapq.heappop(self._free))
+                return self._take(self._pick_free(prefer), prefer)
             aged = priority - self._clock() * AGING_PER_S
-            waiter = _Waiter(loop, loop.create_future(), (-aged, next(_tickets)))
+            waiter = _Waiter(loop, loop.create_future(), (-aged, next(_tickets)), prefer, run)
             bisect.insort(self._waiters, waiter, key=lambda w: w.order)
         started = time.perf_counter()
         try:
@@ -413,14 +342,17 @@ def _check_capacity(name: str, capacity: int) -> None:
 class LocalSlotStore:
     """The in-process store: every endpoint gets a :class:`LocalSlots`."""
 
+    def __init__(self) -> None:
+        self._ledger = LocalLedger()
+
     @property
     def description(self) -> str:
         """Always ``local``."""
         return LOCAL_STORE
 
     def slots(self, name: str, key: str, capacity: int) -> EndpointSlots:
-        """A fresh in-process semaphore for one server."""
-        return LocalSlots(name, capacity)
+        """A fresh in-process semaphore for one server (sharing this store's ledger)."""
+        return LocalSlots(name, capacity, ledger=self._ledger)
 
     async def check(self) -> str | None:
         """Nothing to check in-process."""
@@ -436,5 +368,28 @@ class LocalSlotStore:
         """Other processes' leases are not visible in-process."""
         return None
 
+    @property
+    def ledger(self) -> ServiceLedger:
+        """This process's attained service per run."""
+        return self._ledger
+
 
 LOCAL = LocalSlotStore()
+
+
+__all__ = [
+    "AGING_PER_S",
+    "LOCAL",
+    "LOCAL_STORE",
+    "STORE_URL_FORM",
+    "EndpointSlots",
+    "LimiterStats",
+    "LocalSlotStore",
+    "LocalSlots",
+    "SlotCounters",
+    "SlotNumbers",
+    "SlotStore",
+    "check_store_url",
+    "endpoint_key",
+    "hide_password",
+]

@@ -24,6 +24,7 @@ from graph.events import (
     TaskWaiting,
     parse_event,
 )
+from graph.images import ImageError
 from graph.plan_validation import PlanError
 from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
 from graph.threads import ThreadInfo, thread_info
@@ -31,6 +32,7 @@ from graph.threads import ThreadInfo, thread_info
 __all__ = [
     "CheckpointError",
     "Context",
+    "ImageError",
     "NothingToResume",
     "PhaseStarted",
     "Plan",

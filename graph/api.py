@@ -26,6 +26,7 @@ from graph.builder import OrchestratorGraph, build_graph
 from graph.checkpoint import shared_memory_checkpointer
 from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
+from graph.images import ImageRecord, ImageSource, load_images
 from graph.metrics import compute_metrics
 from graph.nodes import prepare_fleet
 from graph.plan_validation import PlanError, parse_plan
@@ -144,8 +145,13 @@ async def _resolve_start(
     checkpointer: BaseCheckpointSaver | None,
     thread_id: str | None,
     plan_decision: Any | None,
+    images: list[ImageSource | ImageRecord] | None = None,
 ) -> _Start:
-    """Decide between a new run and a continued thread, and the settings it runs with."""
+    """Decide between a new run and a continued thread, and the settings it runs with.
+
+    A new run's images are checked and cleaned here, before any work starts (a resumed
+    run keeps the images it started with).
+    """
     wants_approval = bool(settings.get("approve_plan")) or bool(context and context.approve_plan)
     borrowed = checkpointer is None and (wants_approval or plan_decision is not None)
     if borrowed:
@@ -179,16 +185,32 @@ async def _resolve_start(
     if resuming:  # the planner (which brings the fleet up) already ran before
         await prepare_fleet(run_context)
     config["metadata"] = {CONTEXT_METADATA_KEY: run_context.model_dump_json()}
+    state_input: dict[str, Any] | None = None
+    if not resuming:
+        records = await _run_images(images, run_context)
+        state_input = {"goal": goal or "", "plan": _as_plan(plan), "images": records}
     return _Start(
         compiled=compiled,
         config=config,
         context=run_context,
-        state_input=None if resuming else {"goal": goal or "", "plan": _as_plan(plan)},
+        state_input=state_input,
         pending=pending,
         checkpointer=checkpointer,
         borrowed_checkpointer=borrowed,
         resuming=resuming,
     )
+
+
+async def _run_images(
+    images: list[ImageSource | ImageRecord] | None, context: Context
+) -> list[ImageRecord]:
+    """The run's images, checked and cleaned (URLs under the fleet's ``[fetch]`` rules)."""
+    if not images:
+        return []
+    from endpoints.pool import get_runtime
+
+    fetch = get_runtime(context.fleet).fleet.fetch
+    return await load_images(images, context.image_limits(), fetch)
 
 
 async def _next_input(
@@ -235,6 +257,7 @@ async def astream_goal(
     thread_id: str | None = None,
     on_plan: PlanCallback | None = None,
     plan_decision: PlanDecision | dict[str, Any] | str | None = None,
+    images: list[ImageSource | ImageRecord] | None = None,
     **settings: Any,
 ) -> AsyncGenerator[ProgressEvent | PlanApproval, None]:
     """Run a goal, yielding typed progress events and finally :class:`RunFinished`.
@@ -267,6 +290,11 @@ async def astream_goal(
         thread_id: Checkpoint thread: continue it, or name the new run's thread.
         on_plan: Plan approval callback: ``PlanApproval -> decision``.
         plan_decision: The decision for a thread whose plan waits for approval.
+        images: Images for the goal: file paths, bytes, ``data:`` or ``http(s)`` URLs
+            (fetched under the fleet's ``[fetch]`` host rules) or PIL images. Each is
+            checked by content, cleaned of metadata, downscaled and stored once with the
+            run; tasks that need them get them on a vision endpoint only (see
+            :mod:`graph.image_routing`). Ignored when continuing a thread.
         **settings: :class:`Context` fields, applied on top of ``context``.
 
     Yields:
@@ -277,9 +305,11 @@ async def astream_goal(
         NothingToResume: ``goal`` is ``None`` and the thread has no unfinished work.
         PlanError: Bad goal, plan or plan decision; the message says what to fix.
         SettingsError: An unknown setting or a bad value.
+        ImageError: An image is refused (not an image by content, too large, too many,
+            a URL the host rules refuse); the message names it and the fix.
     """
     start = await _resolve_start(
-        goal, plan, context, settings, checkpointer, thread_id, plan_decision
+        goal, plan, context, settings, checkpointer, thread_id, plan_decision, images
     )
     started = time.perf_counter()
     values: dict[str, Any] = {}

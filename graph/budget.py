@@ -11,6 +11,7 @@ bound at all (CJK text is 1.5 tokens a character, digits one each).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from endpoints import engine
@@ -82,13 +83,21 @@ async def trim_to_tokens(text: str, budget_tokens: int, endpoint: EndpointConfig
     return cut + TRUNCATION_MARK
 
 
-async def room_after(fixed_text: str, endpoint: EndpointConfig, max_tokens: int) -> int:
+async def room_after(
+    fixed_text: str, endpoint: EndpointConfig, max_tokens: int, *, shares: Sequence[str] = ()
+) -> int:
     """Tokens left on ``endpoint`` for variable text once ``fixed_text`` and the answer fit.
+
+    With ``shares`` (the texts the caller will cut to equal shares of the room, each with
+    its heading), no tokenizer is asked when every one of them certainly fits its share
+    of the room that the safe bound of ``fixed_text`` leaves: the caller then cuts nothing
+    with either room, so the prompt is the same and the ``/tokenize`` round trip is saved.
 
     Args:
         fixed_text: The part of the prompt that is never cut (instructions, goal, task).
         endpoint: The endpoint the prompt is for.
         max_tokens: The answer's completion cap.
+        shares: Texts to be cut to ``room // len(shares)`` tokens each (headings included).
 
     Returns:
         The budget (0 when only the fixed part fits; the answer may then be cut short).
@@ -96,6 +105,15 @@ async def room_after(fixed_text: str, endpoint: EndpointConfig, max_tokens: int)
     Raises:
         PromptTooLong: The fixed part alone does not fit the endpoint's context.
     """
+    if shares:
+        bound_room = endpoint.ctx - max_tokens - safe_token_bound(fixed_text) - PROMPT_MARGIN_TOKENS
+        share = bound_room // len(shares)
+        # one token more than the part's own bound: the caller bounds heading and text
+        # apart, each with its own extra token
+        if bound_room > 0 and all(
+            safe_token_bound(part) + _SAFE_EXTRA_TOKENS <= share for part in shares
+        ):
+            return bound_room
     fixed = await count_tokens(fixed_text, endpoint)
     _refuse_overflow(fixed, endpoint)
     return max(endpoint.ctx - max_tokens - fixed - PROMPT_MARGIN_TOKENS, 0)

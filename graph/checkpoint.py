@@ -48,6 +48,7 @@ SERDE_ALLOWLIST: list[tuple[str, ...]] = [
     ("graph.schemas", "Plan"),
     ("graph.schemas", "Task"),
     ("graph.schemas", "TaskResult"),
+    ("graph.images", "ImageRecord"),
 ]
 
 _shared_memory: InMemorySaver | None = None

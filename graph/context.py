@@ -8,6 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, FleetConfig
+from graph.images import (
+    DEFAULT_IMAGE_MAX_BYTES,
+    DEFAULT_IMAGE_MAX_SIDE,
+    DEFAULT_MAX_IMAGES,
+    ImageLimits,
+)
 from kitty.errors import SettingsError, format_validation_error
 
 MAX_TASKS = 20
@@ -57,6 +63,16 @@ class Context(BaseModel):
     )
     slot_timeout_s: float = Field(
         default=600.0, gt=0, description="Seconds a task may wait for a free slot."
+    )
+    slot_order: Literal["priority", "fifo"] = Field(
+        default="priority",
+        description=(
+            "Who gets a freed slot. 'priority': the task with the longest remaining "
+            "critical path (tokens), the run with the least attained service (slot-seconds) "
+            "first across runs, every wait bounded by aging, ties first come first served. "
+            "'fifo': strictly in arrival order (no critical path, no fairness term), e.g. "
+            "as a benchmark baseline."
+        ),
     )
     run_deadline_s: float | None = Field(
         default=None,
@@ -117,6 +133,24 @@ class Context(BaseModel):
             "when resuming)."
         ),
     )
+    image_max_bytes: int = Field(
+        default=DEFAULT_IMAGE_MAX_BYTES,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest image accepted, in bytes as received (default 8 MB).",
+    )
+    max_images: int = Field(
+        default=DEFAULT_MAX_IMAGES, ge=0, le=16, description="Most images one run may carry."
+    )
+    image_max_side: int = Field(
+        default=DEFAULT_IMAGE_MAX_SIDE,
+        ge=64,
+        le=8192,
+        description=(
+            "Longest side in pixels an image is downscaled to before it is stored and sent "
+            "(vision encoders work at 224-1024 px)."
+        ),
+    )
     planner_tiers: list[str] = Field(
         default_factory=lambda: ["tools", "reasoning"],
         min_length=1,
@@ -137,6 +171,14 @@ class Context(BaseModel):
     @classmethod
     def _path_as_text(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    def image_limits(self) -> ImageLimits:
+        """The caps and target size of this run's images."""
+        return ImageLimits(
+            max_bytes=self.image_max_bytes,
+            max_images=self.max_images,
+            max_side=self.image_max_side,
+        )
 
     @classmethod
     def setting_names(cls) -> list[str]:

@@ -13,6 +13,12 @@ benched (the next candidate is tried, no cooldown), and our slot is released onl
 the server has stopped the abandoned request, so the next task does not queue behind it
 inside llama.cpp. Connection errors and 5xx answers are "down" and count towards the
 endpoint's cooldown.
+
+Slots are granted by the run's ``slot_order`` (see :class:`~endpoints.limiter.SlotLimiter`):
+priority with least attained service across runs (the run is the call's ``kitty_run_id``),
+or FIFO. On llama.cpp a call goes to a free slot that last served its system prompt and
+names it with ``id_slot`` (:mod:`endpoints.slot_affinity`); the prompt tokens the server
+took from its cache are recorded per request.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from endpoints import engine, probes
 from endpoints.config import EndpointConfig
-from endpoints.limiter import SlotTimeoutError
+from endpoints.limiter import SlotOrder, SlotTimeoutError
 from endpoints.models import is_busy_error, is_endpoint_failure
 from endpoints.pool import EndpointHandle, FleetRuntime
+from endpoints.slot_affinity import affinity_applies, pin_slot, prefix_key
 from graph.budget import PromptTooLong
 from graph.schemas import CallStatus, ModelCall
 
@@ -105,6 +112,7 @@ class CallOutcome:
     finished_at: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
     finish_reason: str | None = None
     message: BaseMessage | None = None
 
@@ -144,6 +152,39 @@ def _text_of(message: BaseMessage) -> str:
         if not isinstance(p, dict) or p.get("type") in (None, "text")
     ]
     return "".join(parts)
+
+
+def cached_prompt_tokens(message: BaseMessage) -> int:
+    """Prompt tokens the server served from its cache for this answer (0 if not reported).
+
+    llama.cpp reports them as ``usage.prompt_tokens_details.cached_tokens`` (LangChain's
+    ``input_token_details.cache_read``) and in its own ``timings.cache_n``.
+    """
+    usage = getattr(message, "usage_metadata", None) or {}
+    cached = (usage.get("input_token_details") or {}).get("cache_read")
+    if cached is None:
+        metadata = getattr(message, "response_metadata", None) or {}
+        cached = (metadata.get("timings") or {}).get("cache_n")
+    return int(cached) if isinstance(cached, int | float) and cached > 0 else 0
+
+
+def _run_of(config: RunnableConfig | None) -> str | None:
+    """The run a call belongs to: its ``kitty_run_id`` metadata (task calls carry it)."""
+    run = ((config or {}).get("metadata") or {}).get("kitty_run_id")
+    return run if isinstance(run, str) and run else None
+
+
+def _slot_order_of_run() -> SlotOrder:
+    """The current graph run's ``slot_order`` setting (``priority`` outside a run)."""
+    from langgraph.runtime import get_runtime
+
+    try:
+        context = get_runtime().context
+    except (RuntimeError, KeyError, AttributeError):
+        return "priority"
+    order = context.get("slot_order") if isinstance(context, dict) else None
+    order = getattr(context, "slot_order", order)
+    return "fifo" if order == "fifo" else "priority"
 
 
 def _reasoning_of(message: BaseMessage) -> str | None:
@@ -260,6 +301,8 @@ async def call_model(
     call_timeout_s: float | None = None,
     busy_retries: int = 3,
     priority: float = 0.0,
+    run_key: str | None = None,
+    slot_order: SlotOrder | None = None,
 ) -> CallOutcome:
     """Run one chat call on the first endpoint of ``tiers`` that answers.
 
@@ -277,6 +320,10 @@ async def call_model(
         busy_retries: Retries with backoff on "server busy" before moving on.
         priority: Slot priority: a higher one is granted first (a task's later tool
             rounds go ahead of tasks that have not started).
+        run_key: The run whose attained service orders this call among other runs'
+            (default: ``config`` metadata ``kitty_run_id``; none: no fairness term).
+        slot_order: ``priority`` or ``fifo`` (default: the graph run's ``slot_order``
+            setting, ``priority`` outside a run).
 
     Returns:
         The outcome; ``ok`` is False when every candidate failed or the request was
@@ -284,6 +331,8 @@ async def call_model(
     """
     observer = observer or _NoObserver()
     outcome = CallOutcome(ok=False)
+    run_key = run_key or _run_of(config)
+    slot_order = slot_order or _slot_order_of_run()
     candidates = runtime.candidates(tiers)
     if not candidates:
         outcome.error = f"no endpoint serves tiers {tiers}"
@@ -307,10 +356,17 @@ async def call_model(
             move_on(index, f"{endpoint.name}: {exc}")
             continue
         outcome.prepare_s += time.perf_counter() - preparing
+        affine = await affinity_applies(endpoint, handle.limiter)
         observer.queued(handle)
         queued_at = time.perf_counter()
         try:
-            slot = await handle.limiter.acquire(slot_timeout_s, priority=priority)
+            slot = await handle.limiter.acquire(
+                slot_timeout_s,
+                priority=priority,
+                run=run_key,
+                prefer=prefix_key(prompt) if affine else None,
+                order=slot_order,
+            )
         except SlotTimeoutError as exc:
             outcome.queued_s += time.perf_counter() - queued_at
             move_on(index, str(exc))
@@ -323,6 +379,8 @@ async def call_model(
         try:
             observer.started(handle, slot, fallback)
             model = build_model(endpoint)
+            if affine:  # our slot number is the server's: keep the prefix's KV cache
+                model = pin_slot(model, slot)
             response = await _invoke_with_busy_retry(
                 model,
                 prompt,
@@ -352,6 +410,7 @@ async def call_model(
             continue
         finally:
             handle.limiter.release(slot)
+        call.cached_prompt_tokens = cached_prompt_tokens(response)
         runtime.record_success(handle, _end_call(outcome, observer, handle, call, started, "ok"))
         usage: dict[str, Any] = dict(getattr(response, "usage_metadata", None) or {})
         metadata = getattr(response, "response_metadata", None) or {}
@@ -365,6 +424,7 @@ async def call_model(
         outcome.fallback_used = fallback
         outcome.prompt_tokens = int(usage.get("input_tokens") or 0)
         outcome.completion_tokens = int(usage.get("output_tokens") or 0)
+        outcome.cached_prompt_tokens = call.cached_prompt_tokens
         outcome.finished_at = time.time()
         return outcome
     outcome.finished_at = time.time()

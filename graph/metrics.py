@@ -97,10 +97,13 @@ def compute_metrics(
         plan: The plan that ran.
         results: Task results by id.
         timings: Phase timings (``planner_s``, ``synthesis_s``, ``summary_s``).
-        usage: Planner + synthesis + summary token usage.
+        usage: Planner + synthesis + summary token usage (``prompt_tokens``,
+            ``completion_tokens`` and, where reported, ``cached_prompt_tokens``).
         wall_s: Wall time of the whole run.
     """
     ordered = [results[t.id] for t in plan.tasks if t.id in results]
+    prompt_tokens = usage.get("prompt_tokens", 0) + sum(r.prompt_tokens for r in ordered)
+    cached = usage.get("cached_prompt_tokens", 0) + sum(r.cached_prompt_tokens for r in ordered)
     return RunMetrics(
         wall_s=wall_s,
         planner_s=timings.get("planner_s", 0.0),
@@ -108,7 +111,9 @@ def compute_metrics(
         synthesis_s=timings.get("synthesis_s", 0.0),
         summary_s=timings.get("summary_s", 0.0),
         critical_path_s=critical_path_s(plan, results),
-        prompt_tokens=usage.get("prompt_tokens", 0) + sum(r.prompt_tokens for r in ordered),
+        prompt_tokens=prompt_tokens,
+        cached_prompt_tokens=cached,
+        cached_prompt_share=cached / prompt_tokens if prompt_tokens else 0.0,
         completion_tokens=usage.get("completion_tokens", 0)
         + sum(r.completion_tokens for r in ordered),
         tasks_total=len(plan.tasks),

@@ -20,7 +20,7 @@ Available agents:
 Rules:
 1. Tasks with no dependencies can run in parallel
 2. Only add dependencies if output is truly required
-{agent_rules}
+{agent_rules}{images}
 Respond with a JSON object {{"tasks": [...]}}, each task with "id" (task_1, task_2, ...),
 "agent", "description" and "dependencies" (ids of earlier tasks), for example:
 {{"tasks": [
@@ -33,17 +33,42 @@ Respond with a JSON object {{"tasks": [...]}}, each task with "id" (task_1, task
 Goal: {goal}"""
 
 
+PLANNER_IMAGES = (
+    "\n{count} image{plural} {verb} attached to this goal (sha256 prefix, type, size):\n"
+    "{lines}\n"
+    "Only a task given to '{vision_agent}', or whose description mentions the attached "
+    "image, receives the image{plural}; every other agent sees text only.\n"
+)
+
+
+def planner_images(descriptions: Sequence[str], vision_agent: str = "vision_analyst") -> str:
+    """The planner's note on a goal's attached images (empty without any)."""
+    if not descriptions:
+        return ""
+    count = len(descriptions)
+    return PLANNER_IMAGES.format(
+        count=count,
+        plural="s" if count != 1 else "",
+        verb="are" if count != 1 else "is",
+        lines="\n".join(f"- {d}" for d in descriptions),
+        vision_agent=vision_agent,
+    )
+
+
 def planner_user(
     goal: str,
     agents: Sequence[AgentSpec],
     max_tasks: int,
     tools: Mapping[str, Sequence[str]] | None = None,
+    images: Sequence[str] = (),
 ) -> str:
     """The planner's request: agents, their tools and rules (``planner_hint``), then the goal.
 
     Every agent name in it comes from the registry: a fleet with other agents gets a
     prompt about its own agents. ``tools`` maps an agent to the tools it really has this
-    run; agents without any are listed without tools.
+    run; agents without any are listed without tools. ``images`` describes each attached
+    image (:meth:`~graph.images.ImageRecord.describe`); they are listed after the rules,
+    so a goal without images has the same prompt prefix as before.
     """
     tools = tools or {}
 
@@ -65,6 +90,7 @@ def planner_user(
         goal=goal,
         agents=lines,
         agent_rules=rules,
+        images=planner_images(images),
         first=example[0],
         second=example[1],
         third=example[2],
@@ -93,6 +119,24 @@ TASK_USER = """Overall goal: {goal}
 Your task ({task_id}): {description}
 {dependencies}
 Provide a focused, actionable response to your task."""
+
+TASK_IMAGES = (
+    "\n\nThe {count} image{plural} attached to the goal follow{verb} this message: {lines}."
+)
+
+
+def task_images(descriptions: Sequence[str]) -> str:
+    """The line telling an agent which images its message carries (empty without any)."""
+    if not descriptions:
+        return ""
+    count = len(descriptions)
+    return TASK_IMAGES.format(
+        count=count,
+        plural="s" if count != 1 else "",
+        verb="" if count != 1 else "s",
+        lines="; ".join(descriptions),
+    )
+
 
 DEPENDENCY_HEADER = "\nResults of the tasks you build on:\n"
 DEPENDENCY_OK = "### {task_id} ({agent})\n{output}\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TaskStatus = Literal["completed", "failed", "skipped"]
 
@@ -132,6 +132,8 @@ class ModelCall(BaseModel):
         status: ``ok``, ``slow`` (timed out, server alive), ``down`` (connection error,
             5xx), ``busy`` (server queue full), ``rejected`` (4xx) or ``cancelled``.
         error: What went wrong, if anything.
+        cached_prompt_tokens: Prompt tokens the server served from its prompt cache
+            (llama.cpp's ``cached_tokens`` / ``timings.cache_n``; 0 when not reported).
     """
 
     endpoint: str
@@ -140,6 +142,7 @@ class ModelCall(BaseModel):
     latency_s: float = 0.0
     status: CallStatus = "ok"
     error: str | None = None
+    cached_prompt_tokens: int = 0
 
 
 class ToolCallRecord(BaseModel):
@@ -197,6 +200,8 @@ class TaskResult(BaseModel):
         finished_at: Epoch seconds when it ended.
         prompt_tokens: Input tokens reported by the server.
         completion_tokens: Output tokens reported by the server.
+        cached_prompt_tokens: Of the prompt tokens, those the server took from its prompt
+            cache, summed over :attr:`calls` when not given.
         reasoning: Reasoning text, if the model returned any.
         truncated: The answer stopped at the completion cap (``finish_reason`` ``length``):
             still ``completed``, but it may be incomplete (raise ``max_tokens``).
@@ -206,6 +211,8 @@ class TaskResult(BaseModel):
             did not start, tool rounds that ran out, arguments that never validated).
         priority: Its slot priority: tokens on its remaining critical path (its own cap
             plus the longest chain of tasks after it); a freed slot goes to the highest.
+        images_sent: Images of the run this task's model calls carried (0 for a task
+            that does not need them, or that found no endpoint able to see them).
     """
 
     task_id: str
@@ -227,12 +234,21 @@ class TaskResult(BaseModel):
     finished_at: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
     reasoning: str | None = None
     truncated: bool = False
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     tools_offered: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     priority: float = 0.0
+    images_sent: int = 0
+
+    @model_validator(mode="after")
+    def _cached_from_calls(self) -> TaskResult:
+        # The agent node builds results from its calls; summing here keeps one source.
+        if not self.cached_prompt_tokens and self.calls:
+            self.cached_prompt_tokens = sum(c.cached_prompt_tokens for c in self.calls)
+        return self
 
 
 class EndpointUsage(BaseModel):
@@ -260,6 +276,9 @@ class RunMetrics(BaseModel):
             makespan any scheduler could reach with unlimited slots.
         prompt_tokens: Input tokens over all calls (planner, tasks, synthesis, summary).
         completion_tokens: Output tokens over all calls.
+        cached_prompt_tokens: Of the prompt tokens, those served from the servers' prompt
+            caches (tasks, plus the other calls where their usage reports it).
+        cached_prompt_share: ``cached_prompt_tokens / prompt_tokens`` (0 without prompts).
         tasks_total: Tasks in the plan.
         tasks_completed: Completed tasks.
         tasks_failed: Failed tasks.
@@ -282,6 +301,8 @@ class RunMetrics(BaseModel):
     critical_path_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cached_prompt_share: float = 0.0
     tasks_total: int = 0
     tasks_completed: int = 0
     tasks_failed: int = 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired
 
+from typing_extensions import TypedDict
+
+from graph.images import ImageRecord
 from graph.schemas import Plan, Task, TaskResult
 
 
@@ -22,10 +25,14 @@ class InputState(TypedDict, total=False):
     Attributes:
         goal: The goal in plain words.
         plan: Optional ready plan; the planner then only validates it.
+        images: Images for the goal: ``data:image/...;base64,...`` or ``https://`` URLs
+            (Studio), or records already cleaned (the Python API). The planner checks and
+            cleans them into ``attachments`` and empties this field.
     """
 
     goal: str
     plan: Plan | None
+    images: list[str | ImageRecord] | None
 
 
 class OutputState(TypedDict, total=False):
@@ -47,10 +54,14 @@ class OrchestratorState(TypedDict, total=False):
 
     ``results`` merges per task id (parallel agent tasks each add their own). ``timings``
     and ``usage`` hold the planner/synthesizer/summarizer figures for the run metrics.
+    ``attachments`` holds the run's cleaned images once, by sha256; a task that needs
+    them carries only their hashes.
     """
 
     goal: str
     plan: Plan | None
+    images: list[str | ImageRecord] | None
+    attachments: dict[str, ImageRecord]
     run_id: str
     results: Annotated[dict[str, TaskResult], merge_results]
     answer: str
@@ -64,7 +75,8 @@ class AgentInput(TypedDict):
     """Payload of one ``Send("agent", ...)``: a task and what it needs to run.
 
     ``priority`` is the task's slot priority: its remaining critical path in tokens
-    (absent in payloads checkpointed before it existed: 0).
+    (absent in payloads checkpointed before it existed: 0). ``images`` holds the sha256
+    of each run image the task needs (absent: none).
     """
 
     run_id: str
@@ -73,3 +85,4 @@ class AgentInput(TypedDict):
     plan_ids: list[str]
     extra: dict[str, Any]
     priority: NotRequired[float]
+    images: NotRequired[list[str]]

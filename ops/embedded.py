@@ -89,6 +89,9 @@ def _server_params(endpoint: EndpointConfig, model_path: Path, verbose: bool) ->
     if launch.chat_template_file:
         template = resolve_model_path(launch.chat_template_file, "chat_template_file")
         params.chat_template = template.read_text(encoding="utf-8")
+    if launch.mmproj:
+        # The projector turns on vision: /props then reports modalities.vision = true.
+        params.mmproj.path = str(resolve_model_path(launch.mmproj, "mmproj"))
     if launch.batch_size:
         params.n_batch = launch.batch_size
     if launch.ubatch_size:

@@ -105,6 +105,8 @@ def llama_server_args(endpoint: EndpointConfig, binary: str = LLAMA_SERVER_BIN) 
         args += ["--chat-template-file", script_model_path(launch.chat_template_file)]
     if launch.draft_model:
         args += ["-md", script_model_path(launch.draft_model), "--spec-type", "draft-simple"]
+    if launch.mmproj:
+        args += ["--mmproj", script_model_path(launch.mmproj)]
     args += list(launch.extra_args)
     return args
 
@@ -133,6 +135,7 @@ def _model_files(endpoint: EndpointConfig) -> list[str]:
         endpoint.launch.model_path,
         endpoint.launch.draft_model,
         endpoint.launch.chat_template_file,
+        endpoint.launch.mmproj,
     ]
     return [script_model_path(f) for f in files if f]
 

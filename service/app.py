@@ -33,6 +33,7 @@ from service.runs import (
     RunSpec,
     build_resume,
     build_run,
+    load_request_images,
     run_unless_disconnected,
     stream_events,
 )
@@ -239,6 +240,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await check_goal_fits(body.query, get_runtime(fleet))
         except PlanError as exc:
             raise RequestError(422, f"field 'query': {exc}", "query") from None
+        spec.kwargs["images"] = await load_request_images(body.images, spec, config.fetch)
         return spec
 
     @app.post(

@@ -18,9 +18,12 @@ from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 
 from agents.registry import DEFAULT_AGENTS
+from endpoints.tool_config import FetchSettings
 from graph.api import astream_goal
 from graph.approval import PlanApproval
+from graph.context import Context
 from graph.events import RunFinished
+from graph.images import ImageError, ImageRecord, load_images
 from graph.plan_validation import check_given_plan
 from graph.schemas import Plan, RunResult
 from kitty.errors import PlanApprovalRequired, UserError
@@ -141,6 +144,35 @@ def build_resume(
         "thread_id": thread_id,
     }
     return RunSpec(goal=None, plan=None, kwargs=kwargs)
+
+
+# The status a refused image gets: too large is 413, not an image 415, the rest 422.
+_IMAGE_STATUS = {"size": 413, "type": 415}
+_IMAGE_SETTINGS = ("image_max_bytes", "max_images", "image_max_side")
+
+
+async def load_request_images(
+    images: list[str], spec: RunSpec, fetch: FetchSettings
+) -> list[ImageRecord]:
+    """The request's images, checked and cleaned before the run is admitted.
+
+    Only ``data:`` and ``http(s)`` URLs are taken (never a path on the service's disk);
+    the caps are the run's settings (the service's ``context_overrides`` may change them).
+
+    Raises:
+        RequestError: 413 for an image over the size cap, 415 for one that is not an
+            image by content, 422 for too many images or a URL that is refused.
+    """
+    if not images:
+        return []
+    limits = Context.build(
+        **{k: spec.kwargs[k] for k in _IMAGE_SETTINGS if k in spec.kwargs}
+    ).image_limits()
+    try:
+        return await load_images(images, limits, fetch, allow_paths=False)
+    except ImageError as exc:
+        field = "images" if exc.index is None else f"images.{exc.index}"
+        raise RequestError(_IMAGE_STATUS.get(exc.problem, 422), str(exc), field) from None
 
 
 def _check_task_tokens(plan: Plan, limit: int) -> None:

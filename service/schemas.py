@@ -62,6 +62,17 @@ class QueryRequest(BaseModel):
         ),
     )
 
+    images: list[StrictStr] = Field(
+        default_factory=list,
+        description=(
+            "Images for the goal, each a data URL (data:image/png;base64,...) or an "
+            "http(s) URL fetched under the fleet's [fetch] host rules. Checked by content "
+            "(not an image: 415), at most image_max_bytes each (default 8 MB; larger: 413) "
+            "and max_images per run (default 4; more: 422); cleaned of EXIF and downscaled. "
+            "Only tasks that look at images get them, on a vision endpoint only."
+        ),
+    )
+
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:

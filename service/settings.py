@@ -16,7 +16,8 @@ from kitty.errors import SettingsError, format_validation_error
 TOKEN_ENV_VAR = "KITTY_API_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# Room for the largest request: 4 images of 8 MB, base64-encoded (x4/3), plus the query.
+DEFAULT_MAX_BODY_BYTES = 48 * 1024 * 1024
 DEFAULT_MAX_QUERY_CHARS = 8_000
 # Runs in flight at once before new ones get 429. Tasks beyond the fleet's slots already
 # wait in the slot limiters; this bounds how many whole runs may pile up there.

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from endpoints.tool_config import FetchSettings
 from kitty.errors import ToolError
 
-__all__ = ["FETCH_TOOL", "check_url_allowed", "fetch_webpage_tool"]
+__all__ = ["FETCH_TOOL", "check_url_allowed", "fetch_bytes", "fetch_webpage_tool"]
 
 FETCH_TOOL = "fetch_webpage"
 MAX_REDIRECTS = 5
@@ -167,6 +167,63 @@ async def _get(url: str, settings: FetchSettings) -> tuple[str, str, str, bool]:
                 body, cut = await _read_capped(response, settings.max_bytes)
                 text = body.decode(response.encoding or "utf-8", errors="replace")
                 return current, content_type, text, cut
+    raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
+
+
+async def fetch_bytes(
+    url: str, settings: FetchSettings, *, max_bytes: int, accept: str = "*/*"
+) -> tuple[str, bytes, bool]:
+    """GET ``url`` as bytes under the same host rules as ``fetch_webpage`` (every hop checked).
+
+    For callers that need a binary body (an image attached to a run) rather than a page:
+    the rules, redirects and timeout are those of ``[fetch]``; only the cap is the caller's.
+    The rules apply whether or not ``[fetch]`` offers the tool.
+
+    Args:
+        url: The URL to fetch.
+        settings: The fleet file's ``[fetch]`` table.
+        max_bytes: Most body bytes read.
+        accept: The ``Accept`` header.
+
+    Returns:
+        The final URL, the body (at most ``max_bytes``) and True when the body was longer.
+
+    Raises:
+        ToolError: Refused, unreachable, too slow, an HTTP error status or too many
+            redirects; the message says which.
+    """
+    try:
+        async with (
+            asyncio.timeout(settings.timeout_s),
+            httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=settings.timeout_s,
+                headers={"User-Agent": _USER_AGENT, "Accept": accept},
+                trust_env=False,
+            ) as client,
+        ):
+            current = url.strip()
+            for _hop in range(MAX_REDIRECTS + 1):
+                await asyncio.to_thread(check_url_allowed, current, settings)
+                async with client.stream("GET", current) as response:
+                    location = response.headers.get("location")
+                    if response.status_code in _REDIRECTS and location:
+                        current = urljoin(current, location)
+                        continue
+                    if response.status_code >= 400:
+                        raise ToolError(
+                            f"{current} answered HTTP {response.status_code} "
+                            f"{response.reason_phrase}".rstrip()
+                        )
+                    body, cut = await _read_capped(response, max_bytes)
+                    return current, body, cut
+    except (TimeoutError, httpx.TimeoutException):
+        raise ToolError(
+            f"fetching {url} took longer than {settings.timeout_s:g} s "
+            "([fetch] timeout_s in the fleet file)"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ToolError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
     raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
 
 

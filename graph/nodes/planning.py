@@ -8,14 +8,14 @@ import time
 import uuid
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
 from endpoints.config import EndpointConfig
 from endpoints.models import constrain_to_json_schema
-from endpoints.pool import FleetRuntime
+from endpoints.pool import FleetRuntime, get_runtime
 from graph import prompts
 from graph.agent_tools import available_tools, warn_unprovided
 from graph.budget import check_goal_fits
@@ -25,12 +25,16 @@ from graph.events import (
     PlanReady,
 )
 from graph.executor import CallOutcome, ModelBuilder, call_model
+from graph.image_routing import with_vision_task
+from graph.images import ImageRecord, load_images
 from graph.nodes.common import (
     context_of,
     emit,
     prepare_fleet,
     usable_tiers,
 )
+from graph.plan_fit import fit_caps_to_context
+from graph.plan_salvage import RETRY_TOKEN_FACTOR, complete_tasks, retry_budget
 from graph.plan_validation import PlanError, check_given_plan, fallback_plan, repair_plan
 from graph.schemas import Plan
 from graph.state import OrchestratorState
@@ -163,13 +167,34 @@ def _parse_plan_json(text: str) -> list[Any]:
     return data
 
 
+def _largest_cap(fleet_runtime: FleetRuntime, tiers: list[str], floor: int) -> int:
+    """Half the smallest planner context: room for the prompt, whatever the cap."""
+    contexts = [h.config.ctx for h in fleet_runtime.candidates(tiers) if h.config.ctx]
+    return max(floor, min(contexts) // 2) if contexts else floor * RETRY_TOKEN_FACTOR
+
+
+def _kept_whole_tasks(
+    whole: list[dict[str, Any]], names: list[str], goal: str, context: Context, max_tokens: int
+) -> Plan:
+    plan = repair_plan(whole, agents=names, goal=goal, max_tasks=context.max_tasks)
+    plan.warnings.append(
+        f"the planner's answer was cut at its token cap twice (last cap {max_tokens}); "
+        f"kept the {len(whole)} whole task(s) before the cut. Raise planner_max_tokens "
+        "or lower max_tasks for a fuller plan"
+    )
+    return plan
+
+
 async def make_plan(
     goal: str,
     context: Context,
     fleet_runtime: FleetRuntime,
     agents: dict[str, AgentSpec] = DEFAULT_AGENTS,
+    images: list[ImageRecord] | None = None,
 ) -> tuple[Plan, CallOutcome | None]:
     """Ask the tools tier for a plan (schema-constrained), then validate and repair it.
+
+    The planner is told about the attached ``images`` (count, hash prefix, type, size).
 
     Returns:
         The plan and the planner call's outcome. When the planner endpoint itself fails,
@@ -181,36 +206,62 @@ async def make_plan(
     names = list(agents)
     tools = await available_tools(agents, context, fleet_runtime.fleet)
     warn_unprovided(agents, context, fleet_runtime.fleet, tools)
-    messages = [
-        SystemMessage(prompts.PLANNER_SYSTEM),
-        HumanMessage(
-            prompts.planner_user(
-                goal,
-                list(agents.values()),
-                context.max_tasks,
-                tools,
-            )
-        ),
-    ]
+    tiers = usable_tiers(fleet_runtime, context.planner_tiers)
+
+    def messages_for(max_tasks: int) -> list[BaseMessage]:
+        return [
+            SystemMessage(prompts.PLANNER_SYSTEM),
+            HumanMessage(
+                prompts.planner_user(
+                    goal,
+                    list(agents.values()),
+                    max_tasks,
+                    tools,
+                    [image.describe() for image in images or []],
+                )
+            ),
+        ]
+
+    max_tokens, max_tasks = context.planner_max_tokens, context.max_tasks
     last_error = ""
     outcome: CallOutcome | None = None
-    for _attempt in range(2):
+    whole: list[dict[str, Any]] = []  # tasks that fitted before a cut
+    for attempt in range(2):
         outcome = await call_model(
             fleet_runtime,
-            usable_tiers(fleet_runtime, context.planner_tiers),
-            messages,
-            _planner_model(fleet_runtime, names, context.max_tasks, context.planner_max_tokens),
+            tiers,
+            messages_for(max_tasks),
+            _planner_model(fleet_runtime, names, max_tasks, max_tokens),
             config={"tags": ["kitty:planner"]},
             slot_timeout_s=context.slot_timeout_s,
             call_timeout_s=context.task_timeout_s,
             busy_retries=context.busy_retries,
         )
         if not outcome.ok:
+            if whole:
+                return _kept_whole_tasks(whole, names, goal, context, max_tokens), outcome
             plan = fallback_plan(goal, agents=names)
             plan.warnings.insert(
                 0, f"planner endpoint failed ({outcome.error}); used the keyword fallback plan"
             )
             return plan, outcome
+        if outcome.truncated:
+            whole = complete_tasks(outcome.text) or whole
+            if attempt == 0:
+                cut_at = max_tokens
+                max_tokens, max_tasks = retry_budget(max_tokens, max_tasks, len(whole))
+                max_tokens = min(max_tokens, _largest_cap(fleet_runtime, tiers, cut_at))
+                logger.warning(
+                    "planner answer cut at %d tokens (%d whole tasks); asking for %d tasks "
+                    "within %d tokens",
+                    cut_at,
+                    len(whole),
+                    max_tasks,
+                    max_tokens,
+                )
+                continue
+            if whole:
+                return _kept_whole_tasks(whole, names, goal, context, max_tokens), outcome
         try:
             raw = _parse_plan_json(outcome.text)
             return repair_plan(raw, agents=names, goal=goal, max_tasks=context.max_tasks), outcome
@@ -226,8 +277,13 @@ async def make_plan(
 async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Plan the goal (or validate a given plan) and reset per-run state.
 
+    The goal's images (``images``: cleaned records from the API, or URLs from Studio) are
+    checked and cleaned into ``attachments``, once by hash; ``images`` is emptied so the
+    next goal on the thread starts without them.
+
     Raises:
         PlanError: The goal is empty, or too long for the fleet's smallest context.
+        ImageError: An image is refused (type, size, count, URL).
     """
     context = context_of(runtime)
     run_id = uuid.uuid4().hex
@@ -237,6 +293,12 @@ async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
     given = state.get("plan")
     if not goal and not given:
         raise PlanError("the goal is empty; say what you want done")
+    images = await load_images(
+        state.get("images") or [],
+        context.image_limits(),
+        get_runtime(context.fleet).fleet.fetch,
+        allow_paths=False,  # Studio input must not read the server's files
+    )
     fleet_runtime = await prepare_fleet(context)
     if goal:  # every prompt of the run carries it: refuse it now, not in every call
         await check_goal_fits(goal, fleet_runtime)
@@ -245,14 +307,23 @@ async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
     if given:
         plan = check_given_plan(given, agents=list(DEFAULT_AGENTS))
     else:
-        plan, outcome = await make_plan(goal, context, fleet_runtime)
+        # With images, one task is kept free for a vision task should the planner not
+        # give the images to anyone (a small model often does not).
+        planning = context
+        if images and context.max_tasks > 1:
+            planning = context.model_copy(update={"max_tasks": context.max_tasks - 1})
+        plan, outcome = await make_plan(goal, planning, fleet_runtime, images=images)
         if outcome is not None:
             usage = {
                 "prompt_tokens": outcome.prompt_tokens,
                 "completion_tokens": outcome.completion_tokens,
             }
+    plan, image_warning = with_vision_task(plan, len(images), context.max_tasks)
+    plan = fit_caps_to_context(plan, DEFAULT_AGENTS, fleet_runtime.fleet)
     planner_s = time.perf_counter() - began
     emit(PlanReady(run_id=run_id, plan=plan, planner_s=planner_s))
+    warnings = list(fleet_runtime.warnings) + list(plan.warnings)
+    warnings += [image_warning] if image_warning else []
     return {
         "run_id": run_id,
         "goal": goal,
@@ -262,5 +333,7 @@ async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
         "voice_summary": None,
         "timings": {"started_at": started_at, "planner_s": planner_s},
         "usage": usage,
-        "warnings": list(fleet_runtime.warnings) + list(plan.warnings),
+        "warnings": warnings,
+        "images": None,
+        "attachments": {image.sha256: image for image in images},
     }

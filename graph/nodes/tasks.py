@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
@@ -29,15 +29,17 @@ from endpoints.config import EndpointConfig
 from endpoints.pool import FleetRuntime, get_runtime
 from graph import prompts
 from graph.agent_tools import offered_tools
-from graph.budget import ensure_fits, room_after, safe_token_bound, trim_to_tokens
 from graph.context import Context
 from graph.events import (
     TaskFinished,
     TaskWaiting,
 )
 from graph.executor import CallOutcome, MessageBuilder, ModelBuilder, call_model
+from graph.image_routing import images_for_task, needs_images, no_vision_error, seeing_endpoints
+from graph.images import ImageRecord
 from graph.nodes.common import context_of, emit, usable_tiers
 from graph.nodes.observer import TaskObserver
+from graph.nodes.task_messages import task_messages
 from graph.nodes.tool_loop import ToolRunner, run_tool_loop
 from graph.plan_validation import remaining_critical_path
 from graph.registry import CompletionRegistry, forget, persist_result, registry_for
@@ -57,102 +59,29 @@ def _own_tokens(task: Task) -> float:
 def dispatch(state: OrchestratorState) -> list[Send]:
     """Send every task at once; each waits for its own dependencies inside ``agent``.
 
-    Each carries its slot priority: the tokens on its remaining critical path.
+    Each carries its slot priority: the tokens on its remaining critical path, and a
+    task that needs the run's images the hashes of them (the images stay in the state).
     """
     plan = state["plan"]
     assert plan is not None
     ids = [t.id for t in plan.tasks]
     priorities = remaining_critical_path(plan.tasks, _own_tokens)
-    return [
-        Send(
-            "agent",
-            AgentInput(
-                run_id=state["run_id"],
-                goal=state.get("goal", ""),
-                task=task,
-                plan_ids=ids,
-                extra={"started_at": state.get("timings", {}).get("started_at", time.time())},
-                priority=priorities[task.id],
-            ),
+    hashes = list(state.get("attachments") or {})
+    started_at = state.get("timings", {}).get("started_at", time.time())
+    sends: list[Send] = []
+    for task in plan.tasks:
+        payload = AgentInput(
+            run_id=state["run_id"],
+            goal=state.get("goal", ""),
+            task=task,
+            plan_ids=ids,
+            extra={"started_at": started_at},
+            priority=priorities[task.id],
         )
-        for task in plan.tasks
-    ]
-
-
-def _failure_notes(task: Task, deps: dict[str, TaskResult]) -> dict[str, str]:
-    """Dependency id -> the note saying it failed (these are never cut)."""
-    return {
-        dep_id: prompts.DEPENDENCY_FAILED.format(
-            task_id=dep_id, agent=deps[dep_id].agent, error=deps[dep_id].error or "failed"
-        )
-        for dep_id in task.dependencies
-        if deps[dep_id].status != "completed"
-    }
-
-
-async def _dependency_block(
-    task: Task,
-    deps: dict[str, TaskResult],
-    endpoint: EndpointConfig,
-    budget_tokens: int,
-) -> str:
-    """The dependency results of ``task``, completed ones cut to equal shares of the budget.
-
-    The budget is for the completed results (with their headings); the block's header and
-    the notes on failed dependencies are part of the fixed prompt.
-    """
-    if not deps:
-        return ""
-    notes = _failure_notes(task, deps)
-    share = max(budget_tokens // max(len(deps) - len(notes), 1), 0)
-    parts = [prompts.DEPENDENCY_HEADER]
-    for dep_id in task.dependencies:
-        result = deps[dep_id]
-        if dep_id in notes:
-            parts.append(notes[dep_id])
-            continue
-        fields = {"task_id": dep_id, "agent": result.agent}
-        # The block's own heading counts against the share too.
-        room = share - safe_token_bound(prompts.DEPENDENCY_OK.format(output="", **fields))
-        output = await trim_to_tokens(result.output, room, endpoint)
-        parts.append(prompts.DEPENDENCY_OK.format(output=output, **fields))
-    return "".join(parts)
-
-
-def _task_messages(
-    task: Task,
-    goal: str,
-    deps: dict[str, TaskResult],
-    system: str,
-    max_tokens: int,
-    reserve: str = "",
-) -> MessageBuilder:
-    """An ``endpoint -> messages`` builder: the fixed prompt, deps cut to that endpoint.
-
-    ``reserve`` is text the call adds beside these messages (tool schemas, earlier tool
-    rounds): the dependency budget leaves room for it.
-    """
-
-    def user(dependencies: str) -> str:
-        return prompts.TASK_USER.format(
-            goal=goal, task_id=task.id, description=task.description, dependencies=dependencies
-        )
-
-    notes = "".join(_failure_notes(task, deps).values())
-    fixed = system + reserve + user(prompts.DEPENDENCY_HEADER + notes if deps else "")
-    has_results = any(r.status == "completed" for r in deps.values())
-
-    async def build(endpoint: EndpointConfig) -> list[BaseMessage]:
-        dependencies = ""
-        if has_results:
-            room = await room_after(fixed, endpoint, max_tokens)
-            dependencies = await _dependency_block(task, deps, endpoint, room)
-        else:
-            await ensure_fits(fixed, endpoint)
-            dependencies = await _dependency_block(task, deps, endpoint, 0)
-        return [SystemMessage(system), HumanMessage(user(dependencies))]
-
-    return build
+        if hashes and needs_images(task):
+            payload["images"] = hashes
+        sends.append(Send("agent", payload))
+    return sends
 
 
 def _combined(first: CallOutcome, then: CallOutcome) -> CallOutcome:
@@ -193,22 +122,37 @@ async def run_task(
     *,
     observer: TaskObserver | None = None,
     priority: float = 0.0,
+    images: list[ImageRecord] | None = None,
 ) -> TaskResult:
     """Build the task's messages (per endpoint tried) and call its agent's model.
 
     An agent offered tools runs its tool loop (:mod:`graph.tool_loop`). An empty answer
     is asked for once more; twice empty fails the task. ``priority`` is the slot
-    priority of its first round (later tool rounds keep the tool loop's own).
+    priority of its first round (later tool rounds keep the tool loop's own). A task
+    given ``images`` runs only on endpoints that can see them; with none it fails
+    before any request (:mod:`graph.image_routing`).
     """
     agent = agents[task.agent]
     tiers = usable_tiers(fleet_runtime, agent.tiers())
     max_tokens = task.max_tokens or agent.max_tokens
     observer = observer or TaskObserver(run_id, task, priority)
+    images = images or []
+    seeing: set[str] = set()
+    if images:
+        chain = [h.config for h in fleet_runtime.candidates(tiers)]
+        seeing = await seeing_endpoints(chain)
+        if not seeing:
+            return _failed(task, await no_vision_error(chain, len(images)), priority=priority)
     offered = OfferedTools()
     if task.tool_choice != "none":
         offered = await offered_tools(agent, context, fleet_runtime.fleet)
     names = sorted(offered.tools)
     system = prompts.agent_system(agent.system_prompt, names)
+
+    def messages_for(reserve: str = "") -> MessageBuilder:
+        return task_messages(
+            task, goal, deps, system, max_tokens, reserve, images=images, seeing=seeing
+        )
 
     def model_for(endpoint: EndpointConfig, cap: int) -> BaseChatModel:
         return fleet_runtime.chat_model(
@@ -243,8 +187,7 @@ async def run_task(
         )
 
     def plain() -> Awaitable[CallOutcome]:
-        messages = _task_messages(task, goal, deps, system, max_tokens)
-        return call(messages, lambda endpoint: model_for(endpoint, max_tokens), priority)
+        return call(messages_for(), lambda endpoint: model_for(endpoint, max_tokens), priority)
 
     records: list[ToolCallRecord] = []
     warnings = [f"tool source unavailable: {p}" for p in offered.problems]
@@ -253,8 +196,7 @@ async def run_task(
         native = await native_support(endpoints)
 
         async def base_messages(endpoint: EndpointConfig, reserve: str) -> list[BaseMessage]:
-            built = _task_messages(task, goal, deps, system, max_tokens, reserve)(endpoint)
-            return list(await built)
+            return list(await messages_for(reserve)(endpoint))
 
         async def call_round(
             messages: MessageBuilder, offer: Offer, cap: int, round_priority: float
@@ -316,6 +258,8 @@ async def run_task(
         tools_offered=names,
         warnings=warnings,
         priority=priority,
+        # Only endpoints that can see were sent anything (the others were skipped).
+        images_sent=len(images) if any(c.endpoint in seeing for c in outcome.calls) else 0,
     )
 
 
@@ -411,6 +355,14 @@ async def _run_agent(
                 run_id=run_id, task_id=task.id, agent=task.agent, waiting_on=list(task.dependencies)
             )
         )
+    images, lost = await images_for_task(payload.get("images", []), _config_or_none())
+    if lost:
+        return _failed(
+            task,
+            f"the run's images {', '.join(h[:12] for h in lost)} are no longer stored "
+            "(a resumed run without its checkpoint?); start the run again with the images",
+            priority=priority,
+        )
     remaining = None if deadline is None else max(deadline - time.time(), 0.0)
     ready_at: float | None = None
     try:
@@ -435,6 +387,7 @@ async def _run_agent(
                 run_id,
                 observer=observer,
                 priority=priority,
+                images=images,
             )
     except TimeoutError:
         return _failed(
@@ -446,3 +399,13 @@ async def _run_agent(
             **observer.so_far(),
         )
     return result.model_copy(update={"ready_at": ready_at})
+
+
+def _config_or_none() -> Any:
+    """The running node's config (``None`` outside a graph run: direct calls in tests)."""
+    from langgraph.config import get_config
+
+    try:
+        return get_config()
+    except RuntimeError:
+        return None

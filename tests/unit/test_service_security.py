@@ -338,7 +338,7 @@ async def test_openapi_documents_contract() -> None:
         set(paths)
     )
     request = schema["components"]["schemas"]["QueryRequest"]
-    assert set(request["properties"]) == {"query", "max_tasks", "voice_mode", "plan"}
+    assert set(request["properties"]) == {"query", "max_tasks", "voice_mode", "plan", "images"}
     assert all(p.get("description") for p in request["properties"].values())
     assert request["properties"]["max_tasks"]["maximum"] == 20
     response = schema["components"]["schemas"]["QueryResponse"]
