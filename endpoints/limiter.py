@@ -137,6 +137,14 @@ class SlotLimiter:
             self.store.ledger.add(run, time.monotonic() - granted_at)
         self._slots.release(slot)
 
+    def was_lost(self, slot: int) -> bool:
+        """True when the held ``slot``'s shared lease expired and went to another holder.
+
+        The holder was cancelled with ``endpoints.redis_endpoint.LEASE_LOST``; it should
+        release the slot and ask again (its request left the server, so the cap holds).
+        """
+        return self._slots.was_lost(slot)
+
     @asynccontextmanager
     async def slot(
         self,

@@ -227,7 +227,15 @@ class RedisSlots:
         )
         if holder is not None:
             task, loop = holder
-            loop.call_soon_threadsafe(task.cancel, LEASE_LOST)
+            loop.call_soon_threadsafe(self._stop_holder, number, lease, task)
+
+    def _stop_holder(self, number: int, lease: str, task: asyncio.Task[Any]) -> None:
+        # On the holder's own loop: if it has not released the slot meanwhile, nothing of
+        # its code runs between this check and the cancellation.
+        with self._lock:
+            still_held = self._leases.get(number) == lease
+        if still_held:
+            task.cancel(LEASE_LOST)
 
     def was_lost(self, slot: int) -> bool:
         """True when ``slot``'s lease was lost while held (see :meth:`lease_lost`)."""

@@ -392,14 +392,10 @@ class RedisSlotStore:
             self._absorb(key, result)
             mine, lost, missing = result[4:7]
             self._granted(mine)
-            if lost:
-                self.lost_leases += len(lost)
-                logger.warning(
-                    "endpoint %s: %d lease(s) expired during a heartbeat gap and the slots "
-                    "were taken meanwhile; those requests run beyond the cap until they end",
-                    self._endpoints[key].name,
-                    len(lost),
-                )
+            for lease in lost:  # expired in a heartbeat gap and granted to another holder
+                self.lost_leases += 1
+                self._held.pop(lease, None)
+                self._endpoints[key].lease_lost(lease)  # its request stops and requeues
             for lease in missing:
                 pending = self._pending.get(lease)
                 if pending is not None and not pending.future.done():  # Redis restarted?

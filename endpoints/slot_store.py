@@ -72,6 +72,10 @@ class EndpointSlots(Protocol):
         """Give a slot back."""
         ...
 
+    def was_lost(self, slot: int) -> bool:
+        """True when the held ``slot`` was taken from its holder (a shared lease expired)."""
+        ...
+
 
 class SlotStore(Protocol):
     """Makes the slot bookkeeping of each endpoint (one store per process and URL)."""
@@ -332,6 +336,10 @@ class LocalSlots:
                 heapq.heappush(self._free, slot)
         if waiter is not None:
             self._notify(waiter)
+
+    def was_lost(self, slot: int) -> bool:
+        """Never: nothing takes an in-process slot from its holder."""
+        return False
 
 
 def _check_capacity(name: str, capacity: int) -> None:

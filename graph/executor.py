@@ -40,6 +40,7 @@ from endpoints.config import EndpointConfig
 from endpoints.limiter import SlotOrder, SlotTimeoutError
 from endpoints.models import is_busy_error, is_endpoint_failure
 from endpoints.pool import EndpointHandle, FleetRuntime
+from endpoints.redis_endpoint import LEASE_LOST
 from endpoints.slot_affinity import affinity_applies, pin_slot, prefix_key
 from graph.budget import PromptTooLong
 from graph.schemas import CallStatus, ModelCall
@@ -47,6 +48,8 @@ from graph.schemas import CallStatus, ModelCall
 logger = logging.getLogger("kitty.graph")
 
 BUSY_BACKOFF_S = 0.5
+# Times one call goes back to the queue after its shared slot lease was lost mid-call.
+MAX_LEASE_REQUEUES = 3
 # After a timeout: poll /slots this long at most for the server to drop the request.
 SERVER_STOP_WAIT_S = 2.0
 SERVER_STOP_POLL_S = 0.05
@@ -343,6 +346,10 @@ async def call_model(
         if index + 1 < len(candidates):
             observer.fell_back(candidates[index], error, candidates[index + 1])
 
+    requeues = 0
+    # A call whose shared lease was lost is tried again on the same endpoint: the list
+    # grows while it is walked.
+    candidates = list(candidates)
     for index, handle in enumerate(candidates):
         endpoint = handle.config
         fallback = handle.tier != tiers[0]
@@ -391,8 +398,16 @@ async def call_model(
                 busy_retries,
             )
         except asyncio.CancelledError:
-            _end_call(outcome, observer, handle, call, started, "cancelled", "cancelled")
-            raise
+            if not handle.limiter.was_lost(slot) or requeues >= MAX_LEASE_REQUEUES:
+                _end_call(outcome, observer, handle, call, started, "cancelled", "cancelled")
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # our own stop, not the caller's cancellation
+            _end_call(outcome, observer, handle, call, started, "requeued", LEASE_LOST)
+            requeues += 1
+            candidates.insert(index + 1, handle)
+            continue
         except Exception as exc:
             status, error, health = await _classify(exc, endpoint)
             _end_call(outcome, observer, handle, call, started, status, error)

@@ -118,7 +118,7 @@ class Plan(BaseModel):
         raise KeyError(task_id)
 
 
-CallStatus = Literal["ok", "slow", "down", "busy", "rejected", "cancelled"]
+CallStatus = Literal["ok", "slow", "down", "busy", "rejected", "cancelled", "requeued"]
 
 
 class ModelCall(BaseModel):
@@ -130,7 +130,8 @@ class ModelCall(BaseModel):
         started_at: Epoch seconds when the request started.
         latency_s: Seconds until it answered, failed or was cancelled.
         status: ``ok``, ``slow`` (timed out, server alive), ``down`` (connection error,
-            5xx), ``busy`` (server queue full), ``rejected`` (4xx) or ``cancelled``.
+            5xx), ``busy`` (server queue full), ``rejected`` (4xx), ``cancelled`` or
+            ``requeued`` (its shared slot lease was lost mid-call: stopped, asked again).
         error: What went wrong, if anything.
         cached_prompt_tokens: Prompt tokens the server served from its prompt cache
             (llama.cpp's ``cached_tokens`` / ``timings.cache_n``; 0 when not reported).
