@@ -47,9 +47,11 @@ async def test_priorities_reach_events_results_and_slot_grants(
     asked: list[float] = []
     original = SlotLimiter.acquire
 
-    async def recording(self: SlotLimiter, timeout: Any = None, *, priority: float = 0.0) -> int:
+    async def recording(
+        self: SlotLimiter, timeout: Any = None, *, priority: float = 0.0, **kwargs: Any
+    ) -> int:
         asked.append(priority)
-        return await original(self, timeout, priority=priority)
+        return await original(self, timeout, priority=priority, **kwargs)
 
     monkeypatch.setattr(SlotLimiter, "acquire", recording)
     result, events = await collect_run("Goal", plan=PLAN, fleet=fake_fleet.path, voice=False)
