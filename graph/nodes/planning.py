@@ -317,6 +317,7 @@ async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
             usage = {
                 "prompt_tokens": outcome.prompt_tokens,
                 "completion_tokens": outcome.completion_tokens,
+                "cached_prompt_tokens": outcome.cached_prompt_tokens,
             }
     plan, image_warning = with_vision_task(plan, len(images), context.max_tasks)
     plan = fit_caps_to_context(plan, DEFAULT_AGENTS, fleet_runtime.fleet)
