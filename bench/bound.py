@@ -143,6 +143,16 @@ async def measure_rates(
     The per-sequence rates are llama.cpp's ``timings.predicted_per_second`` (decode
     only, no prefill, no HTTP); the aggregate is their sum over ``slots`` concurrent
     requests. The best of the two is the endpoint's throughput; prefill is left out.
+
+    Args:
+        endpoints: Endpoint name -> config, for the endpoints to measure.
+        slots: Endpoint name -> its slots (that many requests run together).
+        client: HTTP client.
+        tokens: Pinned completion tokens per probe request.
+
+    Raises:
+        httpx.HTTPError: A probe request failed.
+        ValueError: A server reported no decode timings.
     """
     rates: dict[str, EndpointRates] = {}
     for name, endpoint in endpoints.items():

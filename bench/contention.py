@@ -158,6 +158,7 @@ async def _embedded(env: BenchEnv) -> dict[str, Any]:
             label="contention-embedded-",
             variants=variants(),
             target=TARGET_RATIO,
+            prime=env.size != "smoke",  # a smoke run only checks that it all runs
         )
     add_bounds(result, [dag], fleet, rates, 1.0)
     return {**result, "token_scale": EMBEDDED_TOKEN_SCALE[env.size]}

@@ -32,8 +32,11 @@ TOKEN_SCALE = {"full": 1.0, "quick": 0.25, "smoke": 0.125}
 SMOKE_DAGS = 1
 
 
-async def _warm_up(env: BenchEnv, slots: dict[str, int]) -> None:
-    """One tiny DAG through every variant: imports, graph compiles, connections, caches."""
+async def _warm_up(env: BenchEnv, slots: dict[str, int], variants: list[str]) -> None:
+    """One tiny DAG through each variant: imports, graph compiles, connections, caches.
+
+    The product's variants share one graph, so it is warmed once.
+    """
     dag = Dag(
         "warm_up",
         "",
@@ -46,11 +49,9 @@ async def _warm_up(env: BenchEnv, slots: dict[str, int]) -> None:
             pinned("e", "summarizer", 2),
         ],
     )
-    async with new_client() as client:
-        await run_sequential(dag.tasks, dag.goal, env.config, client)
-        await run_oracle(dag.tasks, dag.goal, env.config, client, slots)
-    await run_waves(dag.tasks, dag.goal, env.fleet)
-    await run_product(dag.tasks, dag.goal, env.fleet)
+    kinds = dict.fromkeys("product" if v in PRODUCT_SETTINGS else v for v in variants)
+    for variant in kinds:
+        await _run_once(variant, dag, env, slots)
 
 
 async def run_variant(
@@ -95,6 +96,7 @@ async def compare(
     label: str = "",
     variants: list[str] = VARIANTS,
     target: float = TARGET_PRODUCT_RATIO,
+    prime: bool = True,
 ) -> dict[str, Any]:
     """Run every DAG with each scheduler on ``env.fleet``; best of ``env.reps``, interleaved.
 
@@ -106,16 +108,20 @@ async def compare(
         label: Prefix of the timeline file names.
         variants: Schedulers to compare (``oracle`` and ``product`` among them).
         target: Most the product's geomean ratio to the oracle may be.
+        prime: Warm every variant up and fill the prompt caches with each DAG's prompts
+            before measuring (off: a smoke run that only checks that everything runs).
     """
     slots = await server_slots(env.config)
-    await _warm_up(env, slots)
+    if prime:
+        await _warm_up(env, slots, variants)
     rows: list[dict[str, Any]] = []
     for dag in dags:
         runs: dict[str, list[VariantRun]] = {v: [] for v in variants}
         product_results: dict[int, RunResult] = {}
         # unmeasured: fills the servers' prompt caches with this DAG's prompts (outputs
         # are seeded, so every variant then sends the same, equally cached, prompts)
-        await run_variant("oracle", dag, env, slots)
+        if prime:
+            await run_variant("oracle", dag, env, slots)
         for rep in range(env.reps):
             order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for variant in order:

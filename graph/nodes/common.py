@@ -81,6 +81,5 @@ def add_usage(usage: dict[str, int], outcome: CallOutcome) -> dict[str, int]:
     return {
         "prompt_tokens": usage.get("prompt_tokens", 0) + outcome.prompt_tokens,
         "completion_tokens": usage.get("completion_tokens", 0) + outcome.completion_tokens,
-        "cached_prompt_tokens": usage.get("cached_prompt_tokens", 0)
-        + outcome.cached_prompt_tokens,
+        "cached_prompt_tokens": usage.get("cached_prompt_tokens", 0) + outcome.cached_prompt_tokens,
     }

@@ -153,8 +153,17 @@ async def synthesis_messages(
     skeleton = prompts.SYNTHESIS_USER.format(
         goal=state.get("goal", ""), results="", failures=failures
     )
+    shares = [
+        prompts.SYNTHESIS_RESULT.format(
+            output=r.output + _tool_evidence(r),
+            task_id=r.task_id,
+            agent=r.agent,
+            note=prompts.SYNTHESIS_CUT_NOTE if r.truncated else "",
+        )
+        for r in done
+    ]
     budget = await room_after(
-        prompts.SYNTHESIS_SYSTEM + skeleton, endpoint, context.synthesis_max_tokens
+        prompts.SYNTHESIS_SYSTEM + skeleton, endpoint, context.synthesis_max_tokens, shares=shares
     )
     share = max(budget // max(len(done), 1), 0)
     blocks = []
@@ -200,7 +209,9 @@ async def summarizer(state: OrchestratorState, runtime: Runtime[Context]) -> dic
 
     async def messages(endpoint: EndpointConfig) -> list[BaseMessage]:
         skeleton = prompts.SUMMARY_SYSTEM + prompts.SUMMARY_USER.format(answer="")
-        budget = await room_after(skeleton, endpoint, context.summary_max_tokens)
+        budget = await room_after(
+            skeleton, endpoint, context.summary_max_tokens, shares=[state.get("answer", "")]
+        )
         answer = await trim_to_tokens(state.get("answer", ""), budget, endpoint)
         return [
             SystemMessage(prompts.SUMMARY_SYSTEM),

@@ -100,6 +100,13 @@ def task_messages(
     notes = "".join(failure_notes(task, deps).values())
     fixed = system + reserve + user(prompts.DEPENDENCY_HEADER + notes if deps else "")
     has_results = any(r.status == "completed" for r in deps.values())
+    # What dependency_block cuts to equal shares: when each certainly fits, nothing is
+    # cut and no /tokenize round trip is needed to know it.
+    shares = [
+        prompts.DEPENDENCY_OK.format(task_id=d, agent=deps[d].agent, output=deps[d].output)
+        for d in task.dependencies
+        if deps[d].status == "completed"
+    ]
 
     async def build(endpoint: EndpointConfig) -> list[BaseMessage]:
         if images and endpoint.name not in seeing:
@@ -114,7 +121,7 @@ def task_messages(
             budget = endpoint.model_copy(update={"ctx": left})
         try:
             if has_results:
-                room = await room_after(fixed, budget, max_tokens)
+                room = await room_after(fixed, budget, max_tokens, shares=shares)
                 dependencies = await dependency_block(task, deps, endpoint, room)
             else:
                 await ensure_fits(fixed, budget)
