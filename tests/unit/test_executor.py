@@ -325,6 +325,8 @@ async def test_prompt_building_time_is_reported_as_prepare_s(
         return None  # as if the server cannot count: the safe bound is used
 
     monkeypatch.setattr(engine, "tokenize", slow_tokenizer)
+    # A result too long to fit b's prompt for certain: its budget must be counted.
+    fake_fleet.chat.script("word " * 800, task="a")
 
     result = await arun_goal(
         "Prepare",
