@@ -177,7 +177,7 @@ def _run_of(config: RunnableConfig | None) -> str | None:
     return run if isinstance(run, str) and run else None
 
 
-def _slot_order_of_run() -> SlotOrder:
+def slot_order_of_run() -> SlotOrder:
     """The current graph run's ``slot_order`` setting (``priority`` outside a run)."""
     from langgraph.runtime import get_runtime
 
@@ -335,7 +335,7 @@ async def call_model(
     observer = observer or _NoObserver()
     outcome = CallOutcome(ok=False)
     run_key = run_key or _run_of(config)
-    slot_order = slot_order or _slot_order_of_run()
+    slot_order = slot_order or slot_order_of_run()
     candidates = runtime.candidates(tiers)
     if not candidates:
         outcome.error = f"no endpoint serves tiers {tiers}"

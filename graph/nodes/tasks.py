@@ -34,7 +34,13 @@ from graph.events import (
     TaskFinished,
     TaskWaiting,
 )
-from graph.executor import CallOutcome, MessageBuilder, ModelBuilder, call_model
+from graph.executor import (
+    CallOutcome,
+    MessageBuilder,
+    ModelBuilder,
+    call_model,
+    slot_order_of_run,
+)
 from graph.image_routing import images_for_task, needs_images, no_vision_error, seeing_endpoints
 from graph.images import ImageRecord
 from graph.nodes.common import context_of, emit, usable_tiers
@@ -81,6 +87,10 @@ def dispatch(state: OrchestratorState) -> list[Send]:
         if hashes and needs_images(task):
             payload["images"] = hashes
         sends.append(Send("agent", payload))
+    if slot_order_of_run() == "priority":
+        # Tasks are prepared one after another: the longest remaining path goes first, so
+        # the head of a long chain reaches the slots before short tasks listed ahead of it.
+        sends.sort(key=lambda send: -send.arg["priority"])
     return sends
 
 

@@ -69,3 +69,19 @@ def test_an_agents_own_cap_counts_when_the_task_has_none() -> None:
 
     task = simple_task("x", "coder")
     assert _own_tokens(task) == DEFAULT_AGENTS["coder"].max_tokens
+
+
+def test_dispatch_sends_the_longest_remaining_path_first() -> None:
+    from graph.nodes.tasks import dispatch
+
+    tasks = [
+        simple_task("short_1", max_tokens=10),
+        simple_task("short_2", max_tokens=10),
+        simple_task("chain_1", max_tokens=100),
+        simple_task("chain_2", deps=["chain_1"], max_tokens=100),
+    ]
+    state: Any = {"plan": Plan(tasks=tasks), "run_id": "r", "goal": "g"}
+    sends = dispatch(state)
+    # The chain's head is prepared first, so it reaches the slots before the short tasks
+    # listed ahead of it; equal priorities keep plan order.
+    assert [s.arg["task"].id for s in sends] == ["chain_1", "chain_2", "short_1", "short_2"]
