@@ -160,6 +160,17 @@ def _scale_processes(suite: dict[str, Any]) -> list[str]:
         f"Goals per minute, {suite['processes']} processes through Redis vs one process: "
         f"**{suite['redis_vs_one_process']}x**. Servers polled every 100 ms; a cap held "
         "means no request ever waited inside llama.cpp for a slot.",
+        *_lease_overhead(suite.get("lease_overhead")),
+    ]
+
+
+def _lease_overhead(overhead: dict[str, Any] | None) -> list[str]:
+    if not overhead or overhead.get("redis_us") is None:
+        return []
+    return [
+        "",
+        f"One uncontended slot acquire + release: local store {overhead['local_us']} us, "
+        f"Redis {overhead['redis_us']} us ({overhead['redis_vs_local']}x).",
     ]
 
 

@@ -122,15 +122,15 @@ async def run_scale(env: BenchEnv) -> dict[str, Any]:
     With ``env.processes`` > 1 (``bench scale --processes N``) the suite is the
     cross-process comparison of :mod:`bench.scale_processes` instead.
     """
-    if env.processes > 1:
-        from bench.scale_processes import run_processes
-
-        return await run_processes(env, env.processes)
     overhead = await lease_overhead(LEASE_CYCLES[env.size])
     env.log(
         f"  slot lease per task: local {overhead['local_us']} us, "
         f"redis {overhead['redis_us']} us (x{overhead['redis_vs_local']})"
     )
+    if env.processes > 1:
+        from bench.scale_processes import run_processes
+
+        return {**await run_processes(env, env.processes), "lease_overhead": overhead}
     env.ensure_fleet()
     goals, dag_tasks = SIZES[env.size]
     runtime = get_runtime(env.fleet)
