@@ -336,10 +336,16 @@ async def call_model(
     outcome = CallOutcome(ok=False)
     run_key = run_key or _run_of(config)
     slot_order = slot_order or slot_order_of_run()
-    candidates = runtime.candidates(tiers)
-    if not candidates:
+    if not runtime.candidates(tiers):
         outcome.error = f"no endpoint serves tiers {tiers}"
         return outcome
+    # Awaited before ranking: a task that yields between ranking the replicas and queueing
+    # on one would rank on loads that the tasks started beside it have changed since.
+    affinity = {
+        h.config.name: await affinity_applies(h.config, h.limiter)
+        for h in runtime.candidates(tiers)
+    }
+    candidates = runtime.candidates(tiers)
 
     def move_on(index: int, error: str) -> None:
         outcome.error = error
@@ -363,7 +369,7 @@ async def call_model(
             move_on(index, f"{endpoint.name}: {exc}")
             continue
         outcome.prepare_s += time.perf_counter() - preparing
-        affine = await affinity_applies(endpoint, handle.limiter)
+        affine = affinity.get(endpoint.name, False)
         observer.queued(handle)
         queued_at = time.perf_counter()
         try:
