@@ -30,28 +30,23 @@ _CACHE_LIMIT = 512
 
 
 class _LoopResources:
-    """Chat models and the HTTP clients of one event loop.
+    """Chat models and the HTTP client of one event loop.
 
     Pooled connections belong to the loop that opened them: a client reused on a later
     loop (a second ``asyncio.run``, a notebook cell) fails with "Event loop is closed".
-    Chat calls get one client per server keeping about as many idle connections as the
-    server has slots: httpcore checks every idle connection of a pool on each request
-    (a ``poll`` and a ``getpeername`` each), which in one shared 128-connection pool was
-    the largest per-task cost on fast endpoints.
     """
 
     def __init__(self) -> None:
         self.models: dict[tuple[Any, ...], BaseChatModel] = {}
-        self.http: dict[str, httpx.AsyncClient] = {}
+        self.http: httpx.AsyncClient | None = None
 
-    def client(self, server: str = "", keepalive: int = 16) -> httpx.AsyncClient:
-        http = self.http.get(server)
-        if http is None or http.is_closed:
-            http = self.http[server] = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=keepalive),
+    def client(self) -> httpx.AsyncClient:
+        if self.http is None or self.http.is_closed:
+            self.http = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
                 timeout=None,
             )
-        return http
+        return self.http
 
 
 def loop_http_client() -> httpx.AsyncClient:
@@ -133,9 +128,9 @@ def make_chat_model(
         return cached
     if len(resources.models) >= _CACHE_LIMIT:
         resources.models.clear()
-    # Idle connections beyond the slots are never reused at once; a few spare for probes.
-    http = resources.client(endpoint.base_url, keepalive=(endpoint.slots or 4) + 2)
-    model = _build_chat_model(endpoint, temperature, max_tokens, thinking, extra, timeout_s, http)
+    model = _build_chat_model(
+        endpoint, temperature, max_tokens, thinking, extra, timeout_s, resources.client()
+    )
     resources.models[key] = model
     return model
 
