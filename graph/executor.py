@@ -43,6 +43,7 @@ from endpoints.pool import EndpointHandle, FleetRuntime
 from endpoints.redis_endpoint import LEASE_LOST
 from endpoints.slot_affinity import affinity_applies, pin_slot, prefix_key
 from graph.budget import PromptTooLong
+from graph.responses import answer_text, cached_prompt_tokens, reasoning_of
 from graph.schemas import CallStatus, ModelCall
 
 logger = logging.getLogger("kitty.graph")
@@ -145,32 +146,6 @@ def describe_error(exc: BaseException, endpoint: EndpointConfig) -> str:
     return f"{endpoint.name}: request rejected: {text or name}"
 
 
-def _text_of(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = [
-        p.get("text", "") if isinstance(p, dict) else str(p)
-        for p in content
-        if not isinstance(p, dict) or p.get("type") in (None, "text")
-    ]
-    return "".join(parts)
-
-
-def cached_prompt_tokens(message: BaseMessage) -> int:
-    """Prompt tokens the server served from its cache for this answer (0 if not reported).
-
-    llama.cpp reports them as ``usage.prompt_tokens_details.cached_tokens`` (LangChain's
-    ``input_token_details.cache_read``) and in its own ``timings.cache_n``.
-    """
-    usage = getattr(message, "usage_metadata", None) or {}
-    cached = (usage.get("input_token_details") or {}).get("cache_read")
-    if cached is None:
-        metadata = getattr(message, "response_metadata", None) or {}
-        cached = (metadata.get("timings") or {}).get("cache_n")
-    return int(cached) if isinstance(cached, int | float) and cached > 0 else 0
-
-
 def _run_of(config: RunnableConfig | None) -> str | None:
     """The run a call belongs to: its ``kitty_run_id`` metadata (task calls carry it)."""
     run = ((config or {}).get("metadata") or {}).get("kitty_run_id")
@@ -188,12 +163,6 @@ def slot_order_of_run() -> SlotOrder:
     order = context.get("slot_order") if isinstance(context, dict) else None
     order = getattr(context, "slot_order", order)
     return "fifo" if order == "fifo" else "priority"
-
-
-def _reasoning_of(message: BaseMessage) -> str | None:
-    extra = message.additional_kwargs or {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-    return reasoning if isinstance(reasoning, str) and reasoning.strip() else None
 
 
 async def _invoke_with_busy_retry(
@@ -438,8 +407,8 @@ async def call_model(
         outcome.ok = True
         outcome.error = None
         outcome.message = response
-        outcome.text = _text_of(response)
-        outcome.reasoning = _reasoning_of(response)
+        outcome.text = answer_text(response)
+        outcome.reasoning = reasoning_of(response)
         outcome.model = metadata.get("model_name") or metadata.get("model") or endpoint.model
         outcome.finish_reason = metadata.get("finish_reason") or metadata.get("done_reason")
         outcome.fallback_used = fallback

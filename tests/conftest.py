@@ -13,6 +13,7 @@ from endpoints.config import FleetConfig, load_fleet
 from endpoints.pool import reset_runtimes
 from tests.fake_chat import FakeChat
 from tests.helpers import offline_fleet
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,3 +76,12 @@ def fake_fleet(tmp_path: Path, fresh_fleet_state: None) -> FakeFleet:
     """Graph runs without servers: every model call is answered by a :class:`FakeChat`."""
     path = str(offline_fleet(tmp_path))
     return FakeFleet(path=path, chat=FakeChat().install(path))
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a free port for the module's tests (slot leases)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

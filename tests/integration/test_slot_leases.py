@@ -15,10 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from endpoints.config import FleetConfig
 from endpoints.redis_slots import PREFIX
@@ -54,14 +51,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def fleet_file(folder: Path, store: str) -> str:

@@ -65,14 +65,6 @@ class HeldRuns:
         raise AssertionError(f"{self.in_flight} runs in flight, expected {count}")
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def runs(monkeypatch: pytest.MonkeyPatch, fresh_fleet_state: None) -> HeldRuns:
     fake = HeldRuns()

@@ -22,14 +22,6 @@ from tests.redis_server import RedisServer
 TTL_S = 1.0
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def base_url() -> Iterator[str]:
     reset_runtimes()

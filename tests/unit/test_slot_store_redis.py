@@ -40,14 +40,6 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def new_store(redis_server: RedisServer) -> Iterator[StoreFactory]:
     """Makes stores (each one stands for a process); all closed after the test."""
