@@ -30,31 +30,41 @@ _CACHE_LIMIT = 512
 
 
 class _LoopResources:
-    """Chat models and the HTTP client of one event loop.
+    """Chat models and the HTTP clients of one event loop.
 
     Pooled connections belong to the loop that opened them: a client reused on a later
     loop (a second ``asyncio.run``, a notebook cell) fails with "Event loop is closed".
+    Each server gets its own client: httpcore checks every idle connection of a pool on
+    each request (a ``poll`` and a ``getpeername`` each), so in one pool shared by the
+    whole fleet that check was the largest per-task cost on fast endpoints. The idle
+    limit stays well above what one server is ever sent at once (its slots plus probes),
+    so connections are reused rather than closed and opened again.
     """
 
     def __init__(self) -> None:
         self.models: dict[tuple[Any, ...], BaseChatModel] = {}
-        self.http: httpx.AsyncClient | None = None
+        self.http: dict[str, httpx.AsyncClient] = {}
 
-    def client(self) -> httpx.AsyncClient:
-        if self.http is None or self.http.is_closed:
-            self.http = httpx.AsyncClient(
+    def client(self, server: str = "") -> httpx.AsyncClient:
+        http = self.http.get(server)
+        if http is None or http.is_closed:
+            http = self.http[server] = httpx.AsyncClient(
                 limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
                 timeout=None,
             )
-        return self.http
+        return http
 
 
-def loop_http_client() -> httpx.AsyncClient:
-    """The shared HTTP client of the running event loop (for tokenizer and probe calls)."""
+def loop_http_client(server: str = "") -> httpx.AsyncClient:
+    """The running event loop's HTTP client for ``server`` (a base URL; ``""``: shared).
+
+    Raises:
+        RuntimeError: No event loop is running.
+    """
     resources = _loop_resources()
     if resources is None:
         raise RuntimeError("loop_http_client() needs a running event loop")
-    return resources.client()
+    return resources.client(server)
 
 
 def _loop_resources() -> _LoopResources | None:
@@ -129,7 +139,13 @@ def make_chat_model(
     if len(resources.models) >= _CACHE_LIMIT:
         resources.models.clear()
     model = _build_chat_model(
-        endpoint, temperature, max_tokens, thinking, extra, timeout_s, resources.client()
+        endpoint,
+        temperature,
+        max_tokens,
+        thinking,
+        extra,
+        timeout_s,
+        resources.client(endpoint.base_url),
     )
     resources.models[key] = model
     return model

@@ -37,6 +37,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from endpoints import engine, probes
 from endpoints.config import EndpointConfig
+from endpoints.direct_chat import ainvoke_chat
 from endpoints.limiter import SlotOrder, SlotTimeoutError
 from endpoints.models import is_busy_error, is_endpoint_failure
 from endpoints.pool import EndpointHandle, FleetRuntime
@@ -176,7 +177,7 @@ async def _invoke_with_busy_retry(
     while True:
         try:
             async with asyncio.timeout(timeout_s):
-                return await model.ainvoke(list(messages), config=config)
+                return await ainvoke_chat(model, messages, config)
         except Exception as exc:
             if attempt < busy_retries and is_busy_error(exc):
                 await asyncio.sleep(BUSY_BACKOFF_S * 2**attempt)

@@ -14,6 +14,7 @@ KittyError                   base of everything below; never raised itself
 │   ├── SettingsError        a run setting is out of range (also ValueError)
 │   ├── ToolSourceError      a tool source (an MCP server, the memory store) cannot start
 │   └── ToolError            one tool call failed or was refused (the model is told why)
+├── EndpointHTTPError        a model server answered a direct request with an error status
 └── InternalError            a bug: surfaces log it with an error id and exit 1 / answer 500
 ```
 
@@ -31,6 +32,7 @@ from typing import Any
 __all__ = [
     "CheckpointError",
     "EmbeddedFleetError",
+    "EndpointHTTPError",
     "FleetError",
     "InternalError",
     "KittyError",
@@ -54,6 +56,18 @@ class KittyError(Exception):
 
 class UserError(KittyError):
     """Input or setup the user can fix; the message says what was wrong and what to do."""
+
+
+class EndpointHTTPError(KittyError):
+    """A model server answered with an HTTP error status (``status_code``: 4xx, 5xx).
+
+    Raised by direct chat calls (:mod:`endpoints.direct_chat`); the executor reads the
+    status like the OpenAI SDK's errors: 5xx is the server's fault, 4xx the request's.
+    """
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"Error code: {status_code} - {message}")
+        self.status_code = status_code
 
 
 class InternalError(KittyError):
