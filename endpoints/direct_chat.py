@@ -129,14 +129,12 @@ async def _stream(direct: DirectCall, messages: list[BaseMessage]) -> BaseMessag
         if response.status_code >= 400:
             text = (await response.aread()).decode(errors="replace")
             raise EndpointHTTPError(response.status_code, _error_message(text))
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            # read on to the end of the body after [DONE]: a connection closed with
-            # unread bytes cannot go back to the pool
-            if data != "[DONE]":
-                answer.add(json.loads(data))
+        # The whole stream at once: nothing here acts on a token as it comes, and a
+        # cancelled read still closes the connection, so llama.cpp stops generating.
+        events = await response.aread()
+    for line in events.splitlines():
+        if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+            answer.add(json.loads(line[5:]))
     return answer.message(model)
 
 

@@ -7,6 +7,7 @@ and shown with its password hidden (:func:`hide_password`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 from kitty.errors import SettingsError
@@ -17,6 +18,7 @@ _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@lru_cache(maxsize=4096)  # asked several times per model call; a fleet has few servers
 def endpoint_key(base_url: str) -> str:
     """One name per server: ``localhost``, ``127.0.0.1`` and a trailing slash are the same.
 

@@ -306,16 +306,15 @@ async def call_model(
     outcome = CallOutcome(ok=False)
     run_key = run_key or _run_of(config)
     slot_order = slot_order or slot_order_of_run()
-    if not runtime.candidates(tiers):
+    candidates = runtime.candidates(tiers)
+    if not candidates:
         outcome.error = f"no endpoint serves tiers {tiers}"
         return outcome
     # Awaited before ranking: a task that yields between ranking the replicas and queueing
     # on one would rank on loads that the tasks started beside it have changed since.
-    affinity = {
-        h.config.name: await affinity_applies(h.config, h.limiter)
-        for h in runtime.candidates(tiers)
-    }
-    candidates = runtime.candidates(tiers)
+    affinity = {h.config.name: await affinity_applies(h.config, h.limiter) for h in candidates}
+    if len(candidates) > 1:
+        candidates = runtime.candidates(tiers)
 
     def move_on(index: int, error: str) -> None:
         outcome.error = error

@@ -191,10 +191,12 @@ async def make_plan(
     fleet_runtime: FleetRuntime,
     agents: dict[str, AgentSpec] = DEFAULT_AGENTS,
     images: list[ImageRecord] | None = None,
+    run_id: str | None = None,
 ) -> tuple[Plan, CallOutcome | None]:
     """Ask the tools tier for a plan (schema-constrained), then validate and repair it.
 
-    The planner is told about the attached ``images`` (count, hash prefix, type, size).
+    The planner is told about the attached ``images`` (count, hash prefix, type, size);
+    its slot time counts to ``run_id`` (least attained service across runs).
 
     Returns:
         The plan and the planner call's outcome. When the planner endpoint itself fails,
@@ -232,7 +234,10 @@ async def make_plan(
             tiers,
             messages_for(max_tasks),
             _planner_model(fleet_runtime, names, max_tasks, max_tokens),
-            config={"tags": ["kitty:planner"]},
+            config={
+                "tags": ["kitty:planner"],
+                "metadata": {"kitty_run_id": run_id} if run_id else {},
+            },
             slot_timeout_s=context.slot_timeout_s,
             call_timeout_s=context.task_timeout_s,
             busy_retries=context.busy_retries,
@@ -312,7 +317,7 @@ async def planner(state: OrchestratorState, runtime: Runtime[Context]) -> dict[s
         planning = context
         if images and context.max_tasks > 1:
             planning = context.model_copy(update={"max_tasks": context.max_tasks - 1})
-        plan, outcome = await make_plan(goal, planning, fleet_runtime, images=images)
+        plan, outcome = await make_plan(goal, planning, fleet_runtime, images=images, run_id=run_id)
         if outcome is not None:
             usage = {
                 "prompt_tokens": outcome.prompt_tokens,

@@ -44,13 +44,15 @@ async def _phase_call(
     messages: MessageBuilder,
     phase: str,
     *,
+    run_id: str,
     temperature: float,
     max_tokens: int,
     thinking: ThinkingLevel | None = None,
 ) -> CallOutcome:
     """One run-level model call (synthesis or summary) with the run's limits.
 
-    ``messages`` builds the prompt for each endpoint tried (budgets differ).
+    ``messages`` builds the prompt for each endpoint tried (budgets differ); ``run_id``
+    counts its slot time to the run (least attained service across runs).
     """
 
     def build(endpoint: EndpointConfig) -> BaseChatModel:
@@ -67,7 +69,7 @@ async def _phase_call(
         tiers,
         messages,
         build,
-        config={"tags": [f"kitty:{phase}"]},
+        config={"tags": [f"kitty:{phase}"], "metadata": {"kitty_run_id": run_id}},
         slot_timeout_s=context.slot_timeout_s,
         call_timeout_s=context.task_timeout_s,
         busy_retries=context.busy_retries,
@@ -103,6 +105,7 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> di
         tiers,
         messages,
         "synthesizer",
+        run_id=state["run_id"],
         temperature=0.5,
         max_tokens=context.synthesis_max_tokens,
         thinking=context.thinking,
@@ -224,6 +227,7 @@ async def summarizer(state: OrchestratorState, runtime: Runtime[Context]) -> dic
         tiers,
         messages,
         "summarizer",
+        run_id=state["run_id"],
         temperature=0.4,
         max_tokens=context.summary_max_tokens,
     )

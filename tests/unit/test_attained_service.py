@@ -257,5 +257,15 @@ async def test_a_run_hands_its_id_and_slot_order_to_the_limiter(
     result = await arun_goal(
         "Goal", plan=plan, fleet=fake_fleet.path, voice=False, slot_order="fifo"
     )
-    assert [run for run, _ in seen].count(result.run_id) == 2  # each task's call
-    assert {order for _, order in seen} == {"fifo"}  # planner-less run: tasks + synthesis
+    assert [run for run, _ in seen] == [result.run_id] * 3  # both tasks and the synthesis
+    assert {order for _, order in seen} == {"fifo"}
+
+
+async def test_every_call_of_a_run_counts_to_it(fake_fleet: FakeFleet) -> None:
+    """Planner, tasks, synthesis and summary all carry the run id: their slot time is
+    the run's attained service."""
+    result = await arun_goal("Research cats and write code", fleet=fake_fleet.path, voice=True)
+    phases = {call.phase for call in fake_fleet.chat.calls}
+    assert phases == {"planner", "task", "synthesizer", "summarizer"}
+    runs = {call.phase: call.metadata.get("kitty_run_id") for call in fake_fleet.chat.calls}
+    assert runs == dict.fromkeys(phases, result.run_id)
