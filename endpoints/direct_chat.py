@@ -113,7 +113,8 @@ def request_body(direct: DirectCall, messages: list[BaseMessage]) -> dict[str, A
 async def _stream(direct: DirectCall, messages: list[BaseMessage]) -> BaseMessage:
     model = direct.model
     body = request_body(direct, messages)
-    headers = {"Authorization": f"Bearer {model.openai_api_key.get_secret_value()}"}
+    key = model.openai_api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
     headers.update(model.default_headers or {})
     timeout = model.request_timeout
     base_url = str(model.openai_api_base).rstrip("/")
