@@ -41,6 +41,8 @@ DEFAULT_CHECKPOINT_PATH = Path("~/.kitty/checkpoints.sqlite")
 MEMORY = "memory"
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 SQLITE_SCHEME = "sqlite:///"
+# How long closing a SQLite checkpointer waits for an operation in flight to finish.
+CLOSE_WAIT_S = 30.0
 
 # The graph's own types stored in checkpoints; LangGraph's (Send, Interrupt...) are
 # allowed by the serializer itself. Anything else in a checkpoint is not unpacked.
@@ -99,14 +101,33 @@ def _sqlite_path(spec: str) -> Path:
     return path
 
 
-async def _close_sqlite(connection: Any) -> None:
-    """Roll back what a cancelled run left half-written, then close the file."""
+async def _close_sqlite(connection: Any, saver_lock: asyncio.Lock) -> None:
+    """Let a write in flight finish, roll back what a cancelled run left, close the file.
+
+    Every AsyncSqliteSaver operation holds ``saver_lock``, so once it is ours no write
+    is half-queued on the connection's worker thread. Without it a write still in
+    flight (the shielded early write of graph.registry, or LangGraph's last put) could
+    queue its INSERT after the rollback and before the close: sqlite3 then keeps the
+    closed connection alive as a "zombie" while the writer's cursor lives, holding the
+    write lock until that cursor is garbage collected, and the resume finds it locked.
+    """
+    try:
+        await asyncio.wait_for(saver_lock.acquire(), CLOSE_WAIT_S)
+        held = True
+    except TimeoutError:
+        # Something keeps the lock for good (an abandoned alist): close all the same.
+        logger.warning("checkpoint file closed while an operation still held it")
+        held = False
     try:
         if connection.in_transaction:
             logger.warning("checkpoint file closed with a write in progress; rolled it back")
             await connection.rollback()
     finally:
-        await connection.close()
+        try:
+            await connection.close()
+        finally:
+            if held:
+                saver_lock.release()
 
 
 @asynccontextmanager
@@ -124,6 +145,7 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
             f"cannot open checkpoint file {path} ({exc}); pass --checkpoint with a "
             f"writable path or set {CHECKPOINTS_ENV_VAR}"
         ) from None
+    saver: AsyncSqliteSaver | None = None
     try:
         saver = AsyncSqliteSaver(connection, serde=checkpoint_serde())
         try:
@@ -138,7 +160,8 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
     finally:
         # Shielded: a run cancelled while this closes must not leave the file open with
         # a write transaction (the next opener, e.g. a resume, would find it locked).
-        closing = asyncio.ensure_future(_close_sqlite(connection))
+        lock = saver.lock if saver else asyncio.Lock()
+        closing = asyncio.ensure_future(_close_sqlite(connection, lock))
         try:
             await asyncio.shield(closing)
         except asyncio.CancelledError:
