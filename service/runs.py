@@ -190,29 +190,73 @@ def _check_task_tokens(plan: Plan, limit: int) -> None:
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work`` but cancel it as soon as the client disconnects.
 
+    ``work`` is cancelled at most once and always awaited to its end, even when the
+    caller is cancelled meanwhile: a second cancellation would cut short LangGraph's own
+    cleanup (cancelling and awaiting the node tasks), so node tasks would go on running,
+    holding their endpoint slots, after the run reported itself cancelled.
+
     Raises:
         _ClientGone: The client went away first (``work`` was cancelled).
     """
     task = asyncio.ensure_future(work)
+    stop = _StopOnce(task)
 
     async def watch() -> None:
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
-                task.cancel()
+                stop.cancel()
                 return
 
     watcher = asyncio.create_task(watch())
     try:
-        return await task
+        # asyncio.wait, not ``await task``: our own cancellation must not reach the run
+        # as a second cancel; it is handled below, once.
+        await asyncio.wait({task})
     except asyncio.CancelledError:
-        if watcher.done() and task.cancelled():
-            raise _ClientGone from None
+        stop.cancel()
+        await _settle(task)
         raise
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
+    if task.cancelled() and stop.requested:
+        raise _ClientGone
+    return task.result()
+
+
+@dataclass
+class _StopOnce:
+    """Cancels a run's task once, whoever asks first (the disconnect or our caller)."""
+
+    task: asyncio.Future[Any]
+    requested: bool = False
+
+    def cancel(self) -> None:
+        if not self.requested and not self.task.done():
+            self.requested = True
+            self.task.cancel()
+
+
+# Most seconds a cancelled request waits for its run to finish cleaning up (LangGraph
+# cancels and awaits the run's node tasks, which release their slots as they stop).
+RUN_STOP_WAIT_S = 10.0
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Wait (bounded) for a cancelled run to end, ignoring further cancellations of ours.
+
+    The caller re-raises its own cancellation afterwards, so none is lost.
+    """
+    deadline = asyncio.get_running_loop().time() + RUN_STOP_WAIT_S
+    while not task.done():
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            logger.warning("run still stopping %.0fs after its cancellation", RUN_STOP_WAIT_S)
+            return
+        try:
+            await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError:
+            continue
 
 
 async def run_to_result(spec: RunSpec) -> RunResult:
