@@ -322,6 +322,25 @@ def record_task_calls(
     return calls
 
 
+def start_early_write(saver: Any, checkpoint_id: str) -> asyncio.Task[bool]:
+    """Start ``persist_result`` of task ``a`` (graph task ``task-1``) into ``saver``.
+
+    The config is what a node of thread ``t`` sees at checkpoint ``checkpoint_id``.
+    """
+    from graph.registry import persist_result
+
+    config: Any = {
+        "configurable": {
+            "__pregel_checkpointer": saver,
+            "thread_id": "t",
+            "checkpoint_map": {"": checkpoint_id},
+            "__pregel_task_id": "task-1",
+        }
+    }
+    result = TaskResult(task_id="a", agent="coder", status="completed", output="A")
+    return asyncio.create_task(persist_result(config, result))
+
+
 # --------------------------------------------------------------------------- waiting
 
 

@@ -174,14 +174,6 @@ def test_slot_order_is_a_run_setting() -> None:
 # --------------------------------------------------------------------------- Redis
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis-las"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def two_stores(redis_server: RedisServer) -> Iterator[tuple[RedisSlotStore, RedisSlotStore]]:
     """Two stores on one Redis: two processes sharing a fleet."""

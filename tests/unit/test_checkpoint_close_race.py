@@ -18,8 +18,7 @@ from typing import Any
 from langgraph.checkpoint.base import empty_checkpoint
 
 from graph.checkpoint import make_checkpointer
-from graph.registry import persist_result
-from graph.schemas import TaskResult
+from tests.helpers import start_early_write
 
 # Loop turns given to the close before the worker thread is let go: enough for it to
 # queue its rollback (or to start waiting for the saver's lock); no wall-clock wait.
@@ -66,16 +65,7 @@ async def test_close_waits_for_an_early_write_in_flight(tmp_path: Path) -> None:
     # below is still queued when the close starts.
     await connection.create_function("hold_worker", 0, lambda: worker_free.wait(5))
     busy = asyncio.ensure_future(connection.execute_fetchall("SELECT hold_worker()"))
-    config = {
-        "configurable": {
-            "__pregel_checkpointer": saver,
-            "thread_id": "t",
-            "checkpoint_map": {"": saved["configurable"]["checkpoint_id"]},
-            "__pregel_task_id": "task-1",
-        }
-    }
-    result = TaskResult(task_id="a", agent="coder", status="completed", output="A")
-    write = asyncio.create_task(persist_result(config, result))
+    write = start_early_write(saver, saved["configurable"]["checkpoint_id"])
     for _ in range(CLOSE_TURNS):
         if saver.lock.locked():  # the write has started: its first step is queued
             break

@@ -10,8 +10,7 @@ from typing import Any
 from langgraph.checkpoint.base import empty_checkpoint
 
 from graph.checkpoint import make_checkpointer
-from graph.registry import persist_result
-from graph.schemas import TaskResult
+from tests.helpers import start_early_write
 
 
 async def test_cancel_during_an_early_write_leaves_the_file_writable(tmp_path: Path) -> None:
@@ -30,16 +29,7 @@ async def test_cancel_during_an_early_write_leaves_the_file_writable(tmp_path: P
             await real_commit()
 
         connection.commit = slow_commit
-        config = {
-            "configurable": {
-                "__pregel_checkpointer": saver,
-                "thread_id": "t",
-                "checkpoint_map": {"": saved["configurable"]["checkpoint_id"]},
-                "__pregel_task_id": "task-1",
-            }
-        }
-        result = TaskResult(task_id="a", agent="coder", status="completed", output="A")
-        write = asyncio.create_task(persist_result(config, result))
+        write = start_early_write(saver, saved["configurable"]["checkpoint_id"])
         await asyncio.wait_for(in_write.wait(), 5)
         write.cancel()  # the run is cancelled (Ctrl-C, client gone) right here
         await asyncio.gather(write, return_exceptions=True)
