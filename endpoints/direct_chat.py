@@ -120,23 +120,40 @@ async def _stream(direct: DirectCall, messages: list[BaseMessage]) -> BaseMessag
     base_url = str(model.openai_api_base).rstrip("/")
     client = loop_http_client(base_url.removesuffix("/v1"))
     answer = _Answer()
-    async with client.stream(
+    request = client.build_request(
         "POST",
         f"{base_url}/chat/completions",
         json=body,
         headers=headers,
         timeout=httpx.Timeout(timeout if isinstance(timeout, int | float) else None),
-    ) as response:
+    )
+    response = await _send(client, request)
+    try:
         if response.status_code >= 400:
             text = (await response.aread()).decode(errors="replace")
             raise EndpointHTTPError(response.status_code, _error_message(text))
         # The whole stream at once: nothing here acts on a token as it comes, and a
         # cancelled read still closes the connection, so llama.cpp stops generating.
         events = await response.aread()
+    finally:
+        await response.aclose()
     for line in events.splitlines():
         if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
             answer.add(json.loads(line[5:]))
     return answer.message(model)
+
+
+async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send ``request``, once more if the server closed the connection without answering.
+
+    A pooled keep-alive connection the server closes just as the request goes out ends
+    with no response at all ("Server disconnected without sending a response"): the
+    server never read the request, so sending it again on a new connection is safe.
+    """
+    try:
+        return await client.send(request, stream=True)
+    except httpx.RemoteProtocolError:
+        return await client.send(request, stream=True)
 
 
 def _error_message(text: str) -> str:

@@ -27,6 +27,9 @@ ChatRunnable = Runnable[LanguageModelInput, BaseMessage]
 
 
 _CACHE_LIMIT = 512
+# llama.cpp's HTTP server (cpp-httplib) closes a keep-alive connection idle for 5 s, as
+# long as httpx's default expiry: a request could go out on a connection being closed.
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 class _LoopResources:
@@ -49,7 +52,11 @@ class _LoopResources:
         http = self.http.get(server)
         if http is None or http.is_closed:
             http = self.http[server] = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+                limits=httpx.Limits(
+                    max_connections=512,
+                    max_keepalive_connections=128,
+                    keepalive_expiry=KEEPALIVE_EXPIRY_S,
+                ),
                 timeout=None,
             )
         return http

@@ -283,3 +283,41 @@ def _endpoint(server: FakeLlamaCpp) -> Any:
     from endpoints.config import EndpointConfig
 
     return EndpointConfig.model_validate(endpoint_spec("srv", server.port))  # type: ignore[attr-defined]
+
+
+async def test_a_connection_closed_without_an_answer_is_tried_once_more() -> None:
+    """The server drops the first request unanswered (a keep-alive close race)."""
+    seen: list[int] = []
+    answer = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"ok"},'
+        b'"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        seen.append(len(seen))
+        if len(seen) > 1:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                + f"content-length: {len(answer)}\r\n\r\n".encode()
+                + answer
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    model = ChatOpenAI(
+        base_url=f"{base}/v1",
+        http_async_client=loop_http_client(base),
+        api_key="sk-no-key-required",  # type: ignore[arg-type]
+        model="m",
+        streaming=True,
+        max_retries=0,
+    )
+    async with server:
+        message = await ainvoke_chat(model, ask("hello"))
+    assert message.content == "ok" and len(seen) == 2
