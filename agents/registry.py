@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents import prompts
-from endpoints.config import FleetConfig, FleetError
+from endpoints.config.fleet import FleetConfig, FleetError
 
 
 class AgentSpec(BaseModel):

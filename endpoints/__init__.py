@@ -1,6 +1,8 @@
 """Model servers: fleet config, slot limiter, probes, routing + fallback, chat models."""
 
-from endpoints.config import (
+from endpoints.clients.chat_models import is_busy_error, is_endpoint_failure, make_chat_model
+from endpoints.clients.probes import EndpointStatus, probe_all, probe_endpoint
+from endpoints.config.fleet import (
     EndpointConfig,
     FleetConfig,
     FleetError,
@@ -9,10 +11,8 @@ from endpoints.config import (
     available_profiles,
     load_fleet,
 )
-from endpoints.limiter import LimiterStats, SlotLimiter, SlotTimeoutError
-from endpoints.models import is_busy_error, is_endpoint_failure, make_chat_model
-from endpoints.pool import EndpointHandle, FleetRuntime, get_runtime
-from endpoints.probes import EndpointStatus, probe_all, probe_endpoint
+from endpoints.fleet.routing import EndpointHandle, FleetRuntime, get_runtime
+from endpoints.slots.limiter import LimiterStats, SlotLimiter, SlotTimeoutError
 
 __all__ = [
     "EndpointConfig",

@@ -7,10 +7,8 @@ Example:
 """
 
 from graph.api import NothingToResume, aresume, arun_goal, astream_goal, build_result, run_goal
-from graph.approval import PlanApproval, PlanApprovalRequired, PlanDecision
-from graph.budget import check_goal_fits
 from graph.builder import build_graph
-from graph.checkpoint import CheckpointError, make_checkpointer
+from graph.calls.budget import check_goal_fits
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
@@ -24,8 +22,10 @@ from graph.events import (
     TaskWaiting,
     parse_event,
 )
-from graph.images import ImageError
-from graph.plan_validation import PlanError
+from graph.images.loading import ImageError
+from graph.persistence.checkpointers import CheckpointError, make_checkpointer
+from graph.planning.approval import PlanApproval, PlanApprovalRequired, PlanDecision
+from graph.planning.validation import PlanError
 from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
 from graph.threads import ThreadInfo, thread_info
 

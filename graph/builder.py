@@ -8,16 +8,12 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graph.approval import approval
 from graph.context import Context
-from graph.nodes import (
-    agent,
-    planner,
-    route_after_synthesis,
-    summarizer,
-    synthesizer,
-)
+from graph.execution.agent_node import agent
+from graph.planning.approval import approval
+from graph.planning.planner import planner
 from graph.state import InputState, OrchestratorState, OutputState
+from graph.synthesis import route_after_synthesis, summarizer, synthesizer
 
 OrchestratorGraph: TypeAlias = CompiledStateGraph[
     OrchestratorState, Context, InputState, OutputState

@@ -6,7 +6,7 @@ from typing import Annotated, Any, NotRequired
 
 from typing_extensions import TypedDict
 
-from graph.images import ImageRecord
+from graph.images.loading import ImageRecord
 from graph.schemas import Plan, Task, TaskResult
 
 

@@ -6,7 +6,7 @@ Three sources give the same :class:`ModelArch`:
   tensors, the architecture comes from the ``<arch>.*`` metadata keys;
 * a running Ollama's ``/api/show`` (the same ``<arch>.*`` keys under ``model_info``) and the
   model's size from ``/api/tags``;
-* ``launch.model_info`` in the fleet file (:class:`endpoints.model_info.ModelInfo`), for
+* ``launch.model_info`` in the fleet file (:class:`endpoints.config.model_info.ModelInfo`), for
   models that are not on this machine.
 """
 
@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import httpx
 
-from endpoints.config import EndpointConfig
-from endpoints.model_info import ModelInfo
+from endpoints.config.fleet import EndpointConfig
+from endpoints.config.model_info import ModelInfo
 
 ArchSource = Literal["gguf", "ollama", "declared"]
 

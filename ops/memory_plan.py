@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from endpoints.config import EndpointConfig, FleetConfig
+from endpoints.config.fleet import EndpointConfig, FleetConfig
 from kitty.errors import EmbeddedFleetError, SettingsError
 from ops.gguf_info import (
     ModelArch,

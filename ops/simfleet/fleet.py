@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from endpoints.config import EndpointConfig, FleetConfig, TierConfig, load_fleet
+from endpoints.config.fleet import EndpointConfig, FleetConfig, TierConfig, load_fleet
 from kitty.errors import SimFleetError
 from ops.simfleet.background import BackgroundServers
 from ops.simfleet.calibration import SIM_ENDPOINT_PARAMS

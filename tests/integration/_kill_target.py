@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import graph.nodes.tasks  # noqa: E402
+import graph.execution.agent_node  # noqa: E402
 from graph.api import aresume, arun_goal  # noqa: E402
-from graph.checkpoint import make_checkpointer  # noqa: E402
+from graph.persistence.checkpointers import make_checkpointer  # noqa: E402
 from graph.schemas import Plan, Task  # noqa: E402
 
 SLOW_TOKENS = 1200
@@ -72,8 +72,8 @@ def _log(path: Path, line: str) -> None:
 
 
 def _instrument(call_log: Path, *, resumed: bool) -> None:
-    """Wrap ``graph.nodes.tasks.run_task`` (the agent's model call) to log every call."""
-    original = graph.nodes.tasks.run_task
+    """Wrap ``graph.execution.agent_node.run_task`` (the agent's model call) to log every call."""
+    original = graph.execution.agent_node.run_task
 
     async def logged(task: Task, *args: Any, **kwargs: Any) -> Any:
         if resumed and task.max_tokens and task.max_tokens > FAST_TOKENS:
@@ -83,7 +83,7 @@ def _instrument(call_log: Path, *, resumed: bool) -> None:
         _log(call_log, f"done {task.id} {result.status}")
         return result
 
-    graph.nodes.tasks.run_task = logged
+    graph.execution.agent_node.run_task = logged
 
 
 async def main(mode: str, db: str, thread_id: str, call_log: str) -> None:

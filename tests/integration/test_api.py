@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from endpoints.config import FleetConfig, FleetError
+from endpoints.config.fleet import FleetConfig, FleetError
 from graph import Context, Plan, PlanError, RunResult, Task, arun_goal, run_goal
 from tests.helpers import pinned_task
 
@@ -110,7 +110,7 @@ def test_fleet_preparation_imports_the_chat_clients(embedded_fleet: FleetConfig)
     code = (
         "import asyncio, sys\n"
         "from graph.context import Context\n"
-        "from graph.nodes import prepare_fleet\n"
+        "from graph.node_support import prepare_fleet\n"
         "assert 'langchain_openai' not in sys.modules\n"
         "asyncio.run(prepare_fleet(Context(fleet='embedded')))\n"
         "assert 'langchain_openai' in sys.modules\n"

@@ -9,7 +9,7 @@ import pytest
 from langgraph.types import Command
 from typer.testing import CliRunner
 
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 from graph import (
     Plan,
     PlanApproval,
@@ -21,8 +21,8 @@ from graph import (
     make_checkpointer,
 )
 from graph.api import graph_for
-from graph.approval import REJECTED_ANSWER
 from graph.context import Context
+from graph.planning.approval import REJECTED_ANSWER
 from tests.helpers import FAST, record_task_calls
 from tests.helpers import pinned_task as pinned
 from tests.integration.test_studio import studio_url  # noqa: F401  (fixture: langgraph dev)
@@ -154,7 +154,7 @@ async def test_invalid_resume_value_asks_again(embedded_fleet: FleetConfig) -> N
 def test_cli_run_approve_plan_reject_then_resume_approve(
     embedded_fleet: FleetConfig, tmp_path: Path
 ) -> None:
-    from cli.main import app
+    from kitty.cli.main import app
 
     runner = CliRunner()
     plan_file = tmp_path / "plan.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from kitty.cli.main import app
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench.runner import SUITE_NAMES
-from bench.simserve import sim_fleet
-from cli.main import app
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
+from kitty.bench.runner import SUITE_NAMES
+from kitty.bench.simserve import sim_fleet
+from kitty.cli.main import app
 
 pytestmark = pytest.mark.integration
 

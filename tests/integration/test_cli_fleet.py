@@ -16,9 +16,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli import fleet as fleet_cli
-from cli.main import app
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
+from kitty.cli import fleet as fleet_cli
+from kitty.cli.main import app
 from ops.embedded import port_is_free
 from tests.helpers import embedded_servers_fleet, free_port
 
@@ -194,7 +194,7 @@ def test_fleet_up_serves_until_ctrl_c(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     with out.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "fleet", "up", "--fleet", str(path)],
+            [sys.executable, "-m", "kitty.cli.main", "fleet", "up", "--fleet", str(path)],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoints.config import FleetConfig, load_fleet
+from endpoints.config.fleet import FleetConfig, load_fleet
 from graph.schemas import RunResult, Task
 from ops.embedded import EmbeddedFleet
 from tests.helpers import (
@@ -42,7 +42,7 @@ def write_plan(path: Path, tasks: list[Task]) -> Path:
 
 
 def kitty(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[str]:
-    """Start ``kitty-orch`` (``python -m cli.main``) 100 columns wide, checkpoints in memory."""
+    """Start ``kitty-orch`` (``python -m kitty.cli.main``) 100 columns wide, checkpoints in memory."""
     full_env = {
         **os.environ,
         "COLUMNS": "100",
@@ -51,7 +51,7 @@ def kitty(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subpr
         **(env or {}),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "kitty.cli.main", *args],
         cwd=REPO,
         env=full_env,
         stdout=subprocess.PIPE,

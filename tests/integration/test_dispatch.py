@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 from graph import Plan, RunFinished, RunResult, Task, arun_goal, astream_goal
 from graph.api import graph_for
 from graph.context import Context

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from endpoints.config import FleetConfig, load_fleet
+from endpoints.config.fleet import FleetConfig, load_fleet
 from graph import Plan, RunResult, Task
 from graph.context import Context
 from graph.events import TaskFallback
-from graph.nodes import synthesis_messages
+from graph.synthesis import synthesis_messages
 from tests.helpers import FAST, collect_run, pinned_task, profile_endpoint_spec, write_fleet
 from tests.integration import _faultkit
 

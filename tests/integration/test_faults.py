@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from agents.registry import DEFAULT_AGENTS
-from endpoints.config import FleetConfig
-from endpoints.pool import get_runtime
+from endpoints.config.fleet import FleetConfig
+from endpoints.fleet.routing import get_runtime
 from graph import Plan, PlanError, RunFinished, RunResult, Task, arun_goal, astream_goal
 from graph.events import TaskFallback, TaskStarted
-from graph.plan_validation import repair_plan
+from graph.planning.validation import repair_plan
 from tests.fakes import FakeOllama
 from tests.fakes.ollama_server import _words
 from tests.helpers import (

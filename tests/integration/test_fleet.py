@@ -11,11 +11,11 @@ import httpx
 import pytest
 from langchain_core.language_models.chat_models import BaseChatModel
 
-from endpoints.config import FleetConfig, load_fleet
-from endpoints.limiter import SlotLimiter
-from endpoints.models import make_chat_model
-from endpoints.pool import FleetRuntime, get_runtime
-from endpoints.probes import probe_endpoint
+from endpoints.clients.chat_models import make_chat_model
+from endpoints.clients.probes import probe_endpoint
+from endpoints.config.fleet import FleetConfig, load_fleet
+from endpoints.fleet.routing import FleetRuntime, get_runtime
+from endpoints.slots.limiter import SlotLimiter
 from graph import Plan, arun_goal
 from ops.embedded import EmbeddedFleet, EmbeddedFleetError, port_is_free
 from tests.helpers import (

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from endpoints.config import load_fleet
+from endpoints.config.fleet import load_fleet
 from ops.memory_plan import GIB, plan_fleet
 from tests.fakes.ollama_server import FakeOllama
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def kitty(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "kitty.cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

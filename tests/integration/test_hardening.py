@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoints import engine
-from endpoints.config import FleetConfig, load_fleet
-from endpoints.pool import get_runtime, health_for
+from endpoints.clients import llamacpp as engine
+from endpoints.config.fleet import FleetConfig, load_fleet
+from endpoints.fleet.routing import get_runtime, health_for
 from graph import Plan, PlanError, arun_goal
-from graph.budget import TRUNCATION_MARK, check_goal_fits, trim_to_tokens
+from graph.calls.budget import TRUNCATION_MARK, check_goal_fits, trim_to_tokens
 from graph.context import Context
-from graph.nodes import run_task
+from graph.execution.agent_node import run_task
 from graph.schemas import TaskResult
 from tests.helpers import FAST, busy_slots, endpoint_spec, free_port, pinned_task, write_fleet
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from endpoints import engine
-from endpoints.config import FleetConfig
+from endpoints.clients import llamacpp as engine
+from endpoints.config.fleet import FleetConfig
 from graph import arun_goal
 from tests.helpers import metric_value, profile_endpoint_spec, write_fleet
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 from graph import Context, Plan, arun_goal
-from graph.checkpoint import make_checkpointer
+from graph.persistence.checkpointers import make_checkpointer
 from tests.helpers import pinned_task
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 
 pytestmark = pytest.mark.integration
 

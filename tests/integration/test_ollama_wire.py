@@ -15,9 +15,9 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from endpoints.config import EndpointConfig
-from endpoints.models import is_busy_error, is_endpoint_failure, make_chat_model
-from endpoints.probes import probe_endpoint
+from endpoints.clients.chat_models import is_busy_error, is_endpoint_failure, make_chat_model
+from endpoints.clients.probes import probe_endpoint
+from endpoints.config.fleet import EndpointConfig
 from tests.fakes import FakeOllama
 from tests.fakes.ollama_server import BUSY_ERROR, DEFAULT_REPLY, DEFAULT_THINKING
 

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from agents.registry import DEFAULT_AGENTS
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 from graph.context import Context
-from graph.nodes import make_plan, plan_json_schema, prepare_fleet
-from graph.plan_validation import find_cycle
+from graph.dag import find_cycle
+from graph.node_support import prepare_fleet
+from graph.planning.planner import make_plan, plan_json_schema
 from graph.schemas import Plan
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 
 from agents.registry import DEFAULT_AGENTS
-from endpoints.config import FleetConfig
-from endpoints.models import json_schema_format
+from endpoints.clients.chat_models import json_schema_format
+from endpoints.config.fleet import FleetConfig
 from graph import prompts
-from graph.nodes.planning import plan_json_schema
+from graph.planning.planner import plan_json_schema
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 from graph import Plan, arun_goal
 from graph.schemas import Task
 from tests.helpers import FAST, pinned_task

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-import graph.nodes.tasks
-import graph.registry
+import graph.execution.agent_node
+import graph.execution.completion_registry
 from graph import NothingToResume, aresume, astream_goal, make_checkpointer
-from graph.checkpoint import checkpoint_serde
 from graph.events import TaskFinished
+from graph.persistence.checkpointers import checkpoint_serde
 from graph.schemas import Plan, RunResult, Task
 from tests.helpers import pinned_task, record_task_calls
 
@@ -176,7 +176,7 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
                     fast_done.set()
 
     saved_early = asyncio.Event()
-    persist = graph.registry.persist_result
+    persist = graph.execution.completion_registry.persist_result
 
     async def noting_persist(config: Any, result: Any) -> bool:
         written = await persist(config, result)
@@ -184,7 +184,7 @@ async def test_cancelled_run_resumes_in_process_without_rerunning(
             saved_early.set()
         return written
 
-    monkeypatch.setattr(graph.nodes.tasks, "persist_result", noting_persist)
+    monkeypatch.setattr(graph.execution.agent_node, "persist_result", noting_persist)
     task = asyncio.create_task(run())
     # Cancel at a known point: fast's result is in the checkpoint (the product's own
     # connection wrote it; no second connection touches the file while the run is live)

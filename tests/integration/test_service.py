@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 from ops.embedded import port_is_free
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def service(
     command = [
         sys.executable,
         "-m",
-        "cli.main",
+        "kitty.cli.main",
         "serve",
         "--port",
         str(port),
@@ -471,8 +471,8 @@ async def test_checkpointer_hook_saves_each_request_on_its_own_thread(
     embedded_fleet: FleetConfig,
 ) -> None:
     """In-process (ASGI, no socket): a service checkpointer gets every run's state."""
-    from graph.checkpoint import make_checkpointer
-    from service import ServiceSettings, create_app
+    from graph.persistence.checkpointers import make_checkpointer
+    from kitty.service import ServiceSettings, create_app
 
     async with make_checkpointer("memory") as saver:
         settings = ServiceSettings(

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.workload import pinned
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
+from kitty.bench.workload import pinned
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,16 @@ def workers(
         "KITTY_FLEET": "embedded",
         "KITTY_SLOT_STORE": redis_server.url(),
     }
-    command = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "kitty.cli.main",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
     command += ["--max-concurrent-runs", "1", "--log-level", "warning"]
     command += ["--checkpoint", str(folder / "checkpoints.sqlite")]
     command += ["-c", "synthesis_max_tokens=4", "-c", "summary_max_tokens=4"]

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from endpoints.config import FleetConfig
-from endpoints.redis_slots import PREFIX
-from endpoints.slot_store import endpoint_key
+from endpoints.config.fleet import FleetConfig
+from endpoints.slots.redis_store import PREFIX
+from endpoints.slots.store import endpoint_key
 from tests.helpers import ServerSampler
 from tests.redis_server import RedisServer
 
@@ -31,8 +31,8 @@ LEASE_TTL_S = 2.0
 # N independent researcher tasks (tools tier) and print the task statuses.
 WORKER = """
 import asyncio, json, sys
-from bench.workload import pinned
-from endpoints.pool import get_runtime
+from kitty.bench.workload import pinned
+from endpoints.fleet.routing import get_runtime
 from graph import Plan, arun_goal
 
 fleet, count, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

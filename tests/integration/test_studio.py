@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from endpoints.config import FleetConfig
+from endpoints.config.fleet import FleetConfig
 from tests.helpers import free_port, wait_until_serving
 
 pytestmark = pytest.mark.integration

@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
-from endpoints import engine
-from endpoints.config import FleetConfig, load_fleet, profiles_dir
-from endpoints.pool import get_runtime
+from endpoints.clients import llamacpp as engine
+from endpoints.config.fleet import FleetConfig, load_fleet, profiles_dir
+from endpoints.fleet.routing import get_runtime
 from graph import arun_goal, astream_goal
 from graph.events import TaskToolCall
+from kitty.tools.mcp import aclose_mcp_sessions
 from tests.helpers import busy_slots
 from tests.mcp_servers.fabrication import QUEUE_MARKER
-from tools.mcp import aclose_mcp_sessions
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-import service.runs
+import kitty.service.runs
 from graph.events import RunFinished
 from graph.schemas import Plan, RunMetrics, RunResult, Task
 from kitty.errors import SettingsError
-from service import ServiceSettings, create_app
-from service.admission import PREFIX, LocalRunLeases, RedisRunLeases, RunAdmission
-from service.errors import RequestError
+from kitty.service import ServiceSettings, create_app
+from kitty.service.admission import PREFIX, LocalRunLeases, RedisRunLeases, RunAdmission
+from kitty.service.errors import RequestError
 from tests.redis_server import RedisServer, free_port, running_redis
 
 QUERY = "/api/query/parallel"
@@ -68,7 +68,7 @@ class HeldRuns:
 @pytest.fixture
 def runs(monkeypatch: pytest.MonkeyPatch, fresh_fleet_state: None) -> HeldRuns:
     fake = HeldRuns()
-    monkeypatch.setattr(service.runs, "astream_goal", fake)
+    monkeypatch.setattr(kitty.service.runs, "astream_goal", fake)
     return fake
 
 
@@ -281,8 +281,7 @@ def test_several_workers_without_redis_are_refused_saying_why_and_how(
 ) -> None:
     from typer.testing import CliRunner
 
-    from cli import commands  # noqa: F401  (registers `serve`)
-    from cli.app import app as cli_app
+    from kitty.cli.main import app as cli_app
 
     monkeypatch.delenv("KITTY_SLOT_STORE", raising=False)
     result = CliRunner().invoke(cli_app, ["serve", "--workers", "3", "--port", str(free_port())])
@@ -294,7 +293,7 @@ def test_several_workers_without_redis_are_refused_saying_why_and_how(
 
 
 def test_several_workers_with_memory_checkpoints_are_refused(shared_store: str) -> None:
-    from service.server import check_workers
+    from kitty.service.server import check_workers
 
     with pytest.raises(SettingsError, match="its own threads"):
         check_workers(2, "embedded", "memory")

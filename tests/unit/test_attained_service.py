@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from endpoints.attained_service import (
+from endpoints.slots.attained_service import (
     LAS_MAX_TOKENS,
     LAS_TOKENS_PER_SLOT_S,
     LocalLedger,
     RedisLedger,
     las_penalty,
 )
-from endpoints.limiter import SlotLimiter
-from endpoints.redis_slots import PREFIX, RedisSlotStore
-from endpoints.slot_store import LocalSlotStore, endpoint_key
+from endpoints.slots.limiter import SlotLimiter
+from endpoints.slots.redis_store import PREFIX, RedisSlotStore
+from endpoints.slots.store import LocalSlotStore, endpoint_key
 from graph import Plan, arun_goal
 from graph.context import Context
 from kitty.errors import SettingsError

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from bench.bound import EndpointRates, lower_bound, sim_rates
-from bench.contention import add_bounds, render_contention, scarce_slots, variants
-from bench.prompting import task_messages
-from bench.simserve import served_profile
-from bench.workload import CONTENTION_SLOTS, contention_dags
-from endpoints.config import load_fleet
+from endpoints.config.fleet import load_fleet
 from graph import prompts
+from kitty.bench.bound import EndpointRates, lower_bound, sim_rates
+from kitty.bench.contention import add_bounds, render_contention, scarce_slots, variants
+from kitty.bench.prompting import task_messages
+from kitty.bench.simserve import served_profile
+from kitty.bench.workload import CONTENTION_SLOTS, contention_dags
 from ops.simfleet import SIM_ENDPOINT_PARAMS, SimEndpointSpec
 
 

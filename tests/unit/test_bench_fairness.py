@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from bench.fairness import latency_stats, orders, p95, render_fairness
-from bench.planner_cache import compare_latency, render_cache, without_prompt_cache
-from bench.workload import fairness_plans
-from endpoints.config import EndpointConfig
+from endpoints.config.fleet import EndpointConfig
+from kitty.bench.fairness import latency_stats, orders, p95, render_fairness
+from kitty.bench.planner_cache import compare_latency, render_cache, without_prompt_cache
+from kitty.bench.workload import fairness_plans
 
 
 def test_fairness_plans_are_one_big_goal_first_then_five_small() -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import graph
-from endpoints.config import EndpointConfig
-from endpoints.pool import get_runtime
+from endpoints.config.fleet import EndpointConfig
+from endpoints.fleet.routing import get_runtime
 from graph import PlanError, Task, arun_goal
-from graph.budget import (
+from graph.calls.budget import (
     PROMPT_MARGIN_TOKENS,
     TRUNCATION_MARK,
     certainly_fits,
@@ -26,7 +26,7 @@ from graph.budget import (
     trim_to_tokens,
 )
 from graph.context import Context
-from graph.nodes import run_task
+from graph.execution.agent_node import run_task
 from graph.schemas import TaskResult
 from tests.conftest import FakeFleet
 from tests.fake_chat import FakeChat
@@ -144,7 +144,7 @@ async def test_the_planner_refuses_a_goal_too_long_before_any_model_call(
 
 
 def test_graph_does_not_speak_the_engine_wire_protocol() -> None:
-    """Tokenizer and ``/slots`` calls live in ``endpoints.engine``, not in ``graph``."""
+    """Tokenizer and ``/slots`` calls live in ``endpoints.clients.llamacpp``, not in ``graph``."""
     root = Path(graph.__file__).parent
     wire = re.compile(r"import httpx|httpx\.|/(de)?tokenize[\"']|/slots[\"']")
     offenders: list[Any] = [

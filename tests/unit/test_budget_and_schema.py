@@ -3,9 +3,9 @@ import json
 import pytest
 
 from agents import DEFAULT_AGENTS, validate_agents
-from endpoints.config import FleetError, load_fleet
-from graph.budget import certainly_fits, estimate_tokens
-from graph.nodes import plan_json_schema
+from endpoints.config.fleet import FleetError, load_fleet
+from graph.calls.budget import certainly_fits, estimate_tokens
+from graph.planning.planner import plan_json_schema
 
 
 def test_plan_schema_enumerates_registered_agents() -> None:

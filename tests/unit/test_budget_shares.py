@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from endpoints import engine
-from endpoints.config import EndpointConfig
+from endpoints.clients import llamacpp as engine
+from endpoints.config.fleet import EndpointConfig
 from graph import prompts
-from graph.budget import PROMPT_MARGIN_TOKENS, room_after, safe_token_bound
-from graph.nodes.task_messages import dependency_block
+from graph.calls.budget import PROMPT_MARGIN_TOKENS, room_after, safe_token_bound
+from graph.execution.task_messages import dependency_block
 from graph.schemas import Task, TaskResult
 
 ENDPOINT = EndpointConfig(

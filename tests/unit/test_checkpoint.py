@@ -8,16 +8,16 @@ import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.approval import PlanDecision, parse_decision
-from graph.checkpoint import (
+from graph.execution.completion_registry import persist_result, registry_for
+from graph.persistence.checkpointers import (
     CHECKPOINTS_ENV_VAR,
     CheckpointError,
     default_checkpoint_location,
     describe_location,
     make_checkpointer,
 )
-from graph.plan_validation import PlanError
-from graph.registry import persist_result, registry_for
+from graph.planning.approval import PlanDecision, parse_decision
+from graph.planning.validation import PlanError
 from graph.schemas import Plan, Task, TaskResult
 
 
@@ -142,7 +142,7 @@ async def test_registry_is_seeded_from_sqlite_pending_writes(tmp_path: Path) -> 
 
 
 def test_task_model_round_trips_through_the_serializer() -> None:
-    from graph.checkpoint import checkpoint_serde
+    from graph.persistence.checkpointers import checkpoint_serde
 
     serde = checkpoint_serde()
     task = Task(id="a", agent="coder", description="d", extra={"ignore_eos": True})

@@ -1,7 +1,7 @@
 """Closing a SQLite checkpointer while an early write is still in flight.
 
 A cancelled run closes its checkpointer while the shielded early write of a finished
-task (graph.registry.persist_result) is still going. The close must let that write
+task (graph.execution.completion_registry.persist_result) is still going. The close must let that write
 finish: interleaved with it, the write's INSERT could run after the close's rollback
 and before the close itself, and SQLite then keeps the connection (and its write lock)
 alive until the writer's cursor is garbage collected, so a resume found the file locked.
@@ -17,7 +17,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import empty_checkpoint
 
-from graph.checkpoint import make_checkpointer
+from graph.persistence.checkpointers import make_checkpointer
 from tests.helpers import start_early_write
 
 # Loop turns given to the close before the worker thread is let go: enough for it to

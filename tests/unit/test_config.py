@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.config import (
+from endpoints.config.fleet import (
     FLEET_ENV_VAR,
     FleetConfig,
     FleetError,

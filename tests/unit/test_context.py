@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from endpoints.config import load_fleet
+from endpoints.config.fleet import load_fleet
 from graph.api import CONTEXT_METADATA_KEY, make_context, saved_context
 from graph.context import MAX_TASKS, Context
 from kitty.errors import SettingsError, UserError

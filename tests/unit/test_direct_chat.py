@@ -23,9 +23,9 @@ from langchain_openai import ChatOpenAI
 from langgraph.graph import START, StateGraph
 from typing_extensions import TypedDict
 
-from endpoints.direct_chat import ainvoke_chat, direct_call, listened
-from endpoints.models import is_busy_error, is_endpoint_failure, loop_http_client
-from graph.executor import describe_error
+from endpoints.clients.chat_models import is_busy_error, is_endpoint_failure, loop_http_client
+from endpoints.clients.direct_chat import ainvoke_chat, direct_call, listened
+from graph.calls.model_call import describe_error
 from kitty.errors import EndpointHTTPError
 from ops.simfleet.background import BackgroundServers
 from tests.helpers import endpoint_spec
@@ -280,7 +280,7 @@ async def test_each_server_has_its_own_client() -> None:
 
 
 def _endpoint(server: FakeLlamaCpp) -> Any:
-    from endpoints.config import EndpointConfig
+    from endpoints.config.fleet import EndpointConfig
 
     return EndpointConfig.model_validate(endpoint_spec("srv", server.port))  # type: ignore[attr-defined]
 

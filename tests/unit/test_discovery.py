@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.config import FleetConfig
-from endpoints.pool import FleetRuntime, get_runtime, reset_runtimes
+from endpoints.config.fleet import FleetConfig
+from endpoints.fleet.routing import FleetRuntime, get_runtime, reset_runtimes
 from ops.simfleet import SimEndpointSpec, SimFleet
 from tests.fakes.ollama_server import FakeOllama
 from tests.helpers import endpoint_spec, free_port, write_fleet

@@ -9,7 +9,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import empty_checkpoint
 
-from graph.checkpoint import make_checkpointer
+from graph.persistence.checkpointers import make_checkpointer
 from tests.helpers import start_early_write
 
 

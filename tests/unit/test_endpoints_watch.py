@@ -15,10 +15,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli.endpoints_watch import watch_endpoints
-from cli.main import app
-from endpoints.config import load_fleet
-from endpoints.pool import get_runtime, reset_runtimes
+from endpoints.config.fleet import load_fleet
+from endpoints.fleet.routing import get_runtime, reset_runtimes
+from kitty.cli.endpoints_watch import watch_endpoints
+from kitty.cli.main import app
 from ops.simfleet import SimEndpointSpec, SimFleet
 from tests.helpers import endpoint_spec, write_fleet
 

@@ -15,15 +15,16 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-import graph.nodes.tasks
-import graph.registry
-from endpoints import engine, probes
-from endpoints.pool import get_runtime
+import graph.execution.agent_node
+import graph.execution.completion_registry
+from endpoints.clients import llamacpp as engine
+from endpoints.clients import probes
+from endpoints.fleet.routing import get_runtime
 from graph import Plan, arun_goal
+from graph.calls.model_call import call_model
 from graph.context import Context
 from graph.events import TaskFinished, TaskStarted
-from graph.executor import call_model
-from graph.nodes import synthesis_messages
+from graph.synthesis import synthesis_messages
 from tests.conftest import FakeFleet
 from tests.fake_chat import Reply, connect_error
 from tests.helpers import collect_run
@@ -189,7 +190,7 @@ async def test_a_registry_error_fails_only_its_task(
     fake_fleet: FakeFleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The registry read of one task fails; its siblings and its dependent go on."""
-    real = graph.nodes.tasks.registry_for
+    real = graph.execution.agent_node.registry_for
     calls: list[int] = []
 
     async def failing_once(*args: Any, **kwargs: Any) -> Any:
@@ -198,7 +199,7 @@ async def test_a_registry_error_fails_only_its_task(
             raise OSError("disk I/O error")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(graph.nodes.tasks, "registry_for", failing_once)
+    monkeypatch.setattr(graph.execution.agent_node, "registry_for", failing_once)
     plan = Plan(tasks=[task("a"), task("b"), task("c"), task("after", deps=["a", "b", "c"])])
 
     result = await asyncio.wait_for(
@@ -217,14 +218,14 @@ async def test_a_registry_error_fails_only_its_task(
 async def test_a_broken_progress_stream_does_not_lose_a_result(
     fake_fleet: FakeFleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_emit = graph.nodes.tasks.emit
+    real_emit = graph.execution.agent_node.emit
 
     def emit(event: Any) -> None:
         if isinstance(event, TaskFinished) and event.task_id == "a":
             raise RuntimeError("stream writer closed")
         real_emit(event)
 
-    monkeypatch.setattr(graph.nodes.tasks, "emit", emit)
+    monkeypatch.setattr(graph.execution.agent_node, "emit", emit)
     plan = Plan(tasks=[task("a"), task("b", "coder")])
 
     result = await arun_goal("Emit fails", plan=plan, fleet=fake_fleet.path, **FAST)
@@ -246,7 +247,7 @@ async def test_cancelling_during_the_early_write_unpins_the_run(
         await asyncio.sleep(3600)
         return True
 
-    monkeypatch.setattr(graph.nodes.tasks, "persist_result", stuck_write)
+    monkeypatch.setattr(graph.execution.agent_node, "persist_result", stuck_write)
     run_ids: set[str] = set()
 
     async def run() -> None:
@@ -260,11 +261,11 @@ async def test_cancelling_during_the_early_write_unpins_the_run(
     running = asyncio.create_task(run())
     await asyncio.wait_for(writing.wait(), 10)
     (run_id,) = run_ids
-    assert run_id in graph.registry._pinned
+    assert run_id in graph.execution.completion_registry._pinned
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert run_id not in graph.registry._pinned
+    assert run_id not in graph.execution.completion_registry._pinned
 
 
 # --------------------------------------------------------------------------- metrics

@@ -15,9 +15,9 @@ import pytest
 from PIL import ExifTags, Image
 from typer.testing import CliRunner
 
-from endpoints.tool_config import FetchSettings
+from endpoints.config.tool_config import FetchSettings
 from graph import arun_goal, prompts
-from graph.images import ImageError, ImageLimits, clean_image, load_images
+from graph.images.loading import ImageError, ImageLimits, clean_image, load_images
 from tests.conftest import FakeFleet
 
 LIMITS = ImageLimits()
@@ -141,7 +141,7 @@ async def test_the_python_api_refuses_bad_images_before_any_model_call(
 
 
 def test_the_cli_prints_one_clear_line_for_a_bad_image(tmp_path: Path) -> None:
-    from cli.main import app
+    from kitty.cli.main import app
     from tests.helpers import offline_fleet
 
     fleet = offline_fleet(tmp_path)

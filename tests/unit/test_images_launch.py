@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from endpoints.config import EndpointConfig, load_fleet
+from endpoints.config.fleet import EndpointConfig, load_fleet
 from ops.embedded import _server_params
 from ops.launch import llama_server_args, render_launch_script
 

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from endpoints import engine
+from endpoints.clients import llamacpp as engine
 from graph import arun_goal
-from graph.images import ImageLimits, clean_image
-from service import ServiceSettings, create_app
+from graph.images.loading import ImageLimits, clean_image
+from kitty.service import ServiceSettings, create_app
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vision_llama import FakeVisionLlama, image_parts
 from tests.helpers import TIERS, endpoint_spec, offline_fleet, write_fleet
@@ -187,9 +187,9 @@ async def test_the_service_answers_each_bad_image_with_a_4xx(
 
 
 async def test_a_resumed_run_reads_its_images_from_the_checkpoint(tmp_path: Path) -> None:
-    import graph.images
+    import graph.images.loading
     from graph import astream_goal
-    from graph.approval import PlanApproval
+    from graph.planning.approval import PlanApproval
 
     plan = {"tasks": [{"id": "look", "agent": "vision_analyst", "description": "Check it"}]}
     with FakeVisionLlama(vision=True) as seeing:
@@ -203,7 +203,7 @@ async def test_a_resumed_run_reads_its_images_from_the_checkpoint(tmp_path: Path
         ]
         approval = events[-1]
         assert isinstance(approval, PlanApproval) and seeing.chat_requests == []
-        graph.images._remembered.clear()  # as in a new process: only the checkpoint has them
+        graph.images.loading._remembered.clear()  # as in a new process: only the checkpoint has them
         result = await arun_goal(
             None, thread_id=approval.thread_id, plan_decision={"action": "approve"}, **FAST
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.config import FleetConfig, load_fleet
+from endpoints.config.fleet import FleetConfig, load_fleet
 from ops.launch import (
     llama_server_args,
     ollama_env,

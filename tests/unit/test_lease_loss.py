@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from endpoints.config import FleetConfig
-from endpoints.limiter import SlotLimiter
-from endpoints.pool import FleetRuntime, reset_runtimes
-from endpoints.redis_endpoint import LEASE_LOST
-from endpoints.redis_slots import PREFIX, RedisSlotStore
-from endpoints.slot_store import endpoint_key
-from graph.executor import call_model
+from endpoints.config.fleet import FleetConfig
+from endpoints.fleet.routing import FleetRuntime, reset_runtimes
+from endpoints.slots.limiter import SlotLimiter
+from endpoints.slots.redis_endpoint import LEASE_LOST
+from endpoints.slots.redis_store import PREFIX, RedisSlotStore
+from endpoints.slots.store import endpoint_key
+from graph.calls.model_call import call_model
 from tests.fake_chat import FakeChat, Reply
 from tests.redis_server import RedisServer
 

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from endpoints.limiter import SlotLimiter, SlotTimeoutError
-from endpoints.state import limiter_for
+from endpoints.runtime.state import limiter_for
+from endpoints.slots.limiter import SlotLimiter, SlotTimeoutError
 
 T = TypeVar("T")
 

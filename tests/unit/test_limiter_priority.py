@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from endpoints.limiter import SlotLimiter
+from endpoints.slots.limiter import SlotLimiter
 
 
 async def settle() -> None:

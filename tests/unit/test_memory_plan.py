@@ -9,10 +9,10 @@ from pathlib import Path
 import gguf
 import pytest
 
-from cli.fleet import ctx_mismatches
-from cli.fleet_plan import apply_layout
-from endpoints.config import load_fleet
-from endpoints.probes import EndpointStatus
+from endpoints.clients.probes import EndpointStatus
+from endpoints.config.fleet import load_fleet
+from kitty.cli.fleet import ctx_mismatches
+from kitty.cli.fleet_plan import apply_layout
 from kitty.errors import FleetError, UserError
 from ops.memory_plan import GIB, plan_fleet
 

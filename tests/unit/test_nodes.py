@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-import graph.nodes.tasks
+import graph.execution.agent_node
 from agents.registry import DEFAULT_AGENTS
-from endpoints.pool import get_runtime
+from endpoints.fleet.routing import get_runtime
 from graph import Context, Plan, PlanError, Task, arun_goal
 from graph.events import PhaseStarted, TaskFallback, TaskFinished, TaskStarted, TaskWaiting
-from graph.nodes import make_plan
+from graph.planning.planner import make_plan
 from graph.prompts import agent_system
 from tests.conftest import FakeFleet
 from tests.fake_chat import FakeCall, Reply, http_error
@@ -250,14 +250,14 @@ async def test_a_slow_endpoint_times_out_and_the_next_tier_answers(
 async def test_a_crash_inside_a_task_never_takes_down_the_run(
     fake_fleet: FakeFleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = graph.nodes.tasks.run_task
+    original = graph.execution.agent_node.run_task
 
     async def crashing(current: Task, *args: Any, **kwargs: Any) -> Any:
         if current.id == "boom":
             raise RuntimeError("bug in the agent code")
         return await original(current, *args, **kwargs)
 
-    monkeypatch.setattr(graph.nodes.tasks, "run_task", crashing)
+    monkeypatch.setattr(graph.execution.agent_node, "run_task", crashing)
     fake_fleet.chat.script(Reply("slow sibling", delay_s=0.2), task="sibling")
     plan = Plan(
         tasks=[

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents.registry import DEFAULT_AGENTS
-from graph.plan_validation import fallback_plan, repair_plan
+from graph.planning.validation import fallback_plan, repair_plan
 
 AGENTS = list(DEFAULT_AGENTS)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from endpoints.pool import get_runtime
+from endpoints.fleet.routing import get_runtime
 from graph import Context
-from graph.nodes import make_plan
-from graph.plan_salvage import complete_tasks, retry_budget
+from graph.planning.planner import make_plan
+from graph.planning.salvage import complete_tasks, retry_budget
 from tests.conftest import FakeFleet
 from tests.fake_chat import Reply
 

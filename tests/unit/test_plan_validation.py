@@ -8,18 +8,16 @@ from typing import Any
 import pytest
 
 from agents.registry import DEFAULT_AGENTS
-from graph.plan_validation import (
+from graph.planning.validation import (
     DEFAULT_AGENT,
     MAX_GIVEN_TASKS,
     PlanError,
     check_given_plan,
-    critical_path_length,
     fallback_plan,
-    find_cycle,
     parse_plan,
     repair_plan,
-    topological_order,
 )
+from graph.dag import critical_path_length, find_cycle, topological_order
 from graph.schemas import Plan, Task
 
 AGENTS = list(DEFAULT_AGENTS)

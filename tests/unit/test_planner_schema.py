@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from agents.registry import DEFAULT_AGENTS
-from graph.nodes.planning import (
+from graph.planning.planner import (
     MAX_DEPENDENCIES,
     _parse_plan_json,
     loose_plan_json_schema,

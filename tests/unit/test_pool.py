@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from endpoints.pool import FleetRuntime, get_runtime
+from endpoints.fleet.routing import FleetRuntime, get_runtime
 from tests.helpers import fleet_config
 
 pytestmark = pytest.mark.usefixtures("fresh_fleet_state")
@@ -90,7 +90,7 @@ def test_state_is_shared_per_server_across_runtimes() -> None:
 
 
 def test_unknown_tier_raises_fleet_error() -> None:
-    from endpoints.config import FleetError
+    from endpoints.config.fleet import FleetError
 
     runtime = FleetRuntime(fleet_config({"tools": ["a"]}))
     with pytest.raises(FleetError, match="unknown tier 'nope'"):
@@ -110,7 +110,7 @@ def test_get_runtime_is_cached_per_fleet() -> None:
 
 
 def test_a_loaded_config_shares_the_runtime_of_its_file() -> None:
-    from endpoints.config import load_fleet
+    from endpoints.config.fleet import load_fleet
 
     by_name = get_runtime("embedded")
     assert get_runtime(load_fleet("embedded")) is by_name

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from endpoints import slot_store
-from endpoints.slot_store import AGING_PER_S, LocalSlots
+from endpoints.slots import store as slot_store
+from endpoints.slots.store import AGING_PER_S, LocalSlots
 
 DEFAULT_SLOT_TIMEOUT_S = 600.0
 URGENT = 20_000.0  # a 20-task chain of 1024-token tasks, against a leaf at 0

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from endpoints.limiter import SlotLimiter
+from endpoints.slots.limiter import SlotLimiter
 from graph import Plan
+from graph.dag import remaining_critical_path
 from graph.events import TaskStarted
-from graph.plan_validation import remaining_critical_path
 from tests.conftest import FakeFleet
 from tests.helpers import collect_run, simple_task
 
@@ -65,14 +65,14 @@ async def test_priorities_reach_events_results_and_slot_grants(
 
 def test_an_agents_own_cap_counts_when_the_task_has_none() -> None:
     from agents.registry import DEFAULT_AGENTS
-    from graph.nodes.tasks import _own_tokens
+    from graph.execution.agent_node import _own_tokens
 
     task = simple_task("x", "coder")
     assert _own_tokens(task) == DEFAULT_AGENTS["coder"].max_tokens
 
 
 def test_dispatch_sends_the_longest_remaining_path_first() -> None:
-    from graph.nodes.tasks import dispatch
+    from graph.execution.agent_node import dispatch
 
     tasks = [
         simple_task("short_1", max_tokens=10),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from graph.registry import CompletionRegistry, forget, registry_for
+from graph.execution.completion_registry import CompletionRegistry, forget, registry_for
 from graph.schemas import TaskResult
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from graph import registry as registry_module
-from graph.registry import RESULTS_CHANNEL, forget, registry_for
+from graph.execution import completion_registry as registry_module
+from graph.execution.completion_registry import RESULTS_CHANNEL, forget, registry_for
 from graph.schemas import TaskResult
 
 

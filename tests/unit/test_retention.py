@@ -10,8 +10,8 @@ import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from pydantic import ValidationError
 
-from graph.checkpoint import delete_threads_older_than, make_checkpointer
-from service import ServiceSettings, create_app
+from graph.persistence.checkpointers import delete_threads_older_than, make_checkpointer
+from kitty.service import ServiceSettings, create_app
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

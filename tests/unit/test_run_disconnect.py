@@ -16,8 +16,8 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from endpoints.slot_store import LocalSlots
-from service.runs import until_disconnect
+from endpoints.slots.store import LocalSlots
+from kitty.service.runs import until_disconnect
 
 
 class _Request:

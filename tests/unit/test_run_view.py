@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cli.inputs import PlanFileError, load_plan_file, parse_settings
-from cli.render import RunScreen
-from cli.view import RunView
 from graph.events import (
     PlanReady,
     TaskFallback,
@@ -20,6 +17,9 @@ from graph.events import (
     TaskWaiting,
 )
 from graph.schemas import Plan
+from kitty.cli.inputs import PlanFileError, load_plan_file, parse_settings
+from kitty.cli.render import RunScreen
+from kitty.cli.view import RunView
 from tests.helpers import finished, simple_task
 
 PLAN = Plan(
@@ -203,8 +203,8 @@ def test_no_partial_result_before_a_plan() -> None:
 
 
 def test_a_task_running_a_tool_shows_the_tool_and_holds_no_slot() -> None:
-    from cli.render import event_line
     from graph.events import TaskToolCall
+    from kitty.cli.render import event_line
 
     view = RunView("hook")
     view.set_plan(PLAN, 0.0)

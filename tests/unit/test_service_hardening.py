@@ -16,12 +16,11 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-import service.runs
-from cli import commands  # noqa: F401  (registers `serve`)
-from cli.app import app as cli_app
-from endpoints.config import load_fleet
+import kitty.service.runs
+from endpoints.config.fleet import load_fleet
 from graph.events import RunFinished
 from graph.schemas import Plan, RunMetrics, RunResult, Task
+from kitty.cli.main import app as cli_app
 from kitty.errors import (
     CheckpointError,
     InternalError,
@@ -29,9 +28,9 @@ from kitty.errors import (
     SettingsError,
     UserError,
 )
-from service import ServiceSettings, create_app
-from service.errors import RequestError
-from service.runs import RunSpec, stream_events
+from kitty.service import ServiceSettings, create_app
+from kitty.service.errors import RequestError
+from kitty.service.runs import RunSpec, stream_events
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,7 +71,7 @@ class FakeRuns:
 @pytest.fixture
 def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRuns]:
     fake = FakeRuns()
-    monkeypatch.setattr(service.runs, "astream_goal", fake)
+    monkeypatch.setattr(kitty.service.runs, "astream_goal", fake)
     yield fake
 
 
@@ -249,7 +248,7 @@ async def test_streamed_user_errors_keep_their_text(monkeypatch: pytest.MonkeyPa
         raise CheckpointError("cannot open checkpoint file x.sqlite; pass --checkpoint")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(service.runs, "astream_goal", failing)
+    monkeypatch.setattr(kitty.service.runs, "astream_goal", failing)
     events = [(e.event, json.loads(e.data)) async for e in stream_events(RunSpec("g", None))]
     assert [name for name, _ in events] == ["error"]
     assert events[0][1]["status"] == 503 and "x.sqlite" in events[0][1]["error"]
@@ -260,7 +259,9 @@ async def test_streamed_user_errors_keep_their_text(monkeypatch: pytest.MonkeyPa
 
 def test_serve_passes_the_new_options(monkeypatch: pytest.MonkeyPatch) -> None:
     captured: list[ServiceSettings] = []
-    monkeypatch.setattr("service.server.serve", lambda settings, **_: captured.append(settings))
+    monkeypatch.setattr(
+        "kitty.service.server.serve", lambda settings, **_: captured.append(settings)
+    )
     result = CliRunner().invoke(
         cli_app,
         [

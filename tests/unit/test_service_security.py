@@ -13,15 +13,14 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli import commands  # noqa: F401  (registers `serve`)
-from cli.app import app as cli_app
-from endpoints.config import FleetError
-from service import ServiceSettings, create_app
-from service.runs import RunSpec, build_run, stream_events
-from service.schemas import QueryRequest
-from service.security import exposure_warning, is_loopback
-from service.server import make_server
-from service.settings import TOKEN_ENV_VAR, parse_context_pairs
+from endpoints.config.fleet import FleetError
+from kitty.cli.main import app as cli_app
+from kitty.service import ServiceSettings, create_app
+from kitty.service.runs import RunSpec, build_run, stream_events
+from kitty.service.schemas import QueryRequest
+from kitty.service.security import exposure_warning, is_loopback
+from kitty.service.server import make_server
+from kitty.service.settings import TOKEN_ENV_VAR, parse_context_pairs
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -412,7 +411,7 @@ async def test_stream_hides_internal_errors(
         raise RuntimeError("max_tasks went negative in a bug")  # a bug, not a user error
         yield  # pragma: no cover
 
-    monkeypatch.setattr("service.runs.astream_goal", broken)
+    monkeypatch.setattr("kitty.service.runs.astream_goal", broken)
     with caplog.at_level(logging.ERROR, logger="kitty.service"):
         events = await collect(RunSpec(goal="x", plan=None, kwargs={}))
     assert [name for name, _ in events] == ["error"]

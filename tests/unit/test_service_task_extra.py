@@ -9,13 +9,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-import service.runs
+import kitty.service.runs
 from agents.registry import DEFAULT_AGENTS
 from graph.events import RunFinished
-from graph.plan_validation import check_given_plan, repair_plan
+from graph.planning.validation import check_given_plan, repair_plan
 from graph.schemas import Plan, RunMetrics, RunResult, Task
 from kitty.errors import PlanError
-from service import ServiceSettings, create_app
+from kitty.service import ServiceSettings, create_app
 
 AGENTS = list(DEFAULT_AGENTS)
 QUERY = "/api/query/parallel"
@@ -103,7 +103,7 @@ async def test_service_answers_422_naming_the_key_and_the_allowed_ones(
             ),
         )
 
-    monkeypatch.setattr(service.runs, "astream_goal", never)
+    monkeypatch.setattr(kitty.service.runs, "astream_goal", never)
     app = create_app(ServiceSettings(fleet="embedded", start_embedded=False, api_token=None))
     transport = httpx.ASGITransport(app=app)
     task = {"id": "a", "agent": "coder", "description": "d", "extra": {"messages": []}}

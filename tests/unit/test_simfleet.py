@@ -19,9 +19,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 
-from endpoints.config import EndpointConfig, load_fleet
-from endpoints.models import make_chat_model
-from endpoints.probes import probe_all, probe_endpoint
+from endpoints.clients.chat_models import make_chat_model
+from endpoints.clients.probes import probe_all, probe_endpoint
+from endpoints.config.fleet import EndpointConfig, load_fleet
 from kitty import errors
 from ops import simfleet
 from ops.simfleet import (

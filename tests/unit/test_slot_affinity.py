@@ -20,13 +20,13 @@ from fastapi.responses import StreamingResponse
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
-from endpoints.limiter import SlotLimiter
-from endpoints.models import constrain_to_json_schema
-from endpoints.pool import get_runtime
-from endpoints.redis_slots import RedisSlotStore
-from endpoints.slot_affinity import forget_server_slots, pin_slot, prefix_key
-from endpoints.slot_store import LocalSlots
-from graph.executor import call_model
+from endpoints.clients.chat_models import constrain_to_json_schema
+from endpoints.fleet.affinity import forget_server_slots, pin_slot, prefix_key
+from endpoints.fleet.routing import get_runtime
+from endpoints.slots.limiter import SlotLimiter
+from endpoints.slots.redis_store import RedisSlotStore
+from endpoints.slots.store import LocalSlots
+from graph.calls.model_call import call_model
 from ops.simfleet.background import BackgroundServers
 from tests.fakes.ollama_server import FakeOllama
 from tests.helpers import endpoint_spec, write_fleet
@@ -187,7 +187,7 @@ def test_pin_slot_reaches_the_chat_model_through_bindings_and_sequences() -> Non
 
 
 def _llama_endpoint() -> Any:
-    from endpoints.config import EndpointConfig
+    from endpoints.config.fleet import EndpointConfig
 
     return EndpointConfig(name="e", kind="llamacpp", base_url="http://127.0.0.1:1", model="m")
 
@@ -232,9 +232,9 @@ async def test_no_id_slot_for_ollama(
 def test_cached_tokens_reach_the_task_result_the_run_metrics_and_the_cli() -> None:
     from rich.console import Console
 
-    from cli.report import metrics_table
     from graph.metrics import compute_metrics
     from graph.schemas import ModelCall, Plan, RunResult, Task, TaskResult
+    from kitty.cli.report import metrics_table
 
     calls = [
         ModelCall(endpoint="e", started_at=0.0, cached_prompt_tokens=30),

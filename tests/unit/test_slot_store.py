@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from endpoints.config import load_fleet
-from endpoints.coordination import CoordinationConfig, slot_store_for
-from endpoints.slot_store import LOCAL, endpoint_key, hide_password
-from endpoints.state import limiter_for
+from endpoints.config.fleet import load_fleet
+from endpoints.runtime.state import limiter_for
+from endpoints.slots.coordination import CoordinationConfig, slot_store_for
+from endpoints.slots.store import LOCAL, endpoint_key, hide_password
 from kitty.errors import FleetError, SettingsError
 from tests.helpers import offline_fleet
 

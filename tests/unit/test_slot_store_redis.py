@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.limiter import SlotLimiter
-from endpoints.redis_slots import PREFIX, RedisSlotStore
-from endpoints.slot_store import endpoint_key
+from endpoints.slots.limiter import SlotLimiter
+from endpoints.slots.redis_store import PREFIX, RedisSlotStore
+from endpoints.slots.store import endpoint_key
 from kitty.errors import SettingsError, SlotTimeoutError
 from tests.redis_server import RedisServer
 
@@ -25,8 +25,8 @@ StoreFactory = Callable[..., RedisSlotStore]
 
 HOLDER = """
 import asyncio, sys
-from endpoints.limiter import SlotLimiter
-from endpoints.redis_slots import RedisSlotStore
+from endpoints.slots.limiter import SlotLimiter
+from endpoints.slots.redis_store import RedisSlotStore
 
 async def main() -> None:
     store = RedisSlotStore(sys.argv[1], ttl_s=float(sys.argv[3]))
@@ -267,7 +267,7 @@ async def test_a_cooldown_decided_in_one_process_reaches_the_others(
 async def test_a_waiter_ages_past_newer_higher_priorities_across_processes(
     redis_server: RedisServer, new_store: StoreFactory
 ) -> None:
-    from endpoints.slot_store import AGING_PER_S
+    from endpoints.slots.store import AGING_PER_S
 
     key = server_key()
     a = SlotLimiter("ep", 1, store=new_store(), key=key)

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.metrics import compute_metrics
-from graph.schemas import Plan, RunResult, Task, TaskResult
-from graph.timeline import (
+from graph.charts.timeline import (
     NOT_RUN_LANE,
     WAIT_LABEL,
     compare_timelines,
@@ -17,6 +15,8 @@ from graph.timeline import (
     plot_timeline,
     timeline_lanes,
 )
+from graph.metrics import compute_metrics
+from graph.schemas import Plan, RunResult, Task, TaskResult
 
 T0 = 1_700_000_000.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -155,8 +155,8 @@ def test_plot_plan_lays_tasks_out_by_depth(tmp_path: Path) -> None:
 
 
 def test_tool_time_is_drawn_inside_its_task_bar(tmp_path: Path) -> None:
+    from graph.charts.timeline import TOOL_LABEL
     from graph.schemas import ToolCallRecord
-    from graph.timeline import TOOL_LABEL
 
     run = make_run(with_failures=False)
     task_1 = run.tasks[0]

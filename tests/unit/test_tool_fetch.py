@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from langchain_core.tools import BaseTool
 
-from endpoints.tool_config import FetchSettings
+from endpoints.config.tool_config import FetchSettings
 from kitty.errors import ToolError
-from tools.fetch import MAX_REDIRECTS, check_url_allowed, fetch_webpage_tool
+from kitty.tools.fetch import MAX_REDIRECTS, check_url_allowed, fetch_webpage_tool
 
 PAGE = """<!doctype html><html><head><title>Wall hook &amp; bracket</title>
 <style>.x { color: red }</style><script>var secret = "SCRIPT-TEXT";</script></head>

@@ -18,14 +18,14 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import tool
 
-from endpoints.pool import get_runtime
+from endpoints.fleet.routing import get_runtime
 from graph import arun_goal
 from graph.events import TaskToolCall
 from graph.prompts import NO_TOOLS
+from kitty.tools.mcp import aclose_mcp_sessions
 from tests.fake_chat import FakeChat, Reply
 from tests.helpers import offline_fleet
 from tests.mcp_servers.fabrication import QUEUE_MARKER
-from tools.mcp import aclose_mcp_sessions
 
 REPO = Path(__file__).resolve().parents[2]
 

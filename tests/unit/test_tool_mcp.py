@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.tool_config import McpServerConfig
+from endpoints.config.tool_config import McpServerConfig
 from kitty.errors import ToolError, ToolSourceError
-from tools.mcp import aclose_mcp_sessions, mcp_tools
+from kitty.tools.mcp import aclose_mcp_sessions, mcp_tools
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = (

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from langchain_core.tools import BaseTool
 
-from endpoints.tool_config import MemorySettings
+from endpoints.config.tool_config import MemorySettings
 from kitty.errors import ToolSourceError
-from tools.memory import aclose_memory_stores, memory_store, memory_tools
+from kitty.tools.memory import aclose_memory_stores, memory_store, memory_tools
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,8 +28,8 @@ async def test_stored_in_one_process_recalled_in_another(tmp_path: Path) -> None
         f"""
         import asyncio
         from pathlib import Path
-        from endpoints.tool_config import MemorySettings
-        from tools.memory import aclose_memory_stores, memory_store, memory_tools
+        from endpoints.config.tool_config import MemorySettings
+        from kitty.tools.memory import aclose_memory_stores, memory_store, memory_tools
 
         async def main():
             store = await memory_store(MemorySettings(store="sqlite:{db}"), Path("unused"))

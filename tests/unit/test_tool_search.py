@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from langchain_core.tools import BaseTool
 
-from endpoints.tool_config import SearchSettings
+from endpoints.config.tool_config import SearchSettings
 from kitty.errors import ToolError
-from tools.search import web_search_tool
+from kitty.tools.search import web_search_tool
 
 # Shape of https://docs.searxng.org/dev/search_api.html (format=json).
 RESULTS = [
