@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents import prompts
-from endpoints.config.fleet import FleetConfig, FleetError
+from agents import _prompts as prompts
+from endpoints.config import FleetConfig, FleetError
 
 
 class AgentSpec(BaseModel):

@@ -1,8 +1,8 @@
 """Model servers: fleet config, slot limiter, probes, routing + fallback, chat models."""
 
-from endpoints.clients.chat_models import is_busy_error, is_endpoint_failure, make_chat_model
+from endpoints.clients import is_busy_error, is_endpoint_failure, make_chat_model
 from endpoints.clients.probes import EndpointStatus, probe_all, probe_endpoint
-from endpoints.config.fleet import (
+from endpoints.config import (
     EndpointConfig,
     FleetConfig,
     FleetError,
@@ -11,8 +11,8 @@ from endpoints.config.fleet import (
     available_profiles,
     load_fleet,
 )
-from endpoints.fleet.routing import EndpointHandle, FleetRuntime, get_runtime
-from endpoints.slots.limiter import LimiterStats, SlotLimiter, SlotTimeoutError
+from endpoints.fleet import EndpointHandle, FleetRuntime, get_runtime
+from endpoints.slots import LimiterStats, SlotLimiter, SlotTimeoutError
 
 __all__ = [
     "EndpointConfig",

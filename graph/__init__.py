@@ -6,9 +6,9 @@ Example:
     >>> print(result.answer)
 """
 
+from graph._builder import build_graph
 from graph.api import NothingToResume, aresume, arun_goal, astream_goal, build_result, run_goal
-from graph.builder import build_graph
-from graph.calls.budget import check_goal_fits
+from graph.calls import check_goal_fits
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
@@ -22,10 +22,9 @@ from graph.events import (
     TaskWaiting,
     parse_event,
 )
-from graph.images.loading import ImageError
-from graph.persistence.checkpointers import CheckpointError, make_checkpointer
-from graph.planning.approval import PlanApproval, PlanApprovalRequired, PlanDecision
-from graph.planning.validation import PlanError
+from graph.images import ImageError
+from graph.persistence import CheckpointError, make_checkpointer
+from graph.planning import PlanApproval, PlanApprovalRequired, PlanDecision, PlanError
 from graph.schemas import Plan, RunMetrics, RunResult, Task, TaskResult
 from graph.threads import ThreadInfo, thread_info
 

@@ -21,15 +21,21 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
-from graph.builder import OrchestratorGraph, build_graph
+from graph._builder import OrchestratorGraph, build_graph
+from graph._node_support import prepare_fleet
 from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
-from graph.images.loading import ImageRecord, ImageSource, load_images
+from graph.images import ImageRecord, ImageSource, load_images
 from graph.metrics import compute_metrics
-from graph.node_support import prepare_fleet
-from graph.persistence.checkpointers import shared_memory_checkpointer
-from graph.planning.approval import PlanApproval, PlanApprovalRequired, PlanDecision, parse_decision
-from graph.planning.validation import PlanError, parse_plan
+from graph.persistence import shared_memory_checkpointer
+from graph.planning import (
+    PlanApproval,
+    PlanApprovalRequired,
+    PlanDecision,
+    PlanError,
+    parse_decision,
+    parse_plan,
+)
 from graph.schemas import Plan, RunResult, TaskResult
 from kitty.errors import NothingToResume
 
@@ -207,7 +213,7 @@ async def _run_images(
     """The run's images, checked and cleaned (URLs under the fleet's ``[fetch]`` rules)."""
     if not images:
         return []
-    from endpoints.fleet.routing import get_runtime
+    from endpoints.fleet import get_runtime
 
     fetch = get_runtime(context.fleet).fleet.fetch
     return await load_images(images, context.image_limits(), fetch)
@@ -286,7 +292,7 @@ async def astream_goal(
         context: The run's settings (defaults when not given).
         plan: A ready plan (skips the planner; validated strictly).
         checkpointer: LangGraph checkpointer for durable runs
-            (see :func:`graph.persistence.checkpointers.make_checkpointer`).
+            (see :func:`graph.persistence._checkpointers.make_checkpointer`).
         thread_id: Checkpoint thread: continue it, or name the new run's thread.
         on_plan: Plan approval callback: ``PlanApproval -> decision``.
         plan_decision: The decision for a thread whose plan waits for approval.
@@ -294,7 +300,7 @@ async def astream_goal(
             (fetched under the fleet's ``[fetch]`` host rules) or PIL images. Each is
             checked by content, cleaned of metadata, downscaled and stored once with the
             run; tasks that need them get them on a vision endpoint only (see
-            :mod:`graph.images.routing`). Ignored when continuing a thread.
+            :mod:`graph.images._routing`). Ignored when continuing a thread.
         **settings: :class:`Context` fields, applied on top of ``context``.
 
     Yields:

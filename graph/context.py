@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from endpoints.config.fleet import DEFAULT_FLEET, FLEET_ENV_VAR, FleetConfig
-from graph.images.loading import (
+from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, FleetConfig
+from graph.images import (
     DEFAULT_IMAGE_MAX_BYTES,
     DEFAULT_IMAGE_MAX_SIDE,
     DEFAULT_MAX_IMAGES,

@@ -67,7 +67,7 @@ def planner_user(
     Every agent name in it comes from the registry: a fleet with other agents gets a
     prompt about its own agents. ``tools`` maps an agent to the tools it really has this
     run; agents without any are listed without tools. ``images`` describes each attached
-    image (:meth:`~graph.images.loading.ImageRecord.describe`); they are listed after the rules,
+    image (:meth:`~graph.images._loading.ImageRecord.describe`); they are listed after the rules,
     so a goal without images has the same prompt prefix as before.
     """
     tools = tools or {}

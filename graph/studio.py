@@ -1,5 +1,5 @@
 """The compiled graph LangGraph Studio serves (see ``langgraph.json``)."""
 
-from graph.builder import build_graph
+from graph._builder import build_graph
 
 graph = build_graph()

@@ -10,23 +10,29 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from endpoints.config.fleet import EndpointConfig, ThinkingLevel
-from endpoints.fleet.routing import FleetRuntime, get_runtime
+from endpoints.config import EndpointConfig, ThinkingLevel
+from endpoints.fleet import FleetRuntime, get_runtime
 from graph import prompts
-from graph.calls.budget import room_after, safe_token_bound, trim_to_tokens
-from graph.calls.model_call import CallOutcome, MessageBuilder, call_model
-from graph.context import Context
-from graph.events import (
-    PhaseStarted,
-)
-from graph.node_support import (
+from graph._node_support import (
     add_usage,
     context_of,
     emit,
     usable_tiers,
 )
+from graph._state import OrchestratorState
+from graph.calls import (
+    CallOutcome,
+    MessageBuilder,
+    call_model,
+    room_after,
+    safe_token_bound,
+    trim_to_tokens,
+)
+from graph.context import Context
+from graph.events import (
+    PhaseStarted,
+)
 from graph.schemas import TaskResult
-from graph.state import OrchestratorState
 
 logger = logging.getLogger("kitty.graph")
 

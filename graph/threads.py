@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import ValidationError
 
-from endpoints.config.fleet import FleetConfig
+from endpoints.config import FleetConfig
 from graph.api import graph_for, saved_context
 from graph.context import Context
 from graph.schemas import Plan, TaskResult

@@ -61,7 +61,7 @@ class UserError(KittyError):
 class EndpointHTTPError(KittyError):
     """A model server answered with an HTTP error status (``status_code``: 4xx, 5xx).
 
-    Raised by direct chat calls (:mod:`endpoints.clients.direct_chat`); the executor reads the
+    Raised by direct chat calls (:mod:`endpoints.clients._direct_chat`); the executor reads the
     status like the OpenAI SDK's errors: 5xx is the server's fault, 4xx the request's.
     """
 

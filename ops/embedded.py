@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from endpoints.config.fleet import EndpointConfig, FleetConfig, load_fleet
+from endpoints.config import EndpointConfig, FleetConfig, load_fleet
 from kitty.errors import EmbeddedFleetError
 
 logger = logging.getLogger("kitty.embedded")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from endpoints.config.fleet import EndpointConfig, FleetConfig
+from endpoints.config import EndpointConfig, FleetConfig
 from kitty.errors import FleetError
 
 LLAMA_SERVER_BIN = "llama-server"
@@ -289,7 +289,7 @@ def render_launch_script(fleet: FleetConfig, binary: str = LLAMA_SERVER_BIN) -> 
                 f'  (first run only)"'
             )
         out.append("")
-    from endpoints.config.fleet import profiles_dir
+    from endpoints.config import profiles_dir
 
     shipped = fleet.source and Path(fleet.source).parent == profiles_dir()
     fleet_arg = fleet.name if shipped or not fleet.source else fleet.source

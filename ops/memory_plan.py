@@ -1,6 +1,6 @@
 """Fleet memory planning: weights, KV cache and compute buffers per endpoint, against the machine.
 
-Per endpoint (numbers from :mod:`ops.gguf_info`):
+Per endpoint (numbers from :mod:`ops._gguf_info`):
 
 * **weights**: the GGUF's tensor bytes (or the declared ``params x bits / 8``). Servers that
   map the same file share its pages (llama.cpp mmaps the weights), so the fleet total
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from endpoints.config.fleet import EndpointConfig, FleetConfig
+from endpoints.config import EndpointConfig, FleetConfig
 from kitty.errors import EmbeddedFleetError, SettingsError
-from ops.gguf_info import (
+from ops._gguf_info import (
     ModelArch,
     arch_from_model_info,
     gguf_weights_bytes,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.config.fleet import FleetConfig, load_fleet
-from endpoints.fleet.routing import reset_runtimes
+from endpoints.config import FleetConfig, load_fleet
+from endpoints.fleet._routing import reset_runtimes
 from tests.fake_chat import FakeChat
 from tests.helpers import offline_fleet
 from tests.redis_server import RedisServer

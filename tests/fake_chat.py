@@ -35,8 +35,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Syst
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from endpoints.config.fleet import EndpointConfig, FleetConfig
-from endpoints.fleet.routing import get_runtime
+from endpoints.config import EndpointConfig, FleetConfig
+from endpoints.fleet import get_runtime
 
 ErrorFactory = Callable[[EndpointConfig], BaseException]
 

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-import graph.execution.agent_node
+import graph.execution._agent_node
 from endpoints.clients.probes import count_busy
-from endpoints.config.fleet import EndpointConfig, FleetConfig, load_fleet
+from endpoints.config import EndpointConfig, FleetConfig, load_fleet
 from graph import RunFinished, RunResult, astream_goal
 from graph.events import TaskFinished
 from graph.schemas import Task, TaskResult, TaskStatus
@@ -145,7 +145,7 @@ def write_fleet(
         name: Fleet name (default: the file's stem).
 
     Returns:
-        ``path``, for ``fleet=`` or :func:`~endpoints.config.fleet.load_fleet`.
+        ``path``, for ``fleet=`` or :func:`~endpoints.config._fleet.load_fleet`.
     """
     chosen = dict(tiers)
     if others_from is not None:  # in the profile's tier order, as the shipped file has it
@@ -310,7 +310,7 @@ def record_task_calls(
             runs (e.g. shorten a re-run).
     """
     calls: list[str] = []
-    original = graph.execution.agent_node.run_task
+    original = graph.execution._agent_node.run_task
 
     async def counting(task: Task, *args: Any, **kwargs: Any) -> Any:
         calls.append(task.id)
@@ -318,7 +318,7 @@ def record_task_calls(
             task = rewrite(task, calls.count(task.id))
         return await original(task, *args, **kwargs)
 
-    monkeypatch.setattr(graph.execution.agent_node, "run_task", counting)
+    monkeypatch.setattr(graph.execution._agent_node, "run_task", counting)
     return calls
 
 
@@ -327,7 +327,7 @@ def start_early_write(saver: Any, checkpoint_id: str) -> asyncio.Task[bool]:
 
     The config is what a node of thread ``t`` sees at checkpoint ``checkpoint_id``.
     """
-    from graph.execution.completion_registry import persist_result
+    from graph.execution._completion_registry import persist_result
 
     config: Any = {
         "configurable": {

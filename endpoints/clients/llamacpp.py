@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from endpoints.clients.chat_models import loop_http_client
-from endpoints.config.fleet import EndpointConfig
+from endpoints.clients._chat_models import loop_http_client
+from endpoints.config import EndpointConfig
 
 TOKENIZER_TIMEOUT_S = 10.0
 SLOTS_TIMEOUT_S = 1.0

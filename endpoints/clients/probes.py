@@ -17,7 +17,7 @@ import httpx
 from pydantic import BaseModel
 
 from endpoints.clients.llamacpp import count_busy, fetch_slots
-from endpoints.config.fleet import EndpointConfig
+from endpoints.config import EndpointConfig
 
 DEFAULT_PROBE_TIMEOUT_S = 2.0
 # After a request timed out: long enough for a loaded server's HTTP thread to answer

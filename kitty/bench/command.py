@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from endpoints.config.fleet import DEFAULT_FLEET, FLEET_ENV_VAR
+from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR
 from kitty.errors import FleetError, UserError
 
 console = Console(highlight=False)
@@ -89,9 +89,9 @@ def bench(
     ] = False,
 ) -> None:
     """Run benchmark suites (scheduling, contention, fairness, overhead, ...); write results."""
-    from kitty.bench.env import BenchEnv, BenchSize
-    from kitty.bench.report import render
-    from kitty.bench.runner import resolve, run
+    from kitty.bench._env import BenchEnv, BenchSize
+    from kitty.bench._report import render
+    from kitty.bench._runner import resolve, run
 
     names = resolve(suite)
     size: BenchSize = "smoke" if smoke else "quick" if quick else "full"

@@ -2,7 +2,7 @@
 
 ``python -m kitty.bench.scale_worker FLEET GOALS FIRST_INDEX IN_FLIGHT``: warms up (imports,
 slot discovery), prints ``ready``, waits for a line on stdin, then runs ``GOALS`` small
-goals (:func:`kitty.bench.workload.small_goal_plan`, ``IN_FLIGHT`` at a time) through the Python
+goals (:func:`kitty.bench._workload.small_goal_plan`, ``IN_FLIGHT`` at a time) through the Python
 API and prints one JSON line: goals completed, errors, wall seconds from the start line.
 """
 
@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Any
 
-from endpoints.fleet.routing import get_runtime
+from endpoints.fleet import get_runtime
 from graph import RunResult, arun_goal
-from kitty.bench.workload import small_goal_plan
+from kitty.bench._workload import small_goal_plan
 
 SETTINGS: dict[str, Any] = {"voice": False, "synthesis_max_tokens": 4}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from kitty.cli import commands  # noqa: F401  (registers the commands)
-from kitty.cli.app import app
+from kitty.cli import _commands  # noqa: F401  (registers the commands)
+from kitty.cli._app import app
 
 
 def main() -> None:

@@ -49,20 +49,25 @@ the event loop's clock), ``server`` (the FastAPI app), ``background`` (uvicorn o
 """
 
 from kitty.errors import SimFleetError
-from ops.simfleet.background import BackgroundServers
-from ops.simfleet.calibration import DEFAULT_DECODE_TOK_S_1, SIM_ENDPOINT_PARAMS
-from ops.simfleet.engine import SimEngine
-from ops.simfleet.fleet import DEFAULT_SIM_FLEET, SimFleet
-from ops.simfleet.model import (
+from ops.simfleet._background import BackgroundServers
+from ops.simfleet._calibration import DEFAULT_DECODE_TOK_S_1, SIM_ENDPOINT_PARAMS
+from ops.simfleet._engine import SimEngine
+from ops.simfleet._fleet import DEFAULT_SIM_FLEET, SimFleet
+from ops.simfleet._model import (
     OfflineRequest,
     SimSequence,
     measure_aggregate_decode,
     simulate_offline,
 )
-from ops.simfleet.server import create_sim_app
-from ops.simfleet.spec import SimEndpointSpec
-from ops.simfleet.structured_output import example_from_schema, response_schema
-from ops.simfleet.tokens import SIMULATED_LABEL, count_prompt_tokens, filler_pieces, plan_completion
+from ops.simfleet._server import create_sim_app
+from ops.simfleet._spec import SimEndpointSpec
+from ops.simfleet._structured_output import example_from_schema, response_schema
+from ops.simfleet._tokens import (
+    SIMULATED_LABEL,
+    count_prompt_tokens,
+    filler_pieces,
+    plan_completion,
+)
 
 __all__ = [
     "DEFAULT_DECODE_TOK_S_1",

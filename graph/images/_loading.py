@@ -1,0 +1,349 @@
+"""Images attached to a run: loaded from anything, checked by content, cleaned, kept by hash.
+
+An image enters as a file path, raw bytes, a ``data:`` URL, an ``http(s)`` URL or a PIL
+image, and leaves as an :class:`ImageRecord`: its pixels re-encoded without any metadata
+(EXIF, GPS, XMP, ICC and text chunks are dropped: a phone photo's location never reaches a
+model or a checkpoint), turned upright first (EXIF orientation), downscaled so its longer
+side is at most ``max_side`` pixels, and named by the sha256 of the cleaned bytes.
+
+The checks, in order: at most ``max_images`` per run; at most ``max_bytes`` per image as
+received (before decoding, so a huge upload is refused without being decoded); the
+content must decode as an image with Pillow (``Image.open`` + ``verify``): a name or a
+claimed type counts for nothing. A URL is fetched under the fleet file's ``[fetch]`` host
+rules (:func:`kitty.tools._fetch.fetch_bytes`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from endpoints.config import FetchSettings
+from kitty.errors import ToolError, UserError
+
+__all__ = [
+    "DEFAULT_IMAGE_MAX_BYTES",
+    "DEFAULT_IMAGE_MAX_SIDE",
+    "DEFAULT_MAX_IMAGES",
+    "ImageError",
+    "ImageLimits",
+    "ImageRecord",
+    "ImageSource",
+    "clean_image",
+    "load_image",
+    "load_images",
+    "remember",
+    "remembered",
+]
+
+DEFAULT_IMAGE_MAX_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_IMAGES = 4
+DEFAULT_IMAGE_MAX_SIDE = 1024
+JPEG_QUALITY = 90
+# Records kept in this process for the agent tasks of runs under way (a resumed run in a
+# new process reads them from its checkpoint instead).
+_REMEMBERED_MAX = 64
+
+ImageSource = str | os.PathLike[str] | bytes | bytearray | Image.Image
+"""What an image may be given as: path, ``data:``/``http(s)`` URL, bytes or a PIL image."""
+
+ImageProblem = Literal["type", "size", "count", "url", "missing"]
+
+
+class ImageError(UserError):
+    """An attached image cannot be used; the message says which one, why and what to do.
+
+    Attributes:
+        problem: ``type`` (not an image by content), ``size`` (over the byte cap),
+            ``count`` (more images than the run allows), ``url`` (refused or failed
+            fetch) or ``missing`` (no such file).
+        index: Position of the image in the list given (``None`` for ``count``).
+    """
+
+    def __init__(self, message: str, problem: ImageProblem, index: int | None = None) -> None:
+        super().__init__(message)
+        self.problem: ImageProblem = problem
+        self.index = index
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Caps and target size of a run's images (from :class:`~graph.context.Context`)."""
+
+    max_bytes: int = DEFAULT_IMAGE_MAX_BYTES
+    max_images: int = DEFAULT_MAX_IMAGES
+    max_side: int = DEFAULT_IMAGE_MAX_SIDE
+
+
+class ImageRecord(BaseModel):
+    """One cleaned image of a run, stored once in its state and named by content hash.
+
+    Attributes:
+        sha256: Hex sha256 of :attr:`data` (the cleaned bytes): the image's name.
+        mime: ``image/jpeg`` or ``image/png`` (what :attr:`data` is).
+        width: Pixels, after downscaling.
+        height: Pixels, after downscaling.
+        data: The cleaned image (no metadata).
+        source: Where it came from, for messages (a file name, a URL, ``bytes``).
+        original_format: The format it arrived in (``JPEG``, ``PNG``, ``WEBP``...).
+    """
+
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    sha256: str = Field(min_length=64, max_length=64)
+    mime: Literal["image/jpeg", "image/png"]
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    data: bytes = Field(repr=False)
+    source: str = ""
+    original_format: str = ""
+
+    @property
+    def short_hash(self) -> str:
+        """The first 12 hex digits of the hash (enough to tell a run's images apart)."""
+        return self.sha256[:12]
+
+    def data_url(self) -> str:
+        """The image as a ``data:`` URL (OpenAI ``image_url`` content parts)."""
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def describe(self) -> str:
+        """One line for prompts and logs: hash prefix, type, pixels, size."""
+        kib = max(len(self.data) // 1024, 1)
+        return f"{self.short_hash} {self.mime} {self.width}x{self.height} px {kib} KB"
+
+
+def _too_big(size: int, limits: ImageLimits, label: str, index: int) -> ImageError:
+    return ImageError(
+        f"image {index + 1} ({label}) is {size / 1_048_576:.1f} MB; the limit is "
+        f"{limits.max_bytes / 1_048_576:.1f} MB per image (setting image_max_bytes): "
+        "send a smaller or more compressed image",
+        "size",
+        index,
+    )
+
+
+def clean_image(
+    raw: bytes, limits: ImageLimits, *, source: str = "bytes", index: int = 0
+) -> ImageRecord:
+    """Check ``raw`` by content and return it cleaned: upright, downscaled, no metadata.
+
+    Args:
+        raw: The image file's bytes, as received.
+        limits: Caps and target size.
+        source: Where it came from (shown in errors and prompts).
+        index: Its position in the run's list (shown in errors).
+
+    Raises:
+        ImageError: Larger than ``limits.max_bytes``, or not an image Pillow can decode.
+    """
+    if len(raw) > limits.max_bytes:
+        raise _too_big(len(raw), limits, source, index)
+    not_image = ImageError(
+        f"image {index + 1} ({source}) is not an image by its content (Pillow cannot "
+        "decode it), whatever its name says; send a JPEG, PNG, WebP or GIF file",
+        "type",
+        index,
+    )
+    try:
+        with Image.open(io.BytesIO(raw)) as probe:
+            probe.verify()  # checks the file's structure; the image must be opened again
+        with Image.open(io.BytesIO(raw)) as opened:
+            original_format = opened.format or ""
+            opened.seek(0)  # the first frame of an animation
+            upright = ImageOps.exif_transpose(opened)
+            pixels = _plain_pixels(upright)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise not_image from None
+    pixels.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
+    data, mime = _encode(pixels)
+    return ImageRecord(
+        sha256=hashlib.sha256(data).hexdigest(),
+        mime=mime,
+        width=pixels.width,
+        height=pixels.height,
+        data=data,
+        source=source,
+        original_format=original_format,
+    )
+
+
+def _plain_pixels(image: Image.Image) -> Image.Image:
+    """A fresh image holding only ``image``'s pixels: no ``info``, EXIF or ICC profile."""
+    keeps_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    converted = image.convert("RGBA" if keeps_alpha else "RGB")
+    # frombytes builds a new image from raw pixels: nothing of the file's metadata survives.
+    return Image.frombytes(converted.mode, converted.size, converted.tobytes())
+
+
+def _encode(image: Image.Image) -> tuple[bytes, Literal["image/jpeg", "image/png"]]:
+    out = io.BytesIO()
+    if image.mode == "RGBA":  # JPEG has no alpha channel
+        image.save(out, format="PNG", optimize=True)
+        return out.getvalue(), "image/png"
+    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue(), "image/jpeg"
+
+
+def _decode_data_url(url: str, index: int) -> bytes:
+    header, sep, payload = url.partition(",")
+    if not sep or ";base64" not in header.lower():
+        raise ImageError(
+            f"image {index + 1}: a data: URL must be base64, like data:image/png;base64,iVBOR...",
+            "type",
+            index,
+        )
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(
+            f"image {index + 1}: the data: URL's base64 payload is not valid base64",
+            "type",
+            index,
+        ) from None
+
+
+async def _fetch(url: str, limits: ImageLimits, fetch: FetchSettings, index: int) -> bytes:
+    from kitty.tools import fetch_bytes
+
+    try:
+        _final, body, cut = await fetch_bytes(
+            url, fetch, max_bytes=limits.max_bytes, accept="image/*"
+        )
+    except ToolError as exc:
+        raise ImageError(f"image {index + 1}: {exc}", "url", index) from None
+    if cut:
+        raise _too_big(limits.max_bytes + 1, limits, url, index)
+    return body
+
+
+def _read_file(path: Path, limits: ImageLimits, index: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise _too_big(size, limits, path.name, index)
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(
+            f"image {index + 1}: file {path} does not exist; check the path", "missing", index
+        ) from None
+    except IsADirectoryError:
+        raise ImageError(
+            f"image {index + 1}: {path} is a directory, not an image file", "missing", index
+        ) from None
+    except PermissionError:
+        raise ImageError(
+            f"image {index + 1}: cannot read {path} (permission denied)", "missing", index
+        ) from None
+
+
+async def load_image(
+    source: ImageSource | ImageRecord | dict[str, Any],
+    limits: ImageLimits,
+    fetch: FetchSettings,
+    *,
+    index: int = 0,
+    allow_paths: bool = True,
+) -> ImageRecord:
+    """One image from any accepted form, checked and cleaned.
+
+    Args:
+        source: A path, ``data:`` or ``http(s)`` URL, bytes, a PIL image, or a record
+            (kept as it is: already clean) or its dict form (from a checkpoint).
+        limits: Caps and target size.
+        fetch: The fleet's ``[fetch]`` rules, for URLs.
+        index: Position in the run's list (for messages).
+        allow_paths: Whether a string may name a local file (not for HTTP or Studio
+            input: a caller there must not read the server's files).
+
+    Raises:
+        ImageError: Refused (size, type, URL, missing file); the message says what to do.
+    """
+    if isinstance(source, ImageRecord):
+        return source
+    if isinstance(source, dict):
+        return ImageRecord.model_validate(source)
+    if isinstance(source, Image.Image):
+        out = io.BytesIO()
+        source.save(out, format="PNG")
+        return clean_image(out.getvalue(), limits, source="PIL image", index=index)
+    if isinstance(source, bytes | bytearray):
+        return clean_image(bytes(source), limits, source="bytes", index=index)
+    text = os.fspath(source)
+    lowered = text.strip().lower()
+    if lowered.startswith("data:"):
+        raw = _decode_data_url(text.strip(), index)
+        return clean_image(raw, limits, source="data URL", index=index)
+    if lowered.startswith(("http://", "https://")):
+        raw = await _fetch(text.strip(), limits, fetch, index)
+        return clean_image(raw, limits, source=text.strip(), index=index)
+    if not allow_paths:
+        raise ImageError(
+            f"image {index + 1}: give a data:image/...;base64,... URL or an http(s) URL "
+            "(a file path is not read here)",
+            "type",
+            index,
+        )
+    path = Path(text).expanduser()
+    return clean_image(_read_file(path, limits, index), limits, source=path.name, index=index)
+
+
+async def load_images(
+    sources: Sequence[ImageSource | ImageRecord | dict[str, Any]] | None,
+    limits: ImageLimits,
+    fetch: FetchSettings,
+    *,
+    allow_paths: bool = True,
+) -> list[ImageRecord]:
+    """A run's images, checked and cleaned, each once (a repeated image is kept once).
+
+    Raises:
+        ImageError: More than ``limits.max_images``, or one image refused.
+    """
+    items = list(sources or [])
+    if len(items) > limits.max_images:
+        raise ImageError(
+            f"{len(items)} images attached; a run takes at most {limits.max_images} "
+            "(setting max_images): send fewer, or split the work into several runs",
+            "count",
+        )
+    records: dict[str, ImageRecord] = {}
+    for index, item in enumerate(items):
+        record = await load_image(item, limits, fetch, index=index, allow_paths=allow_paths)
+        records.setdefault(record.sha256, record)
+    remember(records.values())
+    return list(records.values())
+
+
+_remembered: OrderedDict[str, ImageRecord] = OrderedDict()
+_remembered_lock = threading.Lock()
+
+
+def remember(records: Iterable[ImageRecord]) -> None:
+    """Keep records in this process for the agent tasks that will ask for them by hash."""
+    with _remembered_lock:
+        for record in records:
+            _remembered[record.sha256] = record
+            _remembered.move_to_end(record.sha256)
+        while len(_remembered) > _REMEMBERED_MAX:
+            _remembered.popitem(last=False)
+
+
+def remembered(hashes: Iterable[str]) -> dict[str, ImageRecord]:
+    """The records of ``hashes`` this process still holds (missing ones are left out)."""
+    with _remembered_lock:
+        return {h: _remembered[h] for h in hashes if h in _remembered}

@@ -1,0 +1,141 @@
+"""``kitty-orch serve``: the HTTP brain service (``POST /api/query/parallel`` and friends)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from endpoints.config import load_fleet
+from graph.persistence import check_location, make_checkpointer
+from kitty.cli._app import CHECKPOINT_HELP, FLEET_HELP, app
+from kitty.cli._console import err_console
+from kitty.cli._errors import shows_errors
+from kitty.errors import SettingsError, UserError, format_validation_error
+from kitty.service import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT_RUNS,
+    DEFAULT_MAX_QUERY_CHARS,
+    DEFAULT_PORT,
+    TOKEN_ENV_VAR,
+    ServiceSettings,
+    exposure_warning,
+    parse_context_pairs,
+)
+
+
+@app.command("serve")
+@shows_errors
+def serve_command(
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Interface to bind. Loopback by default; anything else is reachable from "
+            f"other machines, so set {TOKEN_ENV_VAR} first."
+        ),
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = DEFAULT_PORT,
+    fleet: Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body accepted (413 above).", min=1024)
+    ] = DEFAULT_MAX_BODY_BYTES,
+    max_query_chars: Annotated[
+        int, typer.Option(help="Longest query accepted (422 above).", min=1)
+    ] = DEFAULT_MAX_QUERY_CHARS,
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--context",
+            "-c",
+            help="Default run setting KEY=VALUE, repeatable, e.g. -c synthesis_max_tokens=256 "
+            "-c run_deadline_s=120 -c thinking=high.",
+        ),
+    ] = None,
+    public_docs: Annotated[
+        bool, typer.Option(help="Serve /docs and /openapi.json without the token.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", metavar="PATH|URL", help=CHECKPOINT_HELP)
+    ] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            metavar="HOST,HOST",
+            help="Host names the service answers besides localhost, 127.0.0.1 and [::1] "
+            "(comma-separated, any port; *.example.org matches its subdomains), e.g. a "
+            "reverse proxy's or a LAN name. Requests for any other Host get 400, which "
+            "blocks DNS rebinding. Checked on a loopback --host, and on any --host once "
+            f"given; a non-loopback --host without it accepts any Host (use {TOKEN_ENV_VAR}).",
+        ),
+    ] = None,
+    max_concurrent_runs: Annotated[
+        int,
+        typer.Option(
+            help="Runs in flight at once; more get 429 with Retry-After. 0: no limit.", min=0
+        ),
+    ] = DEFAULT_MAX_CONCURRENT_RUNS,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="uvicorn worker processes sharing the port. More than 1 needs the Redis "
+            "slot store (KITTY_SLOT_STORE or [coordination] slot_store), so caps, "
+            "--max-concurrent-runs and thread resumes hold for all workers together, and "
+            "a SQLite file or Postgres for --checkpoint.",
+        ),
+    ] = 1,
+    keep_days: Annotated[
+        float | None,
+        typer.Option(
+            metavar="N",
+            help="Delete checkpoint threads (the stored queries and answers) whose last "
+            "checkpoint is older than N days, at startup and then hourly. Default: keep all.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the HTTP API: POST /api/query/parallel (+ /stream), GET /api/endpoints, /healthz.
+
+    Token: env KITTY_API_TOKEN (not a flag: flags show in process lists). Docs at /docs.
+    """
+    from kitty.service import check_workers, serve
+    from ops.embedded import ensure_embedded_fleet, port_is_free
+
+    try:
+        overrides = parse_context_pairs(context or [])
+    except ValueError as exc:  # kitty.service._settings reports bad pairs as a plain ValueError
+        raise SettingsError(str(exc)) from None
+    try:
+        settings = ServiceSettings(
+            host=host,
+            port=port,
+            fleet=fleet,
+            max_body_bytes=max_body_bytes,
+            max_query_chars=max_query_chars,
+            context_overrides=overrides,
+            public_docs=public_docs,
+            checkpointer_factory=lambda: make_checkpointer(checkpoint),
+            allowed_hosts=(allowed_hosts or "").split(","),
+            max_concurrent_runs=max_concurrent_runs,
+            keep_days=keep_days,
+        )
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc.errors())) from None
+    check_location(checkpoint)
+    check_workers(workers, fleet, checkpoint)
+    if port and ":" not in host and not port_is_free(host, port):
+        raise UserError(f"port {port} on {host} is already in use; pick another with --port")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model call is noise
+    warning = exposure_warning(host, settings.api_token)
+    if warning:
+        err_console.print(f"[bold red]{escape(warning)}[/]")
+    config = load_fleet(fleet)
+    if config.embedded:
+        ensure_embedded_fleet(config)  # a clean error now instead of a startup traceback
+    serve(settings, log_level=log_level, workers=workers, checkpoint=checkpoint)

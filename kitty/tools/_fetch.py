@@ -1,0 +1,322 @@
+"""``fetch_webpage``: one web page as text, within the fleet file's host rules and caps.
+
+Rules (``[fetch]`` in the fleet file), checked for the first URL and for every redirect:
+
+* only ``http`` and ``https``;
+* a host in ``blocked_hosts`` is never fetched (``.example.com`` also blocks its subdomains);
+* a host that resolves to a private, loopback, link-local, reserved or otherwise non-public
+  address is refused unless it is in ``allowed_hosts`` or ``allow_private = true`` (so a
+  model cannot read the machine's own services or the local network by default).
+
+The body is read up to ``max_bytes`` within ``timeout_s`` (the whole fetch, redirects
+included); HTML becomes text with ``html2text``, the page title first, cut to ``max_chars``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from urllib.parse import urljoin, urlsplit
+
+import html2text
+import httpx
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from endpoints.config import FetchSettings
+from kitty.errors import ToolError
+
+__all__ = ["FETCH_TOOL", "check_url_allowed", "fetch_bytes", "fetch_webpage_tool"]
+
+FETCH_TOOL = "fetch_webpage"
+MAX_REDIRECTS = 5
+_REDIRECTS = {301, 302, 303, 307, 308}
+_USER_AGENT = "kitty-orchestrator-fetch_webpage/1"
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FetchArgs(BaseModel):
+    """Arguments of ``fetch_webpage``."""
+
+    url: str = Field(description="The page's full http:// or https:// URL")
+
+
+def fetch_webpage_tool(settings: FetchSettings) -> BaseTool | None:
+    """The ``fetch_webpage`` tool for these settings, or None when ``[fetch]`` disables it.
+
+    Args:
+        settings: The fleet file's ``[fetch]`` table.
+
+    Returns:
+        A tool taking ``url`` and returning the page's title and text; a refused or failed
+        fetch raises :class:`~kitty.errors.ToolError` saying why and what to change.
+    """
+    if not settings.enabled:
+        return None
+
+    async def fetch_webpage(url: str) -> str:
+        return await fetch_text(url, settings)
+
+    return StructuredTool.from_function(
+        coroutine=fetch_webpage,
+        name=FETCH_TOOL,
+        args_schema=FetchArgs,
+        description=(
+            "Fetch one web page (http or https) and return its title and text. "
+            "Private and local addresses are refused."
+        ),
+    )
+
+
+def check_url_allowed(url: str, settings: FetchSettings) -> None:
+    """Refuse a URL the fleet file's ``[fetch]`` rules do not allow.
+
+    Resolves the host (DNS, blocking) to check its addresses.
+
+    Args:
+        url: The URL to fetch.
+        settings: The fleet file's ``[fetch]`` table.
+
+    Raises:
+        ToolError: The scheme is not http(s), the host is blocked, or it resolves to a
+            non-public address that the settings do not allow; the message says which and
+            the fleet-file change that would allow it.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ToolError(
+            f"refused {url!r}: only http:// and https:// URLs can be fetched"
+            + (f" (not {parts.scheme}:)" if parts.scheme else "")
+        )
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise ToolError(f"refused {url!r}: the URL has no host")
+    if _host_listed(host, settings.blocked_hosts):
+        raise ToolError(
+            f"refused {url!r}: host {host} is blocked by [fetch] blocked_hosts in the fleet file"
+        )
+    if settings.allow_private or _host_listed(host, settings.allowed_hosts):
+        return
+    for address in _addresses(host, parts.port or (443 if parts.scheme == "https" else 80)):
+        kind = _non_public_kind(address)
+        if kind is not None:
+            raise ToolError(
+                f"refused {url!r}: host {host} resolves to {address}, a {kind} address; to "
+                f'allow it add "{host}" to [fetch] allowed_hosts in the fleet file '
+                "(or set allow_private = true)"
+            )
+
+
+async def fetch_text(url: str, settings: FetchSettings) -> str:
+    """Fetch ``url`` under ``settings`` and return ``Title``/``URL`` lines and the text.
+
+    Args:
+        url: The page to fetch.
+        settings: The fleet file's ``[fetch]`` table.
+
+    Raises:
+        ToolError: Refused, unreachable, too slow, an HTTP error status, too many
+            redirects, or not a text document.
+    """
+    try:
+        async with asyncio.timeout(settings.timeout_s):
+            final_url, content_type, body, cut = await _get(url, settings)
+    except (TimeoutError, httpx.TimeoutException):
+        raise ToolError(
+            f"fetching {url} took longer than {settings.timeout_s:g} s "
+            "([fetch] timeout_s in the fleet file)"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ToolError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
+    return _page_text(final_url, content_type, body, cut, settings.max_chars)
+
+
+async def _get(url: str, settings: FetchSettings) -> tuple[str, str, str, bool]:
+    """GET with manual redirects (each hop checked); (final URL, type, text, was cut)."""
+    async with httpx.AsyncClient(
+        follow_redirects=False,
+        timeout=settings.timeout_s,
+        headers={"User-Agent": _USER_AGENT, "Accept": "text/html, text/*;q=0.9, */*;q=0.5"},
+        trust_env=False,
+    ) as client:
+        current = url.strip()
+        for _hop in range(MAX_REDIRECTS + 1):
+            await asyncio.to_thread(check_url_allowed, current, settings)
+            async with client.stream("GET", current) as response:
+                location = response.headers.get("location")
+                if response.status_code in _REDIRECTS and location:
+                    current = urljoin(current, location)
+                    continue
+                if response.status_code >= 400:
+                    raise ToolError(
+                        f"{current} answered HTTP {response.status_code} "
+                        f"{response.reason_phrase}".rstrip()
+                    )
+                content_type = response.headers.get("content-type", "")
+                if content_type and not content_type.lower().startswith(_TEXT_TYPES):
+                    raise ToolError(
+                        f"{current} is {content_type.split(';')[0]}, not a text page; "
+                        "fetch_webpage reads HTML and text only"
+                    )
+                body, cut = await _read_capped(response, settings.max_bytes)
+                text = body.decode(response.encoding or "utf-8", errors="replace")
+                return current, content_type, text, cut
+    raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
+
+
+async def fetch_bytes(
+    url: str, settings: FetchSettings, *, max_bytes: int, accept: str = "*/*"
+) -> tuple[str, bytes, bool]:
+    """GET ``url`` as bytes under the same host rules as ``fetch_webpage`` (every hop checked).
+
+    For callers that need a binary body (an image attached to a run) rather than a page:
+    the rules, redirects and timeout are those of ``[fetch]``; only the cap is the caller's.
+    The rules apply whether or not ``[fetch]`` offers the tool.
+
+    Args:
+        url: The URL to fetch.
+        settings: The fleet file's ``[fetch]`` table.
+        max_bytes: Most body bytes read.
+        accept: The ``Accept`` header.
+
+    Returns:
+        The final URL, the body (at most ``max_bytes``) and True when the body was longer.
+
+    Raises:
+        ToolError: Refused, unreachable, too slow, an HTTP error status or too many
+            redirects; the message says which.
+    """
+    try:
+        async with (
+            asyncio.timeout(settings.timeout_s),
+            httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=settings.timeout_s,
+                headers={"User-Agent": _USER_AGENT, "Accept": accept},
+                trust_env=False,
+            ) as client,
+        ):
+            current = url.strip()
+            for _hop in range(MAX_REDIRECTS + 1):
+                await asyncio.to_thread(check_url_allowed, current, settings)
+                async with client.stream("GET", current) as response:
+                    location = response.headers.get("location")
+                    if response.status_code in _REDIRECTS and location:
+                        current = urljoin(current, location)
+                        continue
+                    if response.status_code >= 400:
+                        raise ToolError(
+                            f"{current} answered HTTP {response.status_code} "
+                            f"{response.reason_phrase}".rstrip()
+                        )
+                    body, cut = await _read_capped(response, max_bytes)
+                    return current, body, cut
+    except (TimeoutError, httpx.TimeoutException):
+        raise ToolError(
+            f"fetching {url} took longer than {settings.timeout_s:g} s "
+            "([fetch] timeout_s in the fleet file)"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ToolError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
+    raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
+    """At most ``max_bytes`` of the body; True when more was there."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            return b"".join(chunks)[:max_bytes], True
+    return b"".join(chunks), False
+
+
+def _page_text(url: str, content_type: str, body: str, cut_bytes: bool, max_chars: int) -> str:
+    is_html = "html" in content_type.lower() or (
+        not content_type and "<html" in body[:2000].lower()
+    )
+    lines: list[str] = []
+    if is_html:
+        match = _TITLE.search(body)
+        if match:
+            title = " ".join(html.unescape(match.group(1)).split())
+            if title:
+                lines.append(f"Title: {title}")
+        text = _html_to_text(body)
+    else:
+        text = body.strip()
+    lines.append(f"URL: {url}")
+    notes: list[str] = []
+    if len(text) > max_chars:
+        text = text[:max_chars].rstrip()
+        notes.append(f"[text cut at {max_chars} characters]")
+    if cut_bytes:
+        notes.append("[page cut: larger than [fetch] max_bytes]")
+    return "\n".join([*lines, "", text, *notes]).strip()
+
+
+def _html_to_text(body: str) -> str:
+    converter = html2text.HTML2Text()
+    converter.body_width = 0  # no hard wraps: the model reads lines, not a terminal
+    converter.ignore_images = True
+    converter.ignore_links = True  # URLs would eat most of max_chars
+    converter.ignore_emphasis = True
+    text = converter.handle(body)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _host_listed(host: str, entries: Iterable[str]) -> bool:
+    """``host`` equals an entry, or falls under a ``.domain`` entry (the domain included)."""
+    for entry in entries:
+        entry = entry.strip().rstrip(".").lower()
+        if not entry:
+            continue
+        if entry.startswith("."):
+            if host == entry[1:] or host.endswith(entry):
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def _addresses(host: str, port: int) -> list[IpAddress]:
+    literal = host.strip("[]")
+    try:
+        return [ipaddress.ip_address(literal)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ToolError(f"cannot resolve host {host} ({exc})") from None
+    found: list[IpAddress] = []
+    for info in infos:
+        # IPv6 sockaddrs may carry a %scope suffix.
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if address not in found:
+            found.append(address)
+    return found
+
+
+def _non_public_kind(address: IpAddress) -> str | None:
+    """What makes ``address`` non-public ('loopback', 'private'...), or None if public."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    checks = (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        ("non-public", not address.is_global),
+    )
+    return next((kind for kind, hit in checks if hit), None)

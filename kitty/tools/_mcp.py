@@ -1,0 +1,338 @@
+"""MCP servers from the fleet file (``[mcp.NAME]``): one kept-open session per server.
+
+A server's tools are offered as ``NAME.TOOL``. The first :func:`mcp_tools` call for a server
+starts it (concurrent first calls share that start); the session then stays open for the
+process and event loop, so a tool call is one request on it, never a new spawn.
+
+The MCP SDK runs on anyio, whose context managers must be entered and exited by the same
+task. Each session is therefore owned by one background task that enters the transport and
+the session, publishes the loaded tools, waits for a stop signal and exits. When the loop
+ends (``asyncio.run`` cancels what is left), that task unwinds and the server stops with it;
+:func:`aclose_mcp_sessions` does the same on purpose at exit.
+
+A stdio server's stderr goes to a private temporary file rather than the terminal (it would
+tear the CLI's live view); its last lines are quoted when the server fails to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import tempfile
+import threading
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TextIO, cast
+
+import anyio
+import httpx
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langchain_mcp_adapters.sessions import Connection, create_session
+from langchain_mcp_adapters.tools import load_mcp_tools
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import McpError
+from mcp.types import CONNECTION_CLOSED
+
+from endpoints.config import McpServerConfig
+from kitty.errors import ToolError, ToolSourceError
+
+__all__ = ["aclose_mcp_sessions", "mcp_tools"]
+
+START_TIMEOUT_S = 30.0
+"""Most seconds a server may take to start and list its tools."""
+
+logger = logging.getLogger("kitty.tools")
+
+# How long a stopping session may take to unwind (stdio: stdin closed, then terminate/kill).
+_CLOSE_WAIT_S = 10.0
+_STDERR_TAIL_CHARS = 600
+_BRACED_VAR = re.compile(r"\$\{([^}]+)\}")
+_SessionKey = tuple[str, str]
+
+
+@dataclass
+class _Session:
+    """One server's session, owned by ``task``; ``tools`` resolves once it is up."""
+
+    name: str
+    config: McpServerConfig
+    tools: asyncio.Future[list[BaseTool]]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+_registry_lock = threading.Lock()
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_SessionKey, _Session]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_sessions(loop: asyncio.AbstractEventLoop) -> dict[_SessionKey, _Session]:
+    with _registry_lock:
+        # Sessions of loops that have closed cannot be used or closed any more: forget them.
+        for old in [other for other in _sessions if other.is_closed()]:
+            del _sessions[old]
+        return _sessions.setdefault(loop, {})
+
+
+async def mcp_tools(name: str, config: McpServerConfig) -> list[BaseTool]:
+    """The tools of MCP server ``name``, each named ``f"{name}.{tool}"``.
+
+    One session per server per process and event loop, started on first use (concurrent
+    first calls share one start) and kept open; later calls reuse it. A tool whose call
+    fails (the server reports an error, the call outlasts ``timeout_s``, the server went
+    away) raises :class:`~kitty.errors.ToolError` with what the model should be told.
+
+    Args:
+        name: The server's name in the fleet file (``[mcp.NAME]``).
+        config: Its settings.
+
+    Returns:
+        The server's tools, in the order the server lists them.
+
+    Raises:
+        ToolSourceError: The server cannot start (missing command, crash at start, wrong
+            URL); the message names the server, its command and the fix. The failure is
+            not remembered: a later call tries again.
+    """
+    loop = asyncio.get_running_loop()
+    sessions = _loop_sessions(loop)
+    key = (name, config.model_dump_json())
+    session = sessions.get(key)
+    if session is None or session.stop.is_set() or (session.task and session.task.done()):
+        session = _Session(name=name, config=config, tools=loop.create_future())
+        sessions[key] = session
+        session.task = loop.create_task(_own_session(session, sessions, key))
+    # shield: one caller giving up must not cancel the start the others wait for.
+    return list(await asyncio.shield(session.tools))
+
+
+async def aclose_mcp_sessions() -> None:
+    """Close every MCP session of the running event loop and wait for the servers to stop.
+
+    The CLI and the service call it at exit; the next :func:`mcp_tools` starts anew.
+    """
+    loop = asyncio.get_running_loop()
+    sessions = _loop_sessions(loop)
+    closing = list(sessions.values())
+    sessions.clear()
+    for session in closing:
+        session.stop.set()
+    tasks = [s.task for s in closing if s.task is not None and not s.task.done()]
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=_CLOSE_WAIT_S)
+    for task in pending:
+        logger.warning("MCP session %s did not close in %.0f s; cancelled", task, _CLOSE_WAIT_S)
+        task.cancel()
+
+
+async def _own_session(
+    session: _Session, sessions: dict[_SessionKey, _Session], key: _SessionKey
+) -> None:
+    """Enter the session, publish its tools, wait for stop, exit: all in this one task."""
+    config = session.config
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
+        stderr = cast(TextIO, log)
+        try:
+            async with _open(session.name, config, stderr) as client:
+                await client.initialize()
+                loaded = await load_mcp_tools(
+                    client, server_name=session.name, handle_tool_errors=False
+                )
+                session.tools.set_result([_named(session, tool) for tool in loaded])
+                await session.stop.wait()
+        except BaseException as exc:
+            if not session.tools.done():
+                session.tools.set_exception(_start_error(session.name, config, exc, stderr))
+                session.tools.exception()  # retrieved, so an unawaited start logs nothing
+            elif not session.stop.is_set() and not isinstance(exc, asyncio.CancelledError):
+                logger.warning("MCP server %r stopped: %s", session.name, _leaf_text(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            if sessions.get(key) is session:
+                del sessions[key]
+
+
+def _open(
+    name: str, config: McpServerConfig, stderr: TextIO
+) -> AbstractAsyncContextManager[ClientSession]:
+    """The transport + client session for ``config`` (not yet initialized)."""
+    # The SDK's read timeout also bounds `initialize` and `tools/list`: a server that takes
+    # a few seconds to import must not fail to start because its calls are meant to be
+    # short. Each tool call gets `timeout_s` itself (see `_named`).
+    read_timeout = timedelta(seconds=max(config.timeout_s, START_TIMEOUT_S))
+    if config.transport == "stdio":
+        return _stdio_session(config, stderr, read_timeout)
+    connection: Connection
+    if config.transport == "sse":
+        connection = {
+            "transport": "sse",
+            "url": config.url or "",
+            "headers": dict(config.headers),
+            "timeout": config.timeout_s,
+            "session_kwargs": {"read_timeout_seconds": read_timeout},
+        }
+    else:
+        connection = {
+            "transport": "streamable_http",
+            "url": config.url or "",
+            "headers": dict(config.headers),
+            "timeout": config.timeout_s,
+            "session_kwargs": {"read_timeout_seconds": read_timeout},
+        }
+    return create_session(connection)
+
+
+@asynccontextmanager
+async def _stdio_session(
+    config: McpServerConfig, stderr: TextIO, read_timeout: timedelta
+) -> AsyncIterator[ClientSession]:
+    """Like the adapters' stdio session, with the server's stderr sent to ``stderr``."""
+    if config.cwd and not os.path.isdir(config.cwd):
+        raise NotADirectoryError(f"cwd {config.cwd!r} is not a directory")
+    params = StdioServerParameters(
+        command=config.command or "",
+        args=list(config.args),
+        # The SDK merges these over a safe default environment (PATH, HOME, ...).
+        env={key: _expand_env(value) for key, value in config.env.items()},
+        cwd=config.cwd,
+    )
+    async with (
+        stdio_client(params, errlog=stderr) as (read, write),
+        ClientSession(read, write, read_timeout_seconds=read_timeout) as client,
+    ):
+        yield client
+
+
+def _expand_env(value: str) -> str:
+    """``${VAR}`` from this process's environment (secrets stay out of the fleet file)."""
+    return _BRACED_VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), value)
+
+
+def _named(session: _Session, tool: BaseTool) -> BaseTool:
+    """``tool`` as ``NAME.TOOL``, returning text and raising :class:`ToolError` on failure."""
+    full_name = f"{session.name}.{tool.name}"
+    config = session.config
+
+    async def call(**arguments: Any) -> str:
+        try:
+            async with asyncio.timeout(config.timeout_s):
+                content = await tool.ainvoke(arguments)
+        except TimeoutError:
+            raise ToolError(
+                f"{full_name} took longer than {config.timeout_s:g} s and was abandoned "
+                f"(timeout_s of [mcp.{session.name}] in the fleet file)"
+            ) from None
+        except ToolException as exc:
+            raise ToolError(f"{full_name} failed: {exc}") from None
+        except McpError as exc:
+            if exc.error.code == httpx.codes.REQUEST_TIMEOUT:
+                raise ToolError(
+                    f"{full_name} took longer than {config.timeout_s:g} s and was abandoned "
+                    f"(timeout_s of [mcp.{session.name}] in the fleet file)"
+                ) from None
+            _drop(session)
+            raise ToolError(f"{full_name}: the MCP server stopped ({exc}); {_RESTART}") from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            _drop(session)
+            raise ToolError(
+                f"{full_name}: lost the connection to the MCP server "
+                f"({type(exc).__name__}); {_RESTART}"
+            ) from None
+        return _as_text(content)
+
+    return StructuredTool.from_function(
+        coroutine=call,
+        name=full_name,
+        description=tool.description or f"{tool.name} on MCP server {session.name}",
+        args_schema=tool.args_schema,
+        metadata={**(tool.metadata or {}), "mcp_server": session.name, "mcp_tool": tool.name},
+    )
+
+
+_RESTART = "it is started again when its tools are next loaded"
+
+
+def _drop(session: _Session) -> None:
+    """Stop a session that went bad, so the next :func:`mcp_tools` starts a fresh one."""
+    session.stop.set()
+
+
+def _as_text(content: Any) -> str:
+    """The adapters' content blocks as one text (non-text blocks are named, not inlined)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return str(content)
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, dict):
+            if block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            else:
+                mime = block.get("mime_type") or "unknown type"
+                parts.append(f"[{block.get('type', 'content')} block: {mime}]")
+        else:
+            parts.append(str(block))
+    return "\n".join(parts)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The real errors inside anyio's (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _leaf_text(exc: BaseException) -> str:
+    leaf = _leaves(exc)[0]
+    text = str(leaf) or type(leaf).__name__
+    return text if type(leaf).__name__ in text else f"{type(leaf).__name__}: {text}"
+
+
+def _stderr_tail(stderr: TextIO) -> str:
+    try:
+        stderr.flush()
+        stderr.seek(0)
+        text = stderr.read().strip()
+    except (OSError, ValueError):
+        return ""
+    return text[-_STDERR_TAIL_CHARS:]
+
+
+def _start_error(
+    name: str, config: McpServerConfig, exc: BaseException, stderr: TextIO
+) -> ToolSourceError:
+    """Why the server did not start, and what to change."""
+    leaf = _leaves(exc)[0]
+    where = f"MCP server {name!r} ({config.describe()}) did not start"
+    table = f"[mcp.{name}]"
+    if isinstance(exc, asyncio.CancelledError):
+        return ToolSourceError(f"{where}: its start was cancelled")
+    if config.transport == "stdio":
+        if isinstance(leaf, NotADirectoryError):
+            fix = f"give an existing folder as cwd in {table}"
+        elif isinstance(leaf, FileNotFoundError | PermissionError):
+            return ToolSourceError(
+                f"{where}: command {config.command!r} was not found or cannot be run; "
+                f"install it or give its full path as command in {table} of the fleet file"
+            )
+        else:
+            fix = f"run `{config.describe()}` yourself to see why it stops"
+        closed = isinstance(leaf, McpError) and leaf.error.code == CONNECTION_CLOSED
+        reason = "it exited before the MCP handshake" if closed else _leaf_text(exc)
+        said = _stderr_tail(stderr)
+        detail = f"; it wrote: {said}" if said else ""
+        return ToolSourceError(f"{where}: {reason}{detail}; {fix}")
+    return ToolSourceError(
+        f"{where}: {_leaf_text(leaf)}; check that the server runs and listens at url, and "
+        f"its headers, in {table} of the fleet file"
+    )
