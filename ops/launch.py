@@ -122,14 +122,6 @@ def ollama_env(endpoints: list[EndpointConfig]) -> dict[str, str]:
     }
 
 
-def _tiers_of(fleet: FleetConfig) -> dict[str, list[str]]:
-    tiers: dict[str, list[str]] = {}
-    for tier_name, tier in fleet.tiers.items():
-        for endpoint in tier.endpoints:
-            tiers.setdefault(endpoint.name, []).append(tier_name)
-    return tiers
-
-
 def _model_files(endpoint: EndpointConfig) -> list[str]:
     files = [
         endpoint.launch.model_path,
@@ -165,7 +157,7 @@ def render_launch_script(fleet: FleetConfig, binary: str = LLAMA_SERVER_BIN) -> 
         fleet: The fleet to launch.
         binary: ``llama-server`` executable (the script also honours ``$LLAMA_SERVER``).
     """
-    tiers = _tiers_of(fleet)
+    tiers = fleet.tiers_by_endpoint()
     llama = [e for e in fleet.all_endpoints() if e.kind == "llamacpp"]
     ollama_groups: dict[str, list[EndpointConfig]] = {}
     for endpoint in fleet.all_endpoints():

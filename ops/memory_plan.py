@@ -366,14 +366,6 @@ def plan_endpoint(
     return row, weights_key
 
 
-def _tiers_by_endpoint(config: FleetConfig) -> dict[str, list[str]]:
-    tiers: dict[str, list[str]] = {}
-    for tier_name, tier in config.tiers.items():
-        for endpoint in tier.endpoints:
-            tiers.setdefault(endpoint.name, []).append(tier_name)
-    return tiers
-
-
 def plan_fleet(
     config: FleetConfig, *, memory_bytes: int | None = None, probe_ollama: bool = True
 ) -> FleetMemoryPlan:
@@ -387,7 +379,7 @@ def plan_fleet(
     Raises:
         ValueError: Unknown KV cache type in an endpoint's ``extra_args``.
     """
-    tiers = _tiers_by_endpoint(config)
+    tiers = config.tiers_by_endpoint()
     rows: list[EndpointMemory] = []
     owners: dict[str, str] = {}
     weights_total = 0

@@ -215,6 +215,14 @@ class FleetConfig(BaseModel):
                 unique.setdefault(endpoint.name, endpoint)
         return list(unique.values())
 
+    def tiers_by_endpoint(self) -> dict[str, list[str]]:
+        """The tiers each endpoint serves, by endpoint name, in the fleet file's tier order."""
+        tiers: dict[str, list[str]] = {}
+        for tier_name, tier in self.tiers.items():
+            for endpoint in tier.endpoints:
+                tiers.setdefault(endpoint.name, []).append(tier_name)
+        return tiers
+
 
 def profiles_dir() -> Path:
     """Directory holding the shipped fleet profiles."""

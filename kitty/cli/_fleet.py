@@ -42,14 +42,6 @@ _HEALTH_STYLE = {"ok": "green", "loading": "yellow", "slow": "yellow", "down": "
 _PROBE_COLUMNS = ("kind", "URL", "health", "busy/slots", "ctx/slot", "model", "latency")
 
 
-def _tiers_by_endpoint(config: FleetConfig) -> dict[str, list[str]]:
-    tiers: dict[str, list[str]] = {}
-    for tier_name, tier in config.tiers.items():
-        for endpoint in tier.endpoints:
-            tiers.setdefault(endpoint.name, []).append(tier_name)
-    return tiers
-
-
 def _probe(config: FleetConfig, timeout: float) -> list[EndpointStatus]:
     return asyncio.run(probe_all(config.all_endpoints(), timeout=timeout))
 
@@ -151,7 +143,7 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
 def _print_fleet_up(config: FleetConfig, embedded: EmbeddedFleet) -> None:
     startup = {s.endpoint.name: s.startup_s for s in embedded.servers}
     statuses = _probe(config, timeout=5.0)
-    tiers = _tiers_by_endpoint(config)
+    tiers = config.tiers_by_endpoint()
     table = Table(title=f"fleet {config.name} (embedded llama.cpp)")
     for column in ("endpoint", "tier(s)", "URL", "slots", "ctx/slot", "model", "startup"):
         table.add_column(column)
@@ -254,7 +246,7 @@ def fleet_status(
     """
     config = load_fleet(fleet)
     statuses = _probe(config, timeout)
-    tiers = _tiers_by_endpoint(config)
+    tiers = config.tiers_by_endpoint()
     healthy = all(s.healthy for s in statuses)
     mismatches = ctx_mismatches(config, statuses)
     if as_json:

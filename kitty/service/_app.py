@@ -125,14 +125,6 @@ def _fleet_key(config: FleetConfig, settings: ServiceSettings) -> str:
     return config.source or settings.fleet or config.name
 
 
-def _tiers_by_endpoint(config: FleetConfig) -> dict[str, list[str]]:
-    tiers: dict[str, list[str]] = {}
-    for tier_name, tier in config.tiers.items():
-        for endpoint in tier.endpoints:
-            tiers.setdefault(endpoint.name, []).append(tier_name)
-    return tiers
-
-
 class _AdmittedStream(EventSourceResponse):
     """An event stream that gives its run's admission back however the stream ends.
 
@@ -344,7 +336,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """
         runtime = get_runtime(config)
         limiters = runtime.limiters()
-        tiers = _tiers_by_endpoint(config)
+        tiers = config.tiers_by_endpoint()
         endpoints = config.all_endpoints()
         statuses = await probe_all(endpoints, timeout=settings.probe_timeout_s)
         # Fresh fleet-wide figures: the limiters only see them when this process asks.

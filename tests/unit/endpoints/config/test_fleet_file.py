@@ -173,6 +173,7 @@ model = "m"
     )
     fleet = load_fleet(write(tmp_path, text))
     assert [e.name for e in fleet.all_endpoints()] == ["a"]
+    assert fleet.tiers_by_endpoint() == {"a": ["tools", "summary"]}
 
 
 def test_unknown_tier_lists_known() -> None:
