@@ -19,7 +19,8 @@ import html
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from urllib.parse import urljoin, urlsplit
 
 import html2text
@@ -36,6 +37,7 @@ FETCH_TOOL = "fetch_webpage"
 MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}
 _USER_AGENT = "kitty-orchestrator-fetch_webpage/1"
+_PAGE_ACCEPT = "text/html, text/*;q=0.9, */*;q=0.5"
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -124,50 +126,16 @@ async def fetch_text(url: str, settings: FetchSettings) -> str:
         ToolError: Refused, unreachable, too slow, an HTTP error status, too many
             redirects, or not a text document.
     """
-    try:
-        async with asyncio.timeout(settings.timeout_s):
-            final_url, content_type, body, cut = await _get(url, settings)
-    except (TimeoutError, httpx.TimeoutException):
-        raise ToolError(
-            f"fetching {url} took longer than {settings.timeout_s:g} s "
-            "([fetch] timeout_s in the fleet file)"
-        ) from None
-    except httpx.HTTPError as exc:
-        raise ToolError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
-    return _page_text(final_url, content_type, body, cut, settings.max_chars)
-
-
-async def _get(url: str, settings: FetchSettings) -> tuple[str, str, str, bool]:
-    """GET with manual redirects (each hop checked); (final URL, type, text, was cut)."""
-    async with httpx.AsyncClient(
-        follow_redirects=False,
-        timeout=settings.timeout_s,
-        headers={"User-Agent": _USER_AGENT, "Accept": "text/html, text/*;q=0.9, */*;q=0.5"},
-        trust_env=False,
-    ) as client:
-        current = url.strip()
-        for _hop in range(MAX_REDIRECTS + 1):
-            await asyncio.to_thread(check_url_allowed, current, settings)
-            async with client.stream("GET", current) as response:
-                location = response.headers.get("location")
-                if response.status_code in _REDIRECTS and location:
-                    current = urljoin(current, location)
-                    continue
-                if response.status_code >= 400:
-                    raise ToolError(
-                        f"{current} answered HTTP {response.status_code} "
-                        f"{response.reason_phrase}".rstrip()
-                    )
-                content_type = response.headers.get("content-type", "")
-                if content_type and not content_type.lower().startswith(_TEXT_TYPES):
-                    raise ToolError(
-                        f"{current} is {content_type.split(';')[0]}, not a text page; "
-                        "fetch_webpage reads HTML and text only"
-                    )
-                body, cut = await _read_capped(response, settings.max_bytes)
-                text = body.decode(response.encoding or "utf-8", errors="replace")
-                return current, content_type, text, cut
-    raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
+    async with _checked_get(url, settings, accept=_PAGE_ACCEPT) as (final_url, response):
+        content_type = response.headers.get("content-type", "")
+        if content_type and not content_type.lower().startswith(_TEXT_TYPES):
+            raise ToolError(
+                f"{final_url} is {content_type.split(';')[0]}, not a text page; "
+                "fetch_webpage reads HTML and text only"
+            )
+        body, cut = await _read_capped(response, settings.max_bytes)
+        text = body.decode(response.encoding or "utf-8", errors="replace")
+    return _page_text(final_url, content_type, text, cut, settings.max_chars)
 
 
 async def fetch_bytes(
@@ -187,6 +155,25 @@ async def fetch_bytes(
 
     Returns:
         The final URL, the body (at most ``max_bytes``) and True when the body was longer.
+
+    Raises:
+        ToolError: Refused, unreachable, too slow, an HTTP error status or too many
+            redirects; the message says which.
+    """
+    async with _checked_get(url, settings, accept=accept) as (final_url, response):
+        body, cut = await _read_capped(response, max_bytes)
+    return final_url, body, cut
+
+
+@asynccontextmanager
+async def _checked_get(
+    url: str, settings: FetchSettings, *, accept: str
+) -> AsyncIterator[tuple[str, httpx.Response]]:
+    """GET with manual redirects, each hop checked by :func:`check_url_allowed`.
+
+    The one redirect loop of both entry points, so a host rule cannot be fixed in one and
+    missed in the other. Yields the final URL and its streaming response (status below 400);
+    ``[fetch]`` ``timeout_s`` covers every hop and whatever the caller reads inside the block.
 
     Raises:
         ToolError: Refused, unreachable, too slow, an HTTP error status or too many
@@ -215,8 +202,8 @@ async def fetch_bytes(
                             f"{current} answered HTTP {response.status_code} "
                             f"{response.reason_phrase}".rstrip()
                         )
-                    body, cut = await _read_capped(response, max_bytes)
-                    return current, body, cut
+                    yield current, response
+                    return
     except (TimeoutError, httpx.TimeoutException):
         raise ToolError(
             f"fetching {url} took longer than {settings.timeout_s:g} s "

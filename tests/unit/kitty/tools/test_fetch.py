@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,7 +12,7 @@ from langchain_core.tools import BaseTool
 
 from endpoints.config import FetchSettings
 from kitty.errors import ToolError
-from kitty.tools._fetch import MAX_REDIRECTS, check_url_allowed, fetch_webpage_tool
+from kitty.tools._fetch import MAX_REDIRECTS, check_url_allowed, fetch_bytes, fetch_webpage_tool
 
 PAGE = """<!doctype html><html><head><title>Wall hook &amp; bracket</title>
 <style>.x { color: red }</style><script>var secret = "SCRIPT-TEXT";</script></head>
@@ -158,6 +158,34 @@ async def test_redirects_are_followed_and_each_hop_is_checked(site: str) -> None
     # localhost is the same machine, but only 127.0.0.1 was allowed.
     with pytest.raises(ToolError, match="host localhost resolves to"):
         await tool.ainvoke({"url": f"{site}/to-localhost"})
+
+
+async def _page_tool(url: str, settings: FetchSettings) -> object:
+    tool = fetch_webpage_tool(settings)
+    assert tool is not None
+    return await tool.ainvoke({"url": url})
+
+
+async def _image_bytes(url: str, settings: FetchSettings) -> object:
+    return await fetch_bytes(url, settings, max_bytes=1000, accept="image/*")
+
+
+@pytest.mark.parametrize("fetch", [_page_tool, _image_bytes], ids=["fetch_webpage", "fetch_bytes"])
+async def test_both_entry_points_refuse_a_redirect_to_a_forbidden_host(
+    site: str, fetch: Callable[[str, FetchSettings], Awaitable[object]]
+) -> None:
+    settings = FetchSettings.model_validate({"enabled": True, **LOOPBACK})
+    with pytest.raises(ToolError, match=r"192\.168\.7\.7, a private address"):
+        await fetch(f"{site}/to-private", settings)
+    with pytest.raises(ToolError, match="host localhost resolves to"):
+        await fetch(f"{site}/to-localhost", settings)
+    blocked = FetchSettings.model_validate(
+        {"enabled": True, "allow_private": True, "blocked_hosts": ["localhost"]}
+    )
+    with pytest.raises(ToolError, match="blocked by \\[fetch\\] blocked_hosts"):
+        await fetch(f"{site}/to-localhost", blocked)
+    with pytest.raises(ToolError, match=f"more than {MAX_REDIRECTS} times"):
+        await fetch(f"{site}/loop", settings)
 
 
 async def test_redirect_loop_stops(site: str) -> None:
