@@ -33,13 +33,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from kitty.errors import CheckpointError
+from kitty.store_location import hide_password, is_postgres, sqlite_file
 
 logger = logging.getLogger("kitty.graph")
 
 CHECKPOINTS_ENV_VAR = "KITTY_CHECKPOINTS"
 DEFAULT_CHECKPOINT_PATH = Path("~/.kitty/checkpoints.sqlite")
 MEMORY = "memory"
-POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 SQLITE_SCHEME = "sqlite:///"
 # How long closing a SQLite checkpointer waits for an operation in flight to finish.
 CLOSE_WAIT_S = 30.0
@@ -68,11 +68,7 @@ def default_checkpoint_location() -> str:
 
 def describe_location(url_or_path: str | os.PathLike[str] | None = None) -> str:
     """Where checkpoints go, for messages (a Postgres URL loses its password)."""
-    spec = str(url_or_path) if url_or_path else default_checkpoint_location()
-    if spec.startswith(POSTGRES_SCHEMES) and "@" in spec:
-        scheme, _, rest = spec.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return spec
+    return hide_password(str(url_or_path) if url_or_path else default_checkpoint_location())
 
 
 def shared_memory_checkpointer() -> InMemorySaver:
@@ -84,21 +80,13 @@ def shared_memory_checkpointer() -> InMemorySaver:
 
 
 def _sqlite_path(spec: str) -> Path:
-    raw = spec[len(SQLITE_SCHEME) :] if spec.startswith(SQLITE_SCHEME) else spec
-    path = Path(os.path.expandvars(raw)).expanduser()
-    if path.is_dir():
-        raise CheckpointError(
-            f"checkpoint path {path} is a directory; "
-            f"give a file such as {path / 'checkpoints.sqlite'}"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(
-            f"cannot create the folder for checkpoint file {path} ({exc.strerror}); "
-            f"pass --checkpoint with a writable path or set {CHECKPOINTS_ENV_VAR}"
-        ) from None
-    return path
+    return sqlite_file(
+        spec,
+        store="checkpoint file",
+        fix=f"point --checkpoint (or {CHECKPOINTS_ENV_VAR}) at",
+        default_name="checkpoints.sqlite",
+        error=CheckpointError,
+    )
 
 
 async def _close_sqlite(connection: Any, saver_lock: asyncio.Lock) -> None:
@@ -208,7 +196,7 @@ def check_location(url_or_path: str | os.PathLike[str] | None = None) -> str:
         CheckpointError: Unknown scheme, a directory, or a folder that cannot be created.
     """
     spec = str(url_or_path) if url_or_path else default_checkpoint_location()
-    if spec == MEMORY or spec.startswith(POSTGRES_SCHEMES):
+    if spec == MEMORY or is_postgres(spec):
         return spec
     if "://" in spec and not spec.startswith(SQLITE_SCHEME):
         raise CheckpointError(
@@ -244,7 +232,7 @@ async def make_checkpointer(
     spec = str(url_or_path) if url_or_path else default_checkpoint_location()
     if spec == MEMORY:
         yield InMemorySaver(serde=checkpoint_serde())
-    elif spec.startswith(POSTGRES_SCHEMES):
+    elif is_postgres(spec):
         async with _postgres(spec) as saver:
             yield saver
     else:

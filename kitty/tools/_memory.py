@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import re
 import sqlite3
 import threading
@@ -31,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from endpoints.config import MemorySettings
 from kitty.errors import ToolError, ToolSourceError
+from kitty.store_location import hide_password, is_postgres, sqlite_file
 
 __all__ = [
     "MEMORY_RECALL",
@@ -44,8 +44,6 @@ __all__ = [
 
 MEMORY_STORE = "memory.store"
 MEMORY_RECALL = "memory.recall"
-POSTGRES_SCHEMES = ("postgres://", "postgresql://")
-SQLITE_PREFIX = "sqlite:"
 # Recall reads an agent's memories in pages of this size, up to _RECALL_SCAN items.
 _PAGE = 200
 _RECALL_SCAN = 5000
@@ -121,16 +119,8 @@ async def aclose_memory_stores() -> None:
             await task.result().close()
 
 
-def describe_store(location: str) -> str:
-    """The store's location for messages (a Postgres URL loses its password)."""
-    if location.startswith(POSTGRES_SCHEMES) and "@" in location:
-        scheme, _, rest = location.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return location
-
-
 async def _open(location: str) -> _OpenStore:
-    if location.startswith(POSTGRES_SCHEMES):
+    if is_postgres(location):
         opened = await _open_postgres(location)
     else:
         opened = await _open_sqlite(_sqlite_path(location))
@@ -154,23 +144,13 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 
 def _sqlite_path(location: str) -> Path:
-    raw = location.removeprefix(SQLITE_PREFIX)
-    if location.startswith(SQLITE_PREFIX) and raw.startswith("///"):
-        raw = raw[3:]  # sqlite:///path, as the checkpoint store spells it
-    path = Path(os.path.expandvars(raw)).expanduser()
-    if path.is_dir():
-        raise ToolSourceError(
-            f"memory store {path} is a directory; set [memory] store in the fleet file to a "
-            f"file such as {path / 'memory.sqlite'}"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToolSourceError(
-            f"cannot create the folder of memory store {path} ({exc.strerror}); set "
-            "[memory] store in the fleet file to a writable file"
-        ) from None
-    return path
+    return sqlite_file(
+        location,
+        store="memory store",
+        fix="set [memory] store in the fleet file to",
+        default_name="memory.sqlite",
+        error=ToolSourceError,
+    )
 
 
 async def _open_sqlite(path: Path) -> _OpenStore:
@@ -202,7 +182,7 @@ async def _open_postgres(url: str) -> _OpenStore:
     from psycopg import AsyncConnection, Error
     from psycopg.rows import dict_row
 
-    where = describe_store(url)
+    where = hide_password(url)
     try:
         connection = await AsyncConnection.connect(
             url, autocommit=True, prepare_threshold=0, row_factory=dict_row
