@@ -130,17 +130,11 @@ class RedisSlots:
     def stats(self) -> LimiterStats:
         """This process's counters, plus the fleet-wide counts last seen."""
         with self._lock:
-            c = self._counters
-            return LimiterStats(
+            return self._counters.snapshot(
                 name=self.name,
                 capacity=self._capacity,
                 in_use=len(self._numbers.held),
                 queued=self._queued,
-                peak_in_use=c.peak,
-                acquired=c.acquired,
-                waited=c.waited,
-                total_wait_s=c.total_wait,
-                max_wait_s=c.max_wait,
                 store=self.broker.description,
                 leases=None if self._seen is None else self._seen[0],
                 store_queued=None if self._seen is None else self._seen[1],

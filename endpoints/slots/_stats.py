@@ -68,6 +68,43 @@ class SlotCounters:
         self.total_wait += seconds
         self.max_wait = max(self.max_wait, seconds)
 
+    def snapshot(
+        self,
+        *,
+        name: str,
+        capacity: int,
+        in_use: int,
+        queued: int,
+        store: str = LOCAL_STORE,
+        leases: int | None = None,
+        store_queued: int | None = None,
+    ) -> LimiterStats:
+        """These counters with the store's live counts, as one :class:`LimiterStats`.
+
+        Args:
+            name: Endpoint name.
+            capacity: Slots in total.
+            in_use: Slots held now (by this process).
+            queued: Callers waiting now (in this process).
+            store: The slot store: ``local`` or its ``redis://`` URL (password hidden).
+            leases: Leases held by every process sharing the store, as last seen.
+            store_queued: Waiters of every process sharing the store, as last seen.
+        """
+        return LimiterStats(
+            name=name,
+            capacity=capacity,
+            in_use=in_use,
+            queued=queued,
+            peak_in_use=self.peak,
+            acquired=self.acquired,
+            waited=self.waited,
+            total_wait_s=self.total_wait,
+            max_wait_s=self.max_wait,
+            store=store,
+            leases=leases,
+            store_queued=store_queued,
+        )
+
 
 class SlotNumbers:
     """Lowest-free slot numbers for timelines (not guarded: the owner holds its lock)."""

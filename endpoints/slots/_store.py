@@ -201,17 +201,11 @@ class LocalSlots:
     def stats(self) -> LimiterStats:
         """A consistent snapshot of the counters."""
         with self._lock:
-            c = self._counters
-            return LimiterStats(
+            return self._counters.snapshot(
                 name=self.name,
                 capacity=self._capacity,
                 in_use=len(self._in_use),
                 queued=len(self._waiters),
-                peak_in_use=c.peak,
-                acquired=c.acquired,
-                waited=c.waited,
-                total_wait_s=c.total_wait,
-                max_wait_s=c.max_wait,
             )
 
     @property
