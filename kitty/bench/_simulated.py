@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from endpoints.config import EndpointConfig, load_fleet
+from endpoints.config import EndpointConfig, FleetConfig, load_fleet
 from graph import (
     Context,
     Plan,
@@ -187,13 +187,33 @@ async def _run_once(
 
 async def _run_product(scenario: Scenario, fleet_path: str) -> tuple[VariantRun, RunResult | None]:
     """The product from plan ready to run finished (tasks + synthesis)."""
+    timed = await time_given_plan(scenario, fleet_path)
+    if timed is None:
+        return VariantRun("product", 0.0, [], "the run did not finish"), None
+    seconds, result = timed
+    return VariantRun("product", seconds, spans_of(result)), result
+
+
+async def time_given_plan(
+    scenario: Scenario, fleet: str | FleetConfig
+) -> tuple[float, RunResult] | None:
+    """Run the scenario's own plan through the product (tasks and synthesis, no voice).
+
+    Args:
+        scenario: The goal, its plan and the synthesis budget.
+        fleet: The fleet file (or config) the product runs on.
+
+    Returns:
+        Real seconds from plan ready to run finished, and the run's result; None when the
+        run did not finish.
+    """
     plan = Plan(tasks=[t.model_copy(deep=True) for t in scenario.tasks], source="given")
     ready = finished = None
-    result = None
+    result: RunResult | None = None
     async for event in astream_goal(
         scenario.goal,
         plan=plan,
-        fleet=fleet_path,
+        fleet=fleet,
         voice=False,
         synthesis_max_tokens=scenario.synthesis_tokens,
     ):
@@ -202,8 +222,8 @@ async def _run_product(scenario: Scenario, fleet_path: str) -> tuple[VariantRun,
         elif isinstance(event, RunFinished):
             finished, result = time.perf_counter(), event.result
     if ready is None or finished is None or result is None:
-        return VariantRun("product", 0.0, [], "the run did not finish"), None
-    return VariantRun("product", finished - ready, spans_of(result)), result
+        return None
+    return finished - ready, result
 
 
 async def run_simulated(env: BenchEnv) -> dict[str, Any]:

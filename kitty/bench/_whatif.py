@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from endpoints.config import EndpointConfig, FleetConfig, TierConfig
-from graph import Plan, PlanReady, RunFinished, RunResult, astream_goal
-from kitty.bench._simulated import SCENARIOS, Scenario, sim_task
+from graph import RunResult
+from kitty.bench._simulated import SCENARIOS, Scenario, sim_task, time_given_plan
 from kitty.errors import UserError, format_validation_error
 
 DEFAULT_TIME_SCALE = 0.25
@@ -260,24 +259,12 @@ async def run_layout(
     with sim:
         served = sim.fleet
         assert served is not None  # built from a fleet
-        plan = Plan(tasks=[t.model_copy(deep=True) for t in scenario.tasks], source="given")
-        ready = finished = None
-        result: RunResult | None = None
-        async for event in astream_goal(
-            scenario.goal,
-            plan=plan,
-            fleet=served,
-            voice=False,
-            synthesis_max_tokens=scenario.synthesis_tokens,
-        ):
-            if isinstance(event, PlanReady):
-                ready = time.perf_counter()
-            elif isinstance(event, RunFinished):
-                finished, result = time.perf_counter(), event.result
-    if ready is None or finished is None or result is None:
+        timed = await time_given_plan(scenario, served)
+    if timed is None:
         run.error = "the run did not finish"
         return run
-    run.makespan_s = (finished - ready) / time_scale
+    seconds, result = timed
+    run.makespan_s = seconds / time_scale
     run.task_phase_s = result.metrics.execution_s / time_scale
     run.synthesis_s = result.metrics.synthesis_s / time_scale
     run.ok = all(t.status == "completed" for t in result.tasks)
