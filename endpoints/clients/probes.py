@@ -70,11 +70,21 @@ class EndpointStatus(BaseModel):
         return self.health == "ok"
 
 
+def _status(endpoint: EndpointConfig, health: Health, detail: str = "") -> EndpointStatus:
+    return EndpointStatus(
+        name=endpoint.name,
+        kind=endpoint.kind,
+        base_url=endpoint.base_url,
+        health=health,
+        detail=detail,
+    )
+
+
 async def _probe_llamacpp(
     client: httpx.AsyncClient, endpoint: EndpointConfig, timeout: float
 ) -> EndpointStatus:
     base = endpoint.base_url
-    status = EndpointStatus(name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok")
+    status = _status(endpoint, "ok")
     started = time.perf_counter()
     health = await client.get(f"{base}/health", timeout=timeout)
     status.latency_ms = (time.perf_counter() - started) * 1000
@@ -123,7 +133,7 @@ async def _probe_ollama(
     client: httpx.AsyncClient, endpoint: EndpointConfig, timeout: float
 ) -> EndpointStatus:
     base = endpoint.base_url
-    status = EndpointStatus(name=endpoint.name, kind=endpoint.kind, base_url=base, health="ok")
+    status = _status(endpoint, "ok")
     started = time.perf_counter()
     version = await client.get(f"{base}/api/version", timeout=timeout)
     status.latency_ms = (time.perf_counter() - started) * 1000
@@ -169,30 +179,16 @@ async def probe_endpoint(
             return await _probe_ollama(client, endpoint, timeout)
         return await _probe_llamacpp(client, endpoint, timeout)
     except httpx.ConnectError:
-        return EndpointStatus(
-            name=endpoint.name,
-            kind=endpoint.kind,
-            base_url=endpoint.base_url,
-            health="down",
-            detail=f"nothing listening at {endpoint.base_url}; start the server "
+        return _status(
+            endpoint,
+            "down",
+            f"nothing listening at {endpoint.base_url}; start the server "
             "(kitty-orch fleet up / fleet script) or fix base_url",
         )
     except httpx.TimeoutException:
-        return EndpointStatus(
-            name=endpoint.name,
-            kind=endpoint.kind,
-            base_url=endpoint.base_url,
-            health="slow",
-            detail=f"no answer within {timeout:g}s (busy or hung)",
-        )
+        return _status(endpoint, "slow", f"no answer within {timeout:g}s (busy or hung)")
     except (httpx.HTTPError, ValueError) as exc:
-        return EndpointStatus(
-            name=endpoint.name,
-            kind=endpoint.kind,
-            base_url=endpoint.base_url,
-            health="error",
-            detail=f"{type(exc).__name__}: {exc}",
-        )
+        return _status(endpoint, "error", f"{type(exc).__name__}: {exc}")
     finally:
         if own_client:
             await client.aclose()
