@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Literal
 
 import httpx
@@ -68,6 +70,16 @@ class EndpointStatus(BaseModel):
     def healthy(self) -> bool:
         """True when the server answered its health check positively."""
         return self.health == "ok"
+
+
+@asynccontextmanager
+async def _given_or_own(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    """``client`` when the caller shares one (left open), else a new one closed on exit."""
+    if client is not None:
+        yield client
+        return
+    async with httpx.AsyncClient() as own:
+        yield own
 
 
 def _status(endpoint: EndpointConfig, health: Health, detail: str = "") -> EndpointStatus:
@@ -172,26 +184,22 @@ async def probe_endpoint(
         client: Optional shared HTTP client.
         timeout: Seconds per probe request.
     """
-    own_client = client is None
-    client = client or httpx.AsyncClient()
-    try:
-        if endpoint.kind == "ollama":
-            return await _probe_ollama(client, endpoint, timeout)
-        return await _probe_llamacpp(client, endpoint, timeout)
-    except httpx.ConnectError:
-        return _status(
-            endpoint,
-            "down",
-            f"nothing listening at {endpoint.base_url}; start the server "
-            "(kitty-orch fleet up / fleet script) or fix base_url",
-        )
-    except httpx.TimeoutException:
-        return _status(endpoint, "slow", f"no answer within {timeout:g}s (busy or hung)")
-    except (httpx.HTTPError, ValueError) as exc:
-        return _status(endpoint, "error", f"{type(exc).__name__}: {exc}")
-    finally:
-        if own_client:
-            await client.aclose()
+    async with _given_or_own(client) as http:
+        try:
+            if endpoint.kind == "ollama":
+                return await _probe_ollama(http, endpoint, timeout)
+            return await _probe_llamacpp(http, endpoint, timeout)
+        except httpx.ConnectError:
+            return _status(
+                endpoint,
+                "down",
+                f"nothing listening at {endpoint.base_url}; start the server "
+                "(kitty-orch fleet up / fleet script) or fix base_url",
+            )
+        except httpx.TimeoutException:
+            return _status(endpoint, "slow", f"no answer within {timeout:g}s (busy or hung)")
+        except (httpx.HTTPError, ValueError) as exc:
+            return _status(endpoint, "error", f"{type(exc).__name__}: {exc}")
 
 
 QuickHealth = Literal["up", "unresponsive", "down"]
@@ -212,17 +220,13 @@ async def quick_health(
         timed-out generation on a server that is not ``down`` is "slow", not a failure.
     """
     path = "/api/version" if endpoint.kind == "ollama" else "/health"
-    own_client = client is None
-    client = client or httpx.AsyncClient()
-    try:
-        response = await client.get(f"{endpoint.base_url}{path}", timeout=timeout)
-    except httpx.TimeoutException:
-        return "unresponsive"
-    except httpx.TransportError:
-        return "down"
-    finally:
-        if own_client:
-            await client.aclose()
+    async with _given_or_own(client) as http:
+        try:
+            response = await http.get(f"{endpoint.base_url}{path}", timeout=timeout)
+        except httpx.TimeoutException:
+            return "unresponsive"
+        except httpx.TransportError:
+            return "down"
     return "down" if response.status_code >= 500 and response.status_code != 503 else "up"
 
 
