@@ -1,12 +1,15 @@
-"""Benchmark results as JSON and markdown tables.
+"""Benchmark results as JSON, markdown tables and the docs site's benchmarks page.
 
 ``results.json`` keeps one entry per suite; running a single suite replaces only its
-entry, so the markdown always shows the latest figures of every suite run so far.
+entry, so the markdown always shows the latest figures of every suite run so far. When the
+results folder is a folder of a MkDocs ``docs/`` directory (the default ``docs/bench``),
+the site's ``docs/benchmarks.md`` is rewritten from the same figures.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from kitty.bench._tools import render_tools
 
 JSON_NAME = "results.json"
 MARKDOWN_NAME = "results.md"
+DOCS_PAGE_NAME = "benchmarks.md"
 VARIANTS = ["sequential", "waves", "product", "oracle"]
 
 
@@ -30,14 +34,34 @@ def load(out: Path) -> dict[str, Any]:
     return data if isinstance(data.get("suites"), dict) else {"suites": {}}
 
 
+def docs_page_for(out: Path) -> Path | None:
+    """The site page a results folder feeds, or ``None`` when it feeds none.
+
+    Results written to a folder of a MkDocs project's ``docs/`` directory (``docs/bench``
+    beside ``mkdocs.yml``) refresh that site's ``docs/benchmarks.md``; results written
+    anywhere else (``--out /tmp/b``, a test's temporary folder) leave every page alone.
+    """
+    docs = out.resolve().parent
+    if docs.name == "docs" and (docs.parent / "mkdocs.yml").is_file():
+        return docs / DOCS_PAGE_NAME
+    return None
+
+
 def save(out: Path, suites: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
-    """Merge new suite results into ``out``'s JSON, rewrite the markdown; return the merge."""
+    """Merge new suite results into ``out``'s JSON, rewrite the markdown; return the merge.
+
+    Also rewrites the docs site's benchmarks page when ``out`` feeds one
+    (:func:`docs_page_for`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     data = load(out)
     data["suites"].update(suites)
     data["machine"] = machine
     (out / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out / MARKDOWN_NAME).write_text(render(data))
+    page = docs_page_for(out)
+    if page is not None:
+        page.write_text(render_page(data))
     return data
 
 
@@ -49,7 +73,9 @@ def _meta(suite: dict[str, Any]) -> str:
     )
 
 
-def _scheduling(suite: dict[str, Any], time_kind: str = "Task-phase wall time") -> list[str]:
+def _scheduling(
+    suite: dict[str, Any], time_kind: str = "Task-phase wall time", *, timelines: bool = True
+) -> list[str]:
     lines = [
         f"{time_kind}, best of {suite['reps']} (token scale {suite['token_scale']}); in "
         "brackets: ratio to the eager oracle.",
@@ -85,9 +111,9 @@ def _scheduling(suite: dict[str, Any], time_kind: str = "Task-phase wall time") 
         f"Target product <= {suite['target_product_ratio']}x oracle (geomean): **{verdict}**; "
         f"product beats waves: **{'yes' if suite['product_beats_waves'] else 'no'}**.",
     ]
-    timelines = [f"[{r['name']}]({r['timeline']})" for r in suite["dags"] if r.get("timeline")]
-    if timelines:
-        lines += ["", "Product timelines: " + ", ".join(timelines) + "."]
+    links = [f"[{r['name']}]({r['timeline']})" for r in suite["dags"] if r.get("timeline")]
+    if timelines and links:
+        lines += ["", "Product timelines: " + ", ".join(links) + "."]
     return lines
 
 
@@ -194,14 +220,15 @@ def _scale(suite: dict[str, Any]) -> list[str]:
     ]
 
 
-def _simulated(suite: dict[str, Any]) -> list[str]:
+def _simulated(suite: dict[str, Any], *, timelines: bool = True) -> list[str]:
     if suite.get("skipped"):
         return [f"Skipped: {suite['skipped']}"]
     lines = [
         "**SIMULATED** (calibrated simulator, not real hardware). Times in simulated "
         f"seconds (measured wall time x {suite['time_scale']}).",
         "",
-        "| scenario | tasks | sequential | waves | product | speed-up (seq/product) | seed claim |",
+        "| scenario | tasks | sequential | waves | product | speed-up (seq/product) "
+        "| original design's claim |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in suite["scenarios"]:
@@ -223,7 +250,7 @@ def _simulated(suite: dict[str, Any]) -> list[str]:
             f"{scheduling['time_scale']}; seconds are simulated seconds.",
             "",
         ]
-        lines += _scheduling(scheduling, "Task-phase time (SIMULATED seconds)")
+        lines += _scheduling(scheduling, "Task-phase time (SIMULATED seconds)", timelines=timelines)
     return lines
 
 
@@ -249,7 +276,9 @@ def _service(suite: dict[str, Any]) -> list[str]:
     ]
 
 
-SECTIONS = [
+Renderer = Callable[[dict[str, Any]], list[str]]
+
+SECTIONS: list[tuple[str, str, Renderer]] = [
     ("scheduling", "Scheduling: sequential vs waves vs product vs eager oracle", _scheduling),
     ("overhead", "Overhead per task", _overhead),
     ("planner", "Planner validity", _planner),
@@ -261,17 +290,16 @@ SECTIONS = [
     ("fairness", "Fairness: one big goal and five small ones together", render_fairness),
 ]
 
+# The site page leaves out the timeline PNG links: they live in the results folder, which
+# is not part of the site.
+PAGE_RENDERERS: dict[str, Renderer] = {
+    "scheduling": lambda suite: _scheduling(suite, timelines=False),
+    "sim": lambda suite: _simulated(suite, timelines=False),
+}
 
-def render(data: dict[str, Any]) -> str:
-    """Markdown tables of every suite in ``data``."""
-    machine = data.get("machine", {})
-    lines = [
-        "# kitty-orchestrator benchmark results",
-        "",
-        f"Machine: {machine.get('cpus', '?')} CPUs, {machine.get('memory_gb', '?')} GB, "
-        f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}.",
-        "Generated by `kitty-orch bench`; see README-performance.md for what they mean.",
-    ]
+
+def _sections(data: dict[str, Any], renderers: dict[str, Renderer] | None = None) -> list[str]:
+    lines: list[str] = []
     for key, title, render_suite in SECTIONS:
         suite = data["suites"].get(key)
         if not suite:
@@ -280,5 +308,51 @@ def render(data: dict[str, Any]) -> str:
         if suite.get("error"):
             lines.append(f"FAILED: {suite['error']}")
         else:
-            lines += render_suite(suite)
-    return "\n".join(lines) + "\n"
+            lines += (renderers or {}).get(key, render_suite)(suite)
+    return lines
+
+
+def render(data: dict[str, Any]) -> str:
+    """Markdown tables of every suite in ``data`` (``results.md``)."""
+    machine = data.get("machine", {})
+    lines = [
+        "# kitty-orchestrator benchmark results",
+        "",
+        f"Machine: {machine.get('cpus', '?')} CPUs, {machine.get('memory_gb', '?')} GB, "
+        f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}.",
+        "Generated by `kitty-orch bench`; the docs site's Benchmarks pages say what the "
+        "figures mean and how they are measured.",
+    ]
+    return "\n".join(lines + _sections(data)) + "\n"
+
+
+def _machine_spec(machine: dict[str, Any]) -> str:
+    memory = machine.get("memory_gb")
+    memory_text = f"{round(memory)} GB" if isinstance(memory, int | float) else "? GB"
+    return (
+        f"{machine.get('cpus', '?')} CPU cores, {memory_text} of memory, "
+        f"Python {machine.get('python', '?')}"
+    )
+
+
+def render_page(data: dict[str, Any]) -> str:
+    """The docs site's benchmarks page (``docs/benchmarks.md``) for the figures in ``data``."""
+    machine = data.get("machine", {})
+    missing = [key for key, _, _ in SECTIONS if not data["suites"].get(key)]
+    lines = [
+        "# Benchmarks",
+        "",
+        '!!! note "Generated page"',
+        "    `kitty-orch bench` writes this page from the results it measured; do not edit it",
+        "    by hand. Each section shows when and at which size its suite ran, and [how they are",
+        "    measured](benchmark-method.md) explains each suite and how to read its figures.",
+        "",
+        f"Measured on a machine with {_machine_spec(machine)}.",
+    ]
+    if missing:
+        lines += [
+            "",
+            f"Suites not in these results yet: {', '.join(missing)} "
+            f"(`kitty-orch bench {missing[0]}` measures one).",
+        ]
+    return "\n".join(lines + _sections(data, PAGE_RENDERERS)) + "\n"

@@ -1,4 +1,4 @@
-"""Run benchmark suites and write their results (``kitty-orch bench`` and ``python -m bench``)."""
+"""Run benchmark suites and write their results (`kitty-orch bench`, `python -m kitty.bench`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from kitty.bench._env import BenchEnv, machine
-from kitty.bench._report import save
+from kitty.bench._report import docs_page_for, save
 from kitty.errors import SettingsError
 
 Suite = Callable[[BenchEnv], Awaitable[dict[str, Any]]]
@@ -97,11 +97,17 @@ async def run_suites(env: BenchEnv, names: list[str]) -> dict[str, Any]:
         }
         results[name] = result
         env.log(f"[{name}] done in {result['meta']['seconds']:.0f}s")
-    return save(env.out, results, machine())
+    data = save(env.out, results, machine())
+    page = docs_page_for(env.out)
+    if page is not None:
+        env.log(f"rewrote the docs site's benchmarks page, {page}")
+    return data
 
 
 def run(env: BenchEnv, selection: str = "all", *, own_fleet: bool = False) -> dict[str, Any]:
     """Synchronous entry: run the selection and write ``results.md`` / ``results.json``.
+
+    Results in ``docs/bench`` of a MkDocs project also rewrite its ``docs/benchmarks.md``.
 
     Args:
         env: Settings.
