@@ -292,7 +292,7 @@ async def astream_goal(
         context: The run's settings (defaults when not given).
         plan: A ready plan (skips the planner; validated strictly).
         checkpointer: LangGraph checkpointer for durable runs
-            (see :func:`graph.persistence._checkpointers.make_checkpointer`).
+            (see :func:`graph.make_checkpointer`).
         thread_id: Checkpoint thread: continue it, or name the new run's thread.
         on_plan: Plan approval callback: ``PlanApproval -> decision``.
         plan_decision: The decision for a thread whose plan waits for approval.
@@ -363,14 +363,29 @@ async def arun_goal(goal: str | None, **kwargs: Any) -> RunResult:
         PlanApprovalRequired: ``approve_plan`` is on and neither ``on_plan`` nor
             ``plan_decision`` was given; resume its ``approval.thread_id`` with one.
     """
+    return await final_result(astream_goal(goal, **kwargs))
+
+
+async def final_result(
+    events: AsyncGenerator[ProgressEvent | PlanApproval, None],
+) -> RunResult:
+    """The result at the end of an :func:`astream_goal` stream, read to its end and closed.
+
+    What :func:`arun_goal` returns; for a caller that starts the stream itself (the
+    service wraps it to cancel the run when its client leaves).
+
+    Raises:
+        PlanApprovalRequired: The stream ended at a plan waiting for a decision.
+    """
     result: RunResult | None = None
-    async with aclosing(astream_goal(goal, **kwargs)) as events:
-        async for event in events:
+    async with aclosing(events) as stream:
+        async for event in stream:
             if isinstance(event, RunFinished):
                 result = event.result
             elif isinstance(event, PlanApproval):
                 raise PlanApprovalRequired(event)
-    assert result is not None
+    if result is None:  # pragma: no cover - astream_goal always ends with RunFinished
+        raise RuntimeError("the run's event stream ended without a result")
     return result
 
 

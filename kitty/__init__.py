@@ -1,4 +1,4 @@
-"""kitty-orchestrator's own namespace, beside the four card packages (graph, agents, endpoints, ops).
+"""kitty-orchestrator's own namespace beside the card packages (graph, agents, endpoints, ops).
 
 - :mod:`kitty.errors`: every error the project raises, in one tree (the lowest layer).
 - :mod:`kitty.tools`: what agents can call (MCP servers, memory, fetch, search).

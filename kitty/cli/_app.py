@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from graph.persistence import CHECKPOINTS_ENV_VAR
+from graph import CHECKPOINTS_ENV_VAR
 
 app = typer.Typer(
     name="kitty-orch",

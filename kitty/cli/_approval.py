@@ -20,8 +20,7 @@ from rich.markup import escape
 from rich.prompt import Prompt
 from rich.table import Table
 
-from graph.planning import PlanApproval, PlanError, parse_decision
-from graph.schemas import Plan
+from graph import Plan, PlanApproval, PlanError, parse_decision
 
 CHOICES = ("y", "n", "e")
 

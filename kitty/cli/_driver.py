@@ -1,7 +1,7 @@
 """Run a goal, or continue a thread, on the fleet with a live view; print how it ended.
 
 :func:`drive` is what ``kitty-orch run`` and ``kitty-orch resume`` both call. It serves an
-embedded fleet for the run (:mod:`kitty.cli._servers`), follows :func:`graph.api.astream_goal`
+embedded fleet for the run (:mod:`kitty.cli._servers`), follows :func:`graph.astream_goal`
 into a :class:`~kitty.cli._view.RunView`, redraws the live view on a terminal (or logs one
 line per event when stdout is not one), asks for plan approval when the run wants it,
 and prints the result (:mod:`kitty.cli._report`).
@@ -27,9 +27,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from endpoints.config import FleetConfig
-from graph.persistence import make_checkpointer
-from graph.schemas import RunResult
+from endpoints import FleetConfig
+from graph import RunResult, astream_goal, make_checkpointer
 from kitty.cli._approval import paused, plan_prompt
 from kitty.cli._console import console, err_console
 from kitty.cli._errors import EXIT_INTERRUPTED
@@ -79,7 +78,7 @@ def drive(
         fleet: The fleet the run uses; an embedded one is served for the run.
         checkpoint: Checkpoint store location (``None``: the default store).
         output: How to show the run.
-        stream_options: Further :func:`graph.api.astream_goal` keywords (``plan``,
+        stream_options: Further :func:`graph.astream_goal` keywords (``plan``,
             ``context``, ``thread_id``, ``fleet``...).
 
     Returns:
@@ -149,8 +148,6 @@ class _Follow:
         return asyncio.run(self._follow(live=None, log=console))
 
     async def _consume(self, live: Live | None, log: Console | None) -> RunResult | None:
-        from graph.api import astream_goal  # builds the graph: only when a run starts
-
         on_plan = plan_prompt(
             err_console, pause=lambda: paused(live), on_edit=self.view.replace_plan
         )

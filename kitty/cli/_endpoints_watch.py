@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import httpx
 from rich.table import Table
 
-from endpoints.clients.probes import probe_endpoint
-from endpoints.config import FleetConfig
-from endpoints.fleet import FleetRuntime
+from endpoints import FleetConfig, FleetRuntime, probe_endpoint
 
 POLL_S = 0.25
 

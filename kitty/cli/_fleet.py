@@ -23,15 +23,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from endpoints.clients.probes import EndpointStatus, probe_all
-from endpoints.config import EndpointConfig, FleetConfig, load_fleet
-from endpoints.fleet import health_for
+from endpoints import EndpointConfig, EndpointStatus, FleetConfig, health_for, load_fleet, probe_all
 from kitty.cli._app import FLEET_HELP, app, fleet_app
 from kitty.cli._console import console, err_console
 from kitty.cli._errors import shows_errors
 from kitty.cli._servers import embedded_servers
 from kitty.errors import FleetError, UserError
-from ops.embedded import EmbeddedFleet
+from ops import EmbeddedFleet
 
 FleetOption = Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -114,7 +112,7 @@ def _print_details(statuses: Iterable[EndpointStatus]) -> None:
 
 def _warn_if_over_committed(config: FleetConfig) -> None:
     """Warn on stderr when the fleet needs more memory than this machine has."""
-    from ops.memory_plan import memory_override_bytes, plan_fleet
+    from ops import memory_override_bytes, plan_fleet
 
     try:
         plan = plan_fleet(config, memory_bytes=memory_override_bytes(None), probe_ollama=False)
@@ -288,7 +286,7 @@ def fleet_script(
     ] = None,
 ) -> None:
     """Print (or write) a bash script that starts the fleet's llama-server / Ollama servers."""
-    from ops.launch import render_launch_script, write_launch_script
+    from ops import render_launch_script, write_launch_script
 
     config = load_fleet(fleet)
     _warn_if_over_committed(config)
@@ -314,7 +312,7 @@ def fleet_script(
 def _watch(config: FleetConfig, seconds: float, timeout: float, as_json: bool) -> None:
     from dataclasses import asdict
 
-    from endpoints.fleet import get_runtime
+    from endpoints import get_runtime
     from kitty.cli._endpoints_watch import EndpointPeaks, peaks_table, watch_endpoints
 
     runtime = get_runtime(config)
@@ -387,7 +385,7 @@ def endpoints_command(
     Latency is this process's recent request latency when it has made calls, else the
     probe's round trip. With ``--watch`` the servers are polled for a while instead.
     """
-    from endpoints.fleet import get_runtime
+    from endpoints import get_runtime
 
     config = load_fleet(fleet)
     if watch:

@@ -18,13 +18,12 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from endpoints.config import FleetConfig, load_fleet
+from endpoints import FleetConfig, load_fleet
 from kitty.cli._app import FLEET_HELP, fleet_app
 from kitty.cli._console import console, err_console
 from kitty.cli._errors import shows_errors
 from kitty.errors import FleetError, UserError, format_validation_error
-from ops.memory_plan import FleetMemoryPlan, gib, memory_override_bytes, plan_fleet
-from ops.seed_estimates import compare_with_seed
+from ops import FleetMemoryPlan, compare_with_seed, gib, memory_override_bytes, plan_fleet
 
 FleetOption = Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)]
 SetOption = Annotated[

@@ -8,10 +8,8 @@ from typing import Annotated, Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
-from endpoints.config import FleetConfig
-from graph.context import Context
-from graph.images import ImageRecord
-from graph.schemas import Plan
+from endpoints import FleetConfig
+from graph import Context, ImageRecord, Plan
 from kitty.errors import PlanError, SettingsError, format_validation_error
 
 THINKING_LEVELS = ("low", "medium", "high")
@@ -33,8 +31,8 @@ def load_plan_file(path: Path) -> tuple[Plan, str | None]:
         PlanFileError: Missing or unreadable file, bad JSON, wrong shape, invalid task,
             unknown agent or dependency, or a cycle; one line naming the file.
     """
-    from agents.registry import DEFAULT_AGENTS
-    from graph.planning import check_given_plan
+    from agents import DEFAULT_AGENTS
+    from graph import check_given_plan
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -78,13 +76,13 @@ def load_image_files(sources: list[str], context: Context, fleet: FleetConfig) -
         return []
     import asyncio
 
-    from graph.images import load_images
+    from graph import load_images
 
     return asyncio.run(load_images(sources, context.image_limits(), fleet.fetch))
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
-    """Turn ``--set NAME=VALUE`` items into :class:`~graph.context.Context` fields.
+    """Turn ``--set NAME=VALUE`` items into :class:`~graph.Context` fields.
 
     Raises:
         SettingsError: Not ``NAME=VALUE``, an unknown name, or a value of the wrong type.

@@ -16,8 +16,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from endpoints.config import FleetConfig
-from graph.events import (
+from endpoints import FleetConfig
+from graph import (
     PhaseStarted,
     PlanReady,
     TaskFallback,
@@ -205,7 +205,7 @@ def endpoints_table(view: RunView, fleet: FleetConfig | str | None) -> Table | N
     """One row per endpoint: slot cells (■ in use, □ free), queue, peak and tasks served."""
     if fleet is None:
         return None
-    from endpoints.fleet import get_runtime
+    from endpoints import get_runtime
 
     try:
         limiters = get_runtime(fleet).limiters()

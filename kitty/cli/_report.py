@@ -17,8 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from graph.persistence import CHECKPOINTS_ENV_VAR, describe_location
-from graph.schemas import RunResult
+from graph import CHECKPOINTS_ENV_VAR, RunResult, describe_location
 from kitty.cli._console import console, err_console
 from kitty.cli._render import RunScreen
 

@@ -14,9 +14,8 @@ from typing import Annotated
 
 import typer
 
-from endpoints.config import load_fleet
-from graph.persistence import make_checkpointer
-from graph.threads import ThreadInfo, thread_info
+from endpoints import load_fleet
+from graph import ThreadInfo, make_checkpointer, thread_info
 from kitty.cli._app import CHECKPOINT_HELP, FLEET_HELP, app
 from kitty.cli._driver import RunOutput, drive
 from kitty.cli._errors import shows_errors

@@ -1,6 +1,6 @@
 """``kitty-orch run "GOAL"``: run a goal on the fleet with a live view of the schedule.
 
-The live view follows the run's progress events (:func:`graph.api.astream_goal`): the
+The live view follows the run's progress events (:func:`graph.astream_goal`): the
 plan, each task's state (waiting on its dependencies, queued for a slot, running on an
 endpoint slot, done, failed, fell back), time and tokens per task, and one bar per
 endpoint showing its slots in use. At the end it prints the answer, the voice summary
@@ -20,9 +20,8 @@ from typing import Annotated
 
 import typer
 
-from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, load_fleet
-from graph.context import MAX_TASKS, Context
-from graph.persistence import MEMORY
+from endpoints import DEFAULT_FLEET, FLEET_ENV_VAR, load_fleet
+from graph import MAX_TASKS, MEMORY, Context
 from kitty.cli._app import CHECKPOINT_HELP, FLEET_HELP, app
 from kitty.cli._driver import RunOutput, drive
 from kitty.cli._errors import shows_errors
@@ -166,7 +165,7 @@ def _context(
     Raises:
         SettingsError: A ``--set`` item or ``--max-tasks`` is not usable.
     """
-    from graph.api import make_context
+    from graph import make_context
 
     return make_context(
         fleet=fleet,

@@ -9,8 +9,8 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from endpoints.config import load_fleet
-from graph.persistence import check_location, make_checkpointer
+from endpoints import load_fleet
+from graph import check_location, make_checkpointer
 from kitty.cli._app import CHECKPOINT_HELP, FLEET_HELP, app
 from kitty.cli._console import err_console
 from kitty.cli._errors import shows_errors
@@ -46,14 +46,18 @@ def serve_command(
     max_query_chars: Annotated[
         int, typer.Option(help="Longest query accepted (422 above).", min=1)
     ] = DEFAULT_MAX_QUERY_CHARS,
-    context: Annotated[
+    run_settings: Annotated[
         list[str] | None,
         typer.Option(
-            "--context",
-            "-c",
-            help="Default run setting KEY=VALUE, repeatable, e.g. -c synthesis_max_tokens=256 "
-            "-c run_deadline_s=120 -c thinking=high.",
+            "--set",
+            metavar="NAME=VALUE",
+            help="Default run setting NAME=VALUE of every request, as for run (repeatable), "
+            "e.g. --set synthesis_max_tokens=256 --set thinking=high.",
         ),
+    ] = None,
+    deprecated_context: Annotated[
+        list[str] | None,
+        typer.Option("--context", "-c", hidden=True, help="Deprecated spelling of --set."),
     ] = None,
     public_docs: Annotated[
         bool, typer.Option(help="Serve /docs and /openapi.json without the token.")
@@ -104,12 +108,13 @@ def serve_command(
     Token: env KITTY_API_TOKEN (not a flag: flags show in process lists). Docs at /docs.
     """
     from kitty.service import check_workers, serve
-    from ops.embedded import ensure_embedded_fleet, port_is_free
+    from ops import ensure_embedded_fleet, port_is_free
 
-    try:
-        overrides = parse_context_pairs(context or [])
-    except ValueError as exc:  # kitty.service._settings reports bad pairs as a plain ValueError
-        raise SettingsError(str(exc)) from None
+    if deprecated_context:
+        err_console.print(
+            "[yellow]--context/-c is deprecated; use --set NAME=VALUE (as for kitty-orch run)[/]"
+        )
+    overrides = parse_context_pairs([*(deprecated_context or []), *(run_settings or [])])
     try:
         settings = ServiceSettings(
             host=host,

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 from rich.markup import escape
 
-from endpoints.config import FleetConfig
+from endpoints import FleetConfig
 from kitty.cli._console import err_console
-from ops.embedded import EmbeddedFleet
+from ops import EmbeddedFleet
 
 
 @contextmanager

@@ -13,18 +13,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from graph.events import (
+from graph import (
     PhaseStarted,
+    Plan,
     PlanReady,
     RunFinished,
+    RunResult,
     TaskFallback,
     TaskFinished,
     TaskQueued,
+    TaskResult,
     TaskStarted,
     TaskToolCall,
     TaskWaiting,
 )
-from graph.schemas import Plan, RunResult, TaskResult
 
 TaskState = Literal[
     "pending", "waiting", "queued", "running", "tool", "completed", "failed", "skipped", "cancelled"
@@ -192,7 +194,7 @@ class RunView:
 
         Tasks that ended keep their results; the others fail as cancelled.
         """
-        from graph.metrics import compute_metrics
+        from graph import compute_metrics
 
         if self.plan is None:
             return None

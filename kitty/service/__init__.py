@@ -1,7 +1,13 @@
-"""The HTTP brain service: FastAPI app, security middleware, uvicorn runner.
+"""The HTTP brain service (``kitty-orch serve``): FastAPI app, security middleware, uvicorn runner.
+
+- :func:`create_app` builds the app for :class:`ServiceSettings`; :func:`make_server` and
+  :func:`serve` run it under uvicorn (:func:`check_workers` checks a multi-worker setup).
+- The HTTP contract: :class:`QueryRequest`, :class:`QueryResponse`, :class:`ErrorResponse`.
+- Settings helpers: :func:`parse_context_pairs` (``--set NAME=VALUE`` items),
+  :func:`exposure_warning`, and the defaults (``DEFAULT_*``, :data:`TOKEN_ENV_VAR`).
 
 Example:
-    >>> from service import ServiceSettings, create_app
+    >>> from kitty.service import ServiceSettings, create_app
     >>> app = create_app(ServiceSettings(fleet="embedded"))
 """
 

@@ -30,10 +30,10 @@ from typing import Any, Protocol
 import redis
 from redis import exceptions as redis_errors
 
-from endpoints.slots import (
-    COMMAND_TIMEOUT_S,
-    CONNECT_TIMEOUT_S,
+from endpoints import (
     LOCAL_STORE,
+    REDIS_COMMAND_TIMEOUT_S,
+    REDIS_CONNECT_TIMEOUT_S,
     CoordinationConfig,
     hide_password,
 )
@@ -175,8 +175,8 @@ class RedisRunLeases:
         self._client = redis.Redis.from_url(
             url,
             decode_responses=True,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout=REDIS_COMMAND_TIMEOUT_S,
         )
         self._take = self._client.register_script(_TAKE)
         self._renew = self._client.register_script(_RENEW)

@@ -12,7 +12,7 @@ import logging
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
-from graph.persistence import delete_threads_older_than
+from graph import delete_threads_older_than
 
 logger = logging.getLogger("kitty.service")
 

@@ -17,15 +17,21 @@ from typing import Any, TypeVar
 from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 
-from agents.registry import DEFAULT_AGENTS
-from endpoints.config import FetchSettings
-from graph.api import astream_goal
-from graph.context import Context
-from graph.events import RunFinished
-from graph.images import ImageError, ImageRecord, load_images
-from graph.planning import PlanApproval, check_given_plan
-from graph.schemas import Plan, RunResult
-from kitty.errors import PlanApprovalRequired, UserError
+from agents import DEFAULT_AGENTS
+from endpoints import FetchSettings
+from graph import (
+    Context,
+    ImageError,
+    ImageRecord,
+    Plan,
+    RunFinished,
+    RunResult,
+    astream_goal,
+    check_given_plan,
+    final_result,
+    load_images,
+)
+from kitty.errors import UserError
 from kitty.service._errors import (
     RequestError,
     internal_error_body,
@@ -55,7 +61,7 @@ class RunSpec:
     Attributes:
         goal: The query (``None``: continue the thread in ``kwargs``).
         plan: The caller's plan, already checked (``None``: the planner plans).
-        kwargs: Keyword arguments for :func:`graph.api.astream_goal`.
+        kwargs: Keyword arguments for :func:`graph.astream_goal`.
     """
 
     goal: str | None
@@ -258,29 +264,10 @@ async def _settle(task: asyncio.Future[Any]) -> None:
             continue
 
 
-async def run_to_result(spec: RunSpec) -> RunResult:
-    """Run to the end and return the result.
-
-    Raises:
-        PlanApprovalRequired: The run (a resumed thread) stopped at a plan waiting for
-            a decision.
-    """
-    result: RunResult | None = None
-    async with aclosing(astream_goal(spec.goal, **spec.kwargs)) as events:
-        async for event in events:
-            if isinstance(event, RunFinished):
-                result = event.result
-            elif isinstance(event, PlanApproval):
-                raise PlanApprovalRequired(event)
-    if result is None:  # pragma: no cover - astream_goal always ends with RunFinished
-        raise RuntimeError("the run ended without a result")
-    return result
-
-
 async def run_unless_disconnected(request: Request, spec: RunSpec) -> RunResult | None:
     """Run to the end; ``None`` when the client left first (the run was cancelled)."""
     try:
-        return await until_disconnect(request, run_to_result(spec))
+        return await until_disconnect(request, final_result(astream_goal(spec.goal, **spec.kwargs)))
     except _ClientGone:
         return None
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from graph.schemas import Plan, RunMetrics, RunResult, TaskResult
+from graph import Plan, RunMetrics, RunResult, TaskResult
 from kitty.service._settings import DEFAULT_MAX_QUERY_CHARS, MAX_TASKS_LIMIT
 
 

@@ -16,9 +16,8 @@ import os
 import uvicorn
 from fastapi import FastAPI
 
-from endpoints.config import load_fleet
-from endpoints.slots import LOCAL_STORE, SLOT_STORE_ENV
-from graph.persistence import MEMORY, default_checkpoint_location, make_checkpointer
+from endpoints import LOCAL_STORE, SLOT_STORE_ENV, load_fleet
+from graph import MEMORY, default_checkpoint_location, make_checkpointer
 from kitty.errors import SettingsError
 from kitty.service._app import create_app
 from kitty.service._security import exposure_warning, is_loopback

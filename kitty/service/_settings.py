@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from graph.context import MAX_TASKS, Context
+from graph import MAX_TASKS, Context
 from kitty.errors import SettingsError, format_validation_error
 
 TOKEN_ENV_VAR = "KITTY_API_TOKEN"
@@ -39,7 +39,7 @@ def _token_from_env() -> str | None:
 
 
 def context_field_names() -> list[str]:
-    """Run settings (:class:`~graph.context.Context` fields) a service may preset."""
+    """Run settings (:class:`~graph.Context` fields) a service may preset."""
     excluded = _REQUEST_FIELDS | _UNSUPPORTED_FIELDS
     return [name for name in Context.setting_names() if name not in excluded]
 
@@ -75,7 +75,7 @@ def check_context_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_context_pairs(pairs: Iterable[str]) -> dict[str, Any]:
-    """Turn ``KEY=VALUE`` strings (CLI ``--context``) into validated run settings.
+    """Turn ``KEY=VALUE`` strings (``kitty-orch serve --set``) into validated run settings.
 
     ``none``/``null`` (any case) mean ``None``.
 
@@ -87,7 +87,7 @@ def parse_context_pairs(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise SettingsError(
-                f"run setting {pair!r} is not KEY=VALUE; e.g. --context synthesis_max_tokens=256"
+                f"run setting {pair!r} is not KEY=VALUE; e.g. --set synthesis_max_tokens=256"
             )
         raw[key.strip()] = None if value.strip().lower() in {"none", "null"} else value.strip()
     return check_context_overrides(raw)
@@ -110,7 +110,7 @@ class ServiceSettings(BaseModel):
         start_embedded: On startup, start the embedded fleet when the fleet is embedded
             and nothing serves it yet.
         probe_timeout_s: Seconds per probe request of ``GET /api/endpoints``.
-        context_overrides: Default run settings (:class:`~graph.context.Context` fields
+        context_overrides: Default run settings (:class:`~graph.Context` fields
             other than fleet/max_tasks/voice), e.g. ``{"synthesis_max_tokens": 256}``.
         checkpointer: LangGraph checkpointer passed to every run (``None``: no
             checkpointing).

@@ -81,7 +81,7 @@ def service(
         # 256 KiB: a 1 MB body is refused by the body cap (the default, 48 MiB, holds images)
         "--max-body-bytes",
         str(256 * 1024),
-        *(arg for key, value in SMALL_CAPS.items() for arg in ("-c", f"{key}={value}")),
+        *(arg for key, value in SMALL_CAPS.items() for arg in ("--set", f"{key}={value}")),
     ]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)

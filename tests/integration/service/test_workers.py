@@ -67,7 +67,7 @@ def workers(
     ]
     command += ["--max-concurrent-runs", "1", "--log-level", "warning"]
     command += ["--checkpoint", str(folder / "checkpoints.sqlite")]
-    command += ["-c", "synthesis_max_tokens=4", "-c", "summary_max_tokens=4"]
+    command += ["--set", "synthesis_max_tokens=4", "--set", "summary_max_tokens=4"]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
     live = Workers(f"http://127.0.0.1:{port}", redis_server.url(), log)

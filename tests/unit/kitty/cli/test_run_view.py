@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from graph.events import (
+from graph import (
+    Plan,
     PlanReady,
     TaskFallback,
     TaskQueued,
     TaskStarted,
     TaskWaiting,
 )
-from graph.schemas import Plan
 from kitty.cli._inputs import PlanFileError, load_plan_file, parse_settings
 from kitty.cli._render import RunScreen
 from kitty.cli._view import RunView
@@ -203,7 +203,7 @@ def test_no_partial_result_before_a_plan() -> None:
 
 
 def test_a_task_running_a_tool_shows_the_tool_and_holds_no_slot() -> None:
-    from graph.events import TaskToolCall
+    from graph import TaskToolCall
     from kitty.cli._render import event_line
 
     view = RunView("hook")

@@ -18,8 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 import kitty.service._runs
-from graph.events import RunFinished
-from graph.schemas import Plan, RunMetrics, RunResult, Task
+from graph import Plan, RunFinished, RunMetrics, RunResult, Task
 from kitty.errors import SettingsError
 from kitty.service import ServiceSettings, create_app
 from kitty.service._admission import PREFIX, LocalRunLeases, RedisRunLeases, RunAdmission

@@ -17,9 +17,8 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 import kitty.service._runs
-from endpoints.config import load_fleet
-from graph.events import RunFinished
-from graph.schemas import Plan, RunMetrics, RunResult, Task
+from endpoints import load_fleet
+from graph import Plan, RunFinished, RunMetrics, RunResult, Task
 from kitty.cli.main import app as cli_app
 from kitty.errors import (
     CheckpointError,
@@ -47,7 +46,7 @@ def fake_result(goal: str) -> RunResult:
 
 
 class FakeRuns:
-    """Stands in for ``graph.api.astream_goal``; runs can be held until released."""
+    """Stands in for ``graph.astream_goal``; runs can be held until released."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
@@ -259,9 +258,7 @@ async def test_streamed_user_errors_keep_their_text(monkeypatch: pytest.MonkeyPa
 
 def test_serve_passes_the_new_options(monkeypatch: pytest.MonkeyPatch) -> None:
     captured: list[ServiceSettings] = []
-    monkeypatch.setattr(
-        "kitty.service.serve", lambda settings, **_: captured.append(settings)
-    )
+    monkeypatch.setattr("kitty.service.serve", lambda settings, **_: captured.append(settings))
     result = CliRunner().invoke(
         cli_app,
         [

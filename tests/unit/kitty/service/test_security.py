@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from endpoints.config import FleetError
+from endpoints import FleetError
 from kitty.cli.main import app as cli_app
 from kitty.service import (
     TOKEN_ENV_VAR,
@@ -375,8 +375,20 @@ def test_serve_refuses_a_taken_port() -> None:
 
 
 def test_serve_rejects_bad_context() -> None:
-    result = CliRunner().invoke(cli_app, ["serve", "--context", "bogus=1"])
+    result = CliRunner().invoke(cli_app, ["serve", "--set", "bogus=1"])
     assert result.exit_code == 2
+    assert "unknown run setting 'bogus'" in result.output
+
+
+def test_serve_takes_run_settings_as_set_like_run() -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "--help"])
+    assert "--set" in result.output and "--context" not in result.output
+
+
+def test_serve_context_still_works_and_says_to_use_set() -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "-c", "bogus=1"])
+    assert result.exit_code == 2
+    assert "deprecated" in result.output and "--set" in result.output
     assert "unknown run setting 'bogus'" in result.output
 
 

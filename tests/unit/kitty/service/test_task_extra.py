@@ -10,10 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 import kitty.service._runs
-from agents.registry import DEFAULT_AGENTS
-from graph.events import RunFinished
+from agents import DEFAULT_AGENTS
+from graph import Plan, RunFinished, RunMetrics, RunResult, Task
 from graph.planning._validation import check_given_plan, repair_plan
-from graph.schemas import Plan, RunMetrics, RunResult, Task
 from kitty.errors import PlanError
 from kitty.service import ServiceSettings, create_app
 
