@@ -123,7 +123,7 @@ class PhaseStarted(_Event):
 
 
 class RunFinished(_Event):
-    """The run is over; the last event of :func:`graph.api.astream_goal`."""
+    """The run is over; the last event of :func:`graph.astream_goal`."""
 
     kind: Literal["run_finished"] = "run_finished"
     result: RunResult
