@@ -388,6 +388,16 @@ def wait_until_serving(
         time.sleep(interval_s)
 
 
+def stop_process(process: subprocess.Popen[Any], *, timeout_s: float = 15.0) -> None:
+    """Terminate ``process``; kill it when it has not exited within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 # --------------------------------------------------------------------------- llama.cpp probes
 
 

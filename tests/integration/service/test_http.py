@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from endpoints.config import FleetConfig
-from ops.embedded import port_is_free
+from tests.helpers import free_port, stop_process, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +45,6 @@ CONTRACT_KEYS = {
     "thread_id",
     "warnings",
 }
-
-
-def free_port() -> int:
-    for port in range(29400, 29600):
-        if port_is_free("127.0.0.1", port):
-            return port
-    raise RuntimeError("no free port in 29400-29599")
 
 
 @dataclass
@@ -87,24 +80,10 @@ def service(
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     live = LiveService(f"http://127.0.0.1:{port}", log, process)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"service exited with {process.returncode}:\n{log.read_text()}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{live.base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"service did not come up in 90 s:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_until_serving(f"{live.base_url}/healthz", process, log, name="service")
         yield live
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=15)
 
 
 def client(service: LiveService, *, auth: bool = True) -> httpx.AsyncClient:

@@ -10,9 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ import pytest
 
 from endpoints.config import FleetConfig
 from kitty.bench._workload import pinned
-from tests.redis_server import RedisServer, free_port
+from tests.helpers import free_port, stop_process, wait_until_serving
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -72,24 +71,10 @@ def workers(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
     live = Workers(f"http://127.0.0.1:{port}", redis_server.url(), log)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"service exited with {process.returncode}:\n{log.read_text()}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{live.base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"service did not come up in 90 s:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_until_serving(f"{live.base_url}/healthz", process, log, name="service")
         yield live
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=20)
         redis_server.stop()
 
 

@@ -23,7 +23,8 @@ from kitty.errors import SettingsError
 from kitty.service import ServiceSettings, create_app
 from kitty.service._admission import PREFIX, LocalRunLeases, RedisRunLeases, RunAdmission
 from kitty.service._errors import RequestError
-from tests.redis_server import RedisServer, free_port, running_redis
+from tests.helpers import free_port
+from tests.redis_server import RedisServer, running_redis
 
 QUERY = "/api/query/parallel"
 STREAM = f"{QUERY}/stream"
