@@ -1,4 +1,4 @@
-"""System prompts of the eight default agents (kept from the original KITTY sketch).
+"""System prompts of the eight default agents (kept from the original KITTY design).
 
 The prompts name no model: which model serves an agent is the fleet file's business, and a
 prompt that says "you are GPT-OSS 120B" is wrong on every other fleet. Each prompt is

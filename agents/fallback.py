@@ -1,4 +1,4 @@
-"""Keyword plans used when the planner endpoint itself cannot be reached (the sketch's three).
+"""Keyword plans used when the planner endpoint itself cannot be reached (the design's three).
 
 Data, not code: which agents take part is written here, beside the agents themselves, so
 the graph's fallback names no agent. The first plan whose keywords occur in the goal is

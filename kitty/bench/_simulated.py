@@ -1,4 +1,4 @@
-"""Suite 5: the seed's two scenarios on a SIMULATED M3 Ultra fleet (``ops.simfleet``).
+"""Suite 5: the original design's two scenarios on a SIMULATED M3 Ultra fleet (``ops.simfleet``).
 
 Everything here is **SIMULATED**: :class:`ops.simfleet.SimFleet` serves the
 ``m3-ultra-sim`` profile with a calibrated timing model (slots, per-sequence decode

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP service (the seed's ``/api/query/parallel``)."""
+"""Request and response bodies of the HTTP service (the design's ``/api/query/parallel``)."""
 
 from __future__ import annotations
 
