@@ -344,6 +344,19 @@ def start_early_write(saver: Any, checkpoint_id: str) -> asyncio.Task[bool]:
 # --------------------------------------------------------------------------- waiting
 
 
+async def settle() -> None:
+    """Let queued callbacks and woken tasks run (a few turns of the event loop)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` on the event loop until it holds; TimeoutError after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     """Poll ``condition`` until it holds or ``timeout`` seconds pass; its last value."""
     deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,21 +29,8 @@ from graph import Plan, arun_goal
 from graph.context import Context
 from kitty.errors import SettingsError
 from tests.conftest import FakeFleet
-from tests.helpers import simple_task
+from tests.helpers import settle, simple_task, until
 from tests.redis_server import RedisServer
-
-
-async def settle() -> None:
-    """Let queued callbacks and woken tasks run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds (polling)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def grant_order(

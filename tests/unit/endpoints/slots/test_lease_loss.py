@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,6 +15,7 @@ from endpoints.slots import LEASE_LOST, SlotLimiter, endpoint_key
 from endpoints.slots._redis_store import PREFIX, RedisSlotStore
 from graph.calls import call_model
 from tests.fake_chat import FakeChat, Reply
+from tests.helpers import until
 from tests.redis_server import RedisServer
 
 TTL_S = 1.0
@@ -36,12 +37,6 @@ def expire_all(server: RedisServer, url: str) -> None:
     """What a heartbeat gap longer than the TTL does to this process's leases."""
     with server.client() as client:
         client.delete(f"{PREFIX}:{{{endpoint_key(url)}}}:leases")
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_a_holder_whose_lease_was_taken_is_stopped(

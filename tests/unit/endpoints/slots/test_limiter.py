@@ -11,14 +11,9 @@ import pytest
 
 from endpoints.runtime import limiter_for
 from endpoints.slots import SlotLimiter, SlotTimeoutError
+from tests.helpers import settle
 
 T = TypeVar("T")
-
-
-async def settle() -> None:
-    """Let queued callbacks and woken tasks run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def held_with_waiters(count: int) -> tuple[SlotLimiter, int, list[asyncio.Task[int]]]:

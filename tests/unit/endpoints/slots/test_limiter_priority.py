@@ -5,12 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from endpoints.slots import SlotLimiter
-
-
-async def settle() -> None:
-    """Let queued callbacks and woken tasks run."""
-    for _ in range(5):
-        await asyncio.sleep(0)
+from tests.helpers import settle
 
 
 async def test_higher_priority_first_then_first_come_first_served() -> None:

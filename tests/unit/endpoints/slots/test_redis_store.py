@@ -17,6 +17,7 @@ import pytest
 from endpoints.slots import SlotLimiter, endpoint_key
 from endpoints.slots._redis_store import PREFIX, RedisSlotStore
 from kitty.errors import SettingsError, SlotTimeoutError
+from tests.helpers import until
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -62,13 +63,6 @@ def server_key() -> str:
 def zcard(server: RedisServer, key: str, suffix: str) -> int:
     with server.client() as client:
         return int(client.zcard(f"{PREFIX}:{{{key}}}:{suffix}"))
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until ``condition()`` holds (a test helper's poll, not the product's)."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def queue_in_order(
