@@ -10,6 +10,14 @@ the session, publishes the loaded tools, waits for a stop signal and exits. When
 ends (``asyncio.run`` cancels what is left), that task unwinds and the server stops with it;
 :func:`aclose_mcp_sessions` does the same on purpose at exit.
 
+A session ends when its server does: a stdio server whose output ends (it exited or was
+killed) stops its session at once, and the next :func:`mcp_tools` starts the server again. A
+tool call waits on its request *and* on the session, so a call still pending when the
+transport breaks fails at once with a :class:`~kitty.errors.ToolError` instead of waiting out
+``timeout_s``. (The SDK answers pending requests with "Connection closed" when the server's
+output ends, but when writing the request to a dead server breaks first, its transport tears
+the session down and cancels that answer, leaving the request unanswered.)
+
 A stdio server's stderr goes to a private temporary file rather than the terminal (it would
 tear the CLI's live view); its last lines are quoted when the server fails to start.
 """
@@ -23,14 +31,16 @@ import re
 import tempfile
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TextIO, cast
+from functools import partial
+from typing import Any, TextIO, TypeVar, cast
 
 import anyio
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langchain_mcp_adapters.sessions import Connection, create_session
 from langchain_mcp_adapters.tools import load_mcp_tools
@@ -54,6 +64,7 @@ _CLOSE_WAIT_S = 10.0
 _STDERR_TAIL_CHARS = 600
 _BRACED_VAR = re.compile(r"\$\{([^}]+)\}")
 _SessionKey = tuple[str, str]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -141,7 +152,9 @@ async def _own_session(
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
         stderr = cast(TextIO, log)
         try:
-            async with _open(session.name, config, stderr) as client:
+            async with _open(
+                session.name, config, stderr, partial(_server_exited, session)
+            ) as client:
                 await client.initialize()
                 loaded = await load_mcp_tools(
                     client, server_name=session.name, handle_tool_errors=False
@@ -161,16 +174,26 @@ async def _own_session(
                 del sessions[key]
 
 
+def _server_exited(session: _Session) -> None:
+    """End ``session`` now that its server is gone, so the next load starts it again."""
+    if not session.stop.is_set():
+        logger.warning("MCP server %r exited; it is started again on next use", session.name)
+        session.stop.set()
+
+
 def _open(
-    name: str, config: McpServerConfig, stderr: TextIO
+    name: str, config: McpServerConfig, stderr: TextIO, on_exit: Callable[[], None]
 ) -> AbstractAsyncContextManager[ClientSession]:
-    """The transport + client session for ``config`` (not yet initialized)."""
+    """The transport + client session for ``config`` (not yet initialized).
+
+    ``on_exit`` is called when a stdio server's output ends: it exited.
+    """
     # The SDK's read timeout also bounds `initialize` and `tools/list`: a server that takes
     # a few seconds to import must not fail to start because its calls are meant to be
     # short. Each tool call gets `timeout_s` itself (see `_named`).
     read_timeout = timedelta(seconds=max(config.timeout_s, START_TIMEOUT_S))
     if config.transport == "stdio":
-        return _stdio_session(config, stderr, read_timeout)
+        return _stdio_session(config, stderr, read_timeout, on_exit)
     connection: Connection
     if config.transport == "sse":
         connection = {
@@ -193,9 +216,15 @@ def _open(
 
 @asynccontextmanager
 async def _stdio_session(
-    config: McpServerConfig, stderr: TextIO, read_timeout: timedelta
+    config: McpServerConfig,
+    stderr: TextIO,
+    read_timeout: timedelta,
+    on_exit: Callable[[], None],
 ) -> AsyncIterator[ClientSession]:
-    """Like the adapters' stdio session, with the server's stderr sent to ``stderr``."""
+    """Like the adapters' stdio session, with the server's stderr sent to ``stderr``.
+
+    ``on_exit`` is called when the server's output ends.
+    """
     if config.cwd and not os.path.isdir(config.cwd):
         raise NotADirectoryError(f"cwd {config.cwd!r} is not a directory")
     params = StdioServerParameters(
@@ -207,9 +236,34 @@ async def _stdio_session(
     )
     async with (
         stdio_client(params, errlog=stderr) as (read, write),
-        ClientSession(read, write, read_timeout_seconds=read_timeout) as client,
+        _watching_end(read, on_exit) as watched,
+        ClientSession(watched, write, read_timeout_seconds=read_timeout) as client,
     ):
         yield client
+
+
+@asynccontextmanager
+async def _watching_end(
+    read: MemoryObjectReceiveStream[_T], on_end: Callable[[], None]
+) -> AsyncIterator[MemoryObjectReceiveStream[_T]]:
+    """``read`` passed through unchanged; ``on_end`` is called once it ends."""
+    forward, watched = anyio.create_memory_object_stream[_T](0)
+
+    async def relay() -> None:
+        try:
+            async with read, forward:
+                async for message in read:
+                    await forward.send(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return  # the session closed its end first: it is stopping anyway
+        on_end()
+
+    async with anyio.create_task_group() as relaying:
+        relaying.start_soon(relay)
+        try:
+            yield watched
+        finally:
+            relaying.cancel_scope.cancel()
 
 
 def _expand_env(value: str) -> str:
@@ -225,7 +279,7 @@ def _named(session: _Session, tool: BaseTool) -> BaseTool:
     async def call(**arguments: Any) -> str:
         try:
             async with asyncio.timeout(config.timeout_s):
-                content = await tool.ainvoke(arguments)
+                content = await _while_open(session, tool.ainvoke(arguments))
         except TimeoutError:
             raise ToolError(
                 f"{full_name} took longer than {config.timeout_s:g} s and was abandoned "
@@ -239,8 +293,15 @@ def _named(session: _Session, tool: BaseTool) -> BaseTool:
                     f"{full_name} took longer than {config.timeout_s:g} s and was abandoned "
                     f"(timeout_s of [mcp.{session.name}] in the fleet file)"
                 ) from None
+            if exc.error.code != CONNECTION_CLOSED:
+                # The server answered with a protocol error: it is alive, only this call failed.
+                raise ToolError(f"{full_name} failed: {exc}") from None
             _drop(session)
             raise ToolError(f"{full_name}: the MCP server stopped ({exc}); {_RESTART}") from None
+        except _SessionEnded:
+            raise ToolError(
+                f"{full_name}: the MCP server went away during the call; {_RESTART}"
+            ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
             _drop(session)
             raise ToolError(
@@ -259,6 +320,32 @@ def _named(session: _Session, tool: BaseTool) -> BaseTool:
 
 
 _RESTART = "it is started again when its tools are next loaded"
+
+
+class _SessionEnded(Exception):
+    """The session ended (its server exited, or it was closed) while a call was pending."""
+
+
+async def _while_open(session: _Session, request: Awaitable[_T]) -> _T:
+    """The result of ``request``, or :class:`_SessionEnded` as soon as ``session`` ends.
+
+    The session's task ends when its transport breaks; a request pending then may never be
+    answered (see the module docstring), so the call must not wait on the request alone.
+    """
+    owner = session.task
+    pending = asyncio.ensure_future(request)
+    if owner is None:
+        return await pending
+    try:
+        await asyncio.wait({pending, owner}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not pending.done():
+            # Ended, timed out or cancelled: let the request unwind before the caller goes on.
+            pending.cancel()
+            await asyncio.wait({pending})
+    if pending.cancelled():
+        raise _SessionEnded
+    return pending.result()
 
 
 def _drop(session: _Session) -> None:

@@ -142,6 +142,44 @@ async def test_a_server_that_died_is_restarted_on_next_load(tmp_path: Path) -> N
     await aclose_mcp_sessions()
 
 
+async def test_a_call_pending_when_the_server_dies_fails_at_once_and_the_next_load_works(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path)  # timeout_s stays at its default of 30 s
+    tools = {tool.name: tool for tool in await mcp_tools("fabrication", config)}
+    [pid] = _spawns(tmp_path)
+    pending = asyncio.create_task(tools["fabrication.slow_check"].ainvoke({"seconds": 25}))
+    async with asyncio.timeout(10):
+        while not any(call["tool"] == "slow_check" for call in _calls(tmp_path)):
+            await asyncio.sleep(0.05)
+    os.kill(pid, 9)
+    # Well before the 25 s the call would take and the 30 s it may take.
+    async with asyncio.timeout(10):
+        with pytest.raises(ToolError, match=r"fabrication\.slow_check: .*started again"):
+            await pending
+    fresh = {tool.name: tool for tool in await mcp_tools("fabrication", config)}
+    assert "QUEUE-7F3A" in await fresh["fabrication.check_queue"].ainvoke({})
+    assert len(_spawns(tmp_path)) == 2
+    await aclose_mcp_sessions()
+
+
+async def test_a_server_that_died_while_idle_is_started_again_by_the_next_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(tmp_path)
+    await mcp_tools("fabrication", config)
+    [pid] = _spawns(tmp_path)
+    os.kill(pid, 9)
+    # The session notices on its own that its server exited; no call has to fail first.
+    async with asyncio.timeout(10):
+        while "MCP server 'fabrication' exited" not in caplog.text:
+            await asyncio.sleep(0.05)
+    tools = {tool.name: tool for tool in await mcp_tools("fabrication", config)}
+    assert "QUEUE-7F3A" in await tools["fabrication.check_queue"].ainvoke({})
+    assert len(_spawns(tmp_path)) == 2
+    await aclose_mcp_sessions()
+
+
 def test_the_session_ends_with_its_event_loop(tmp_path: Path) -> None:
     config = _config(tmp_path)
 
