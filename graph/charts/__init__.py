@@ -1,9 +1,14 @@
 """Pictures of a run: the plan as a DAG and a Gantt timeline per endpoint slot.
 
-Needs matplotlib (the ``charts`` extra); nothing else in the graph imports it.
+Needs matplotlib (the ``charts`` extra); nothing else in the graph imports it. Without it,
+importing this package fails with one line naming the ``pip install`` that adds it.
 """
 
-from graph.charts._timeline import plot_timeline
+from graph.charts._requirement import require_matplotlib as _require_matplotlib
+
+_require_matplotlib()
+
+from graph.charts._timeline import plot_timeline  # noqa: E402  (after the check above)
 
 __all__ = [
     "plot_timeline",
