@@ -60,6 +60,14 @@ def server_key() -> str:
     return endpoint_key(f"http://127.0.0.1:{uuid.uuid4().int % 50000 + 10000}/{uuid.uuid4().hex}")
 
 
+def two_processes(new_store: StoreFactory, slots: int) -> tuple[str, SlotLimiter, SlotLimiter]:
+    """A fresh server key and two limiters of it, each on its own store (as two processes)."""
+    key = server_key()
+    a = SlotLimiter("ep", slots, store=new_store(), key=key)
+    b = SlotLimiter("ep", slots, store=new_store(), key=key)
+    return key, a, b
+
+
 def zcard(server: RedisServer, key: str, suffix: str) -> int:
     with server.client() as client:
         return int(client.zcard(f"{PREFIX}:{{{key}}}:{suffix}"))
@@ -85,9 +93,7 @@ async def queue_in_order(
 async def test_waiters_of_two_processes_are_served_first_come_first_served(
     redis_server: RedisServer, new_store: StoreFactory
 ) -> None:
-    key = server_key()
-    a = SlotLimiter("ep", 1, store=new_store(), key=key)
-    b = SlotLimiter("ep", 1, store=new_store(), key=key)
+    key, a, b = two_processes(new_store, 1)
     held = await a.acquire(timeout=5)
     order: list[str] = []
     entries = [(a, "a1", 0.0), (b, "b1", 0.0), (a, "a2", 0.0), (b, "b2", 0.0)]
@@ -102,9 +108,7 @@ async def test_waiters_of_two_processes_are_served_first_come_first_served(
 async def test_higher_priority_is_granted_first_across_processes(
     redis_server: RedisServer, new_store: StoreFactory
 ) -> None:
-    key = server_key()
-    a = SlotLimiter("ep", 1, store=new_store(), key=key)
-    b = SlotLimiter("ep", 1, store=new_store(), key=key)
+    key, a, b = two_processes(new_store, 1)
     held = await b.acquire(timeout=5)
     order: list[str] = []
     # Token-sized priorities: the enqueues are milliseconds apart, aging adds 50 a second.
@@ -118,9 +122,7 @@ async def test_higher_priority_is_granted_first_across_processes(
 async def test_cap_holds_across_processes_and_stats_show_every_lease(
     redis_server: RedisServer, new_store: StoreFactory
 ) -> None:
-    key = server_key()
-    a = SlotLimiter("ep", 2, store=new_store(), key=key)
-    b = SlotLimiter("ep", 2, store=new_store(), key=key)
+    key, a, b = two_processes(new_store, 2)
     held = [await a.acquire(timeout=5), await a.acquire(timeout=5)]
     with pytest.raises(SlotTimeoutError, match="across the processes sharing redis://"):
         await b.acquire(timeout=1.0)
@@ -262,9 +264,7 @@ async def test_a_waiter_ages_past_newer_higher_priorities_across_processes(
 ) -> None:
     from endpoints.slots._store import AGING_PER_S
 
-    key = server_key()
-    a = SlotLimiter("ep", 1, store=new_store(), key=key)
-    b = SlotLimiter("ep", 1, store=new_store(), key=key)
+    key, a, b = two_processes(new_store, 1)
     held = await b.acquire(timeout=5)
     old = asyncio.create_task(a.acquire(timeout=10, priority=0.0))
     await until(lambda: zcard(redis_server, key, "waiting") == 1)
