@@ -35,6 +35,18 @@ def write(tmp_path: Path, text: str, name: str = "fleet.toml") -> Path:
     return path
 
 
+def tier_with_endpoint_a(tier: str, base_url: str) -> str:
+    """A fleet-file tier whose one endpoint is also named ``a``, at ``base_url``."""
+    return f"""
+[tiers.{tier}]
+[[tiers.{tier}.endpoints]]
+name = "a"
+kind = "llamacpp"
+base_url = "{base_url}"
+model = "m"
+"""
+
+
 def test_shipped_profiles_are_listed() -> None:
     assert {"embedded", "m3-ultra"} <= set(available_profiles())
 
@@ -144,33 +156,13 @@ def test_bad_kind_and_slots(tmp_path: Path) -> None:
 
 
 def test_duplicate_endpoint_name_with_other_url(tmp_path: Path) -> None:
-    text = (
-        VALID
-        + """
-[tiers.coder]
-[[tiers.coder.endpoints]]
-name = "a"
-kind = "llamacpp"
-base_url = "http://127.0.0.1:9002"
-model = "m"
-"""
-    )
+    text = VALID + tier_with_endpoint_a("coder", "http://127.0.0.1:9002")
     with pytest.raises(FleetError, match="used twice"):
         load_fleet(write(tmp_path, text))
 
 
 def test_shared_server_appears_once(tmp_path: Path) -> None:
-    text = (
-        VALID
-        + """
-[tiers.summary]
-[[tiers.summary.endpoints]]
-name = "a"
-kind = "llamacpp"
-base_url = "http://127.0.0.1:9001"
-model = "m"
-"""
-    )
+    text = VALID + tier_with_endpoint_a("summary", "http://127.0.0.1:9001")
     fleet = load_fleet(write(tmp_path, text))
     assert [e.name for e in fleet.all_endpoints()] == ["a"]
     assert fleet.tiers_by_endpoint() == {"a": ["tools", "summary"]}
