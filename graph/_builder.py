@@ -11,6 +11,7 @@ from langgraph.graph.state import CompiledStateGraph
 from graph._state import InputState, OrchestratorState, OutputState
 from graph.context import Context
 from graph.execution import agent
+from graph.persistence import with_checkpointer
 from graph.planning import approval, planner
 from graph.synthesis import route_after_synthesis, summarizer, synthesizer
 
@@ -54,7 +55,5 @@ def build_graph(
     builder.add_edge("agent", "synthesizer")
     builder.add_conditional_edges("synthesizer", route_after_synthesis, ["summarizer", END])
     builder.add_edge("summarizer", END)
-    compiled = builder.compile(
-        checkpointer=checkpointer, name="kitty-orchestrator", **compile_kwargs
-    )
-    return compiled
+    compiled = builder.compile(name="kitty-orchestrator", **compile_kwargs)
+    return compiled if checkpointer is None else with_checkpointer(compiled, checkpointer)

@@ -21,13 +21,14 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
+from endpoints.runtime import RuntimeSlot, process_runtime
 from graph._builder import OrchestratorGraph, build_graph
 from graph._node_support import prepare_fleet
 from graph.context import Context
 from graph.events import ProgressEvent, RunFinished, parse_event
 from graph.images import ImageRecord, ImageSource, load_images
 from graph.metrics import compute_metrics
-from graph.persistence import shared_memory_checkpointer
+from graph.persistence import shared_memory_checkpointer, with_checkpointer
 from graph.planning import (
     PlanApproval,
     PlanApprovalRequired,
@@ -43,19 +44,18 @@ CONTEXT_METADATA_KEY = "kitty_context"
 
 PlanCallback = Callable[[PlanApproval], "PlanDecision | dict[str, Any] | str | Awaitable[Any]"]
 
-_base_graph: OrchestratorGraph | None = None
+_COMPILED_GRAPH = RuntimeSlot("the orchestrator graph, compiled once", build_graph)
 
 
 def graph_for(checkpointer: BaseCheckpointSaver | None = None) -> OrchestratorGraph:
-    """The compiled graph, bound to ``checkpointer`` (compiled once, then copied).
+    """The compiled graph, bound to ``checkpointer`` (compiled once per process, then copied).
 
     Copies are not cached, so a closed checkpointer is never kept alive or reused.
     """
-    global _base_graph
-    base = _base_graph = _base_graph or build_graph()
+    base = process_runtime().get(_COMPILED_GRAPH)
     if checkpointer is None:
         return base
-    return base.copy(update={"checkpointer": checkpointer})
+    return with_checkpointer(base, checkpointer)
 
 
 def make_context(*, context: Context | None = None, **settings: Any) -> Context:

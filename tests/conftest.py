@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from endpoints.config import FleetConfig, load_fleet
-from endpoints.fleet._routing import reset_runtimes
+from endpoints.runtime import reset_runtime
 from tests.fake_chat import FakeChat
 from tests.helpers import offline_fleet
 from tests.redis_server import RedisServer
@@ -45,16 +45,16 @@ def embedded_fleet(embedded_config: FleetConfig) -> Iterator[FleetConfig]:
 
     os.environ.setdefault("KITTY_FLEET", "embedded")
     with EmbeddedFleet(embedded_config):
-        reset_runtimes()
+        reset_runtime()
         yield embedded_config
 
 
 @pytest.fixture
 def fresh_fleet_state() -> Iterator[None]:
-    """No runtime, limiter or health record left over from another test, before or after."""
-    reset_runtimes()
+    """No live state left over from another test, before or after (one process runtime)."""
+    reset_runtime()
     yield
-    reset_runtimes()
+    reset_runtime()
 
 
 @dataclass

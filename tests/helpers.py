@@ -328,17 +328,25 @@ def start_early_write(saver: Any, checkpoint_id: str) -> asyncio.Task[bool]:
     The config is what a node of thread ``t`` sees at checkpoint ``checkpoint_id``.
     """
     from graph.execution._completion_registry import persist_result
+    from graph.persistence import RunCheckpoint
 
-    config: Any = {
-        "configurable": {
-            "__pregel_checkpointer": saver,
-            "thread_id": "t",
-            "checkpoint_map": {"": checkpoint_id},
-            "__pregel_task_id": "task-1",
-        }
-    }
+    checkpoint = RunCheckpoint(saver, thread_id="t", checkpoint_id=checkpoint_id, task_id="task-1")
     result = TaskResult(task_id="a", agent="coder", status="completed", output="A")
-    return asyncio.create_task(persist_result(config, result))
+    return asyncio.create_task(persist_result(checkpoint, result))
+
+
+# --------------------------------------------------------------------------- in-process HTTP
+
+
+def asgi_client(
+    app: Any, *, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 10.0
+) -> httpx.AsyncClient:
+    """An HTTP client that calls ``app`` in process (no server, no port).
+
+    An exception the app lets escape becomes a 500 answer, as a real server sends it.
+    """
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout_s)
 
 
 # --------------------------------------------------------------------------- waiting

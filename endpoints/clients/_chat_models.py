@@ -18,7 +18,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
 from endpoints.config import EndpointConfig, ThinkingLevel
-from endpoints.runtime import fleet_state
+from endpoints.runtime import RuntimeSlot, process_runtime
 
 PLACEHOLDER_API_KEY = "sk-no-key-required"
 
@@ -74,16 +74,15 @@ def loop_http_client(server: str = "") -> httpx.AsyncClient:
     return resources.client(server)
 
 
+_LOOP_RESOURCES = RuntimeSlot("chat models and HTTP clients of an event loop", _LoopResources)
+
+
 def _loop_resources() -> _LoopResources | None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None
-    per_loop = fleet_state().loop_resources
-    resources = per_loop.get(loop)
-    if resources is None:
-        resources = per_loop[loop] = _LoopResources()
-    return resources
+    return process_runtime().for_loop(_LOOP_RESOURCES, loop)
 
 
 class ChatModelFactory(Protocol):

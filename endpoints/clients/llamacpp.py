@@ -16,6 +16,7 @@ import httpx
 
 from endpoints.clients._chat_models import loop_http_client
 from endpoints.config import EndpointConfig
+from endpoints.runtime import process_runtime
 
 TOKENIZER_TIMEOUT_S = 10.0
 SLOTS_TIMEOUT_S = 1.0
@@ -135,10 +136,6 @@ async def busy_slots(
         return None
 
 
-# /props answers once per server start; a template change needs a restart anyway.
-_tool_support: dict[str, bool] = {}
-
-
 async def template_supports_tools(
     endpoint: EndpointConfig, client: httpx.AsyncClient | None = None
 ) -> bool:
@@ -151,7 +148,8 @@ async def template_supports_tools(
     """
     if endpoint.kind != "llamacpp":
         return endpoint.supports_tools
-    known = _tool_support.get(endpoint.base_url)
+    # /props answers once per server start; a template change needs a restart anyway.
+    known = process_runtime().tool_support.get(endpoint.base_url)
     if known is not None:
         return known
     try:
@@ -161,7 +159,7 @@ async def template_supports_tools(
     except (httpx.HTTPError, TypeError, ValueError, AttributeError):
         return endpoint.supports_tools
     supported = bool(caps.get("supports_tools"))
-    _tool_support[endpoint.base_url] = supported
+    process_runtime().tool_support[endpoint.base_url] = supported
     return supported
 
 
@@ -171,16 +169,7 @@ def mark_tool_calls_unconstrained(endpoint: EndpointConfig) -> None:
     Its template analysis failed; from now on the orchestrator constrains that endpoint's
     calls itself.
     """
-    _tool_support[endpoint.base_url] = False
-
-
-def forget_tool_support() -> None:
-    """Drop the cached ``/props`` answers (servers restarted with another template)."""
-    _tool_support.clear()
-
-
-# Like the tool report: a server gains or loses its projector only by a restart.
-_vision_support: dict[str, bool] = {}
+    process_runtime().tool_support[endpoint.base_url] = False
 
 
 async def endpoint_supports_vision(
@@ -198,13 +187,14 @@ async def endpoint_supports_vision(
         return False
     if endpoint.kind != "llamacpp":
         return True
-    known = _vision_support.get(endpoint.base_url)
+    # Like the tool report: a server gains or loses its projector only by a restart.
+    known = process_runtime().vision_support.get(endpoint.base_url)
     if known is not None:
         return known
     reported = await server_reports_vision(endpoint, client)
     if reported is None:
         return False  # not cached: the server may still be starting
-    _vision_support[endpoint.base_url] = reported
+    process_runtime().vision_support[endpoint.base_url] = reported
     return reported
 
 
@@ -225,8 +215,3 @@ async def server_reports_vision(
     except (httpx.HTTPError, TypeError, ValueError, AttributeError):
         return None
     return bool(modalities.get("vision")) if isinstance(modalities, dict) else None
-
-
-def forget_vision_support() -> None:
-    """Drop the cached ``/props`` vision answers (servers restarted with another projector)."""
-    _vision_support.clear()

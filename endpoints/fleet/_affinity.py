@@ -32,13 +32,13 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableSequence
 
 from endpoints.clients import loop_http_client
 from endpoints.config import EndpointConfig
+from endpoints.runtime import ServerSlotCount, process_runtime
 from endpoints.slots import SlotLimiter
 
 PROPS_TIMEOUT_S = 1.0
 # A server's slot count changes only by a restart; an unreadable /props is asked again soon.
 _KNOWN_TTL_S = 300.0
 _UNKNOWN_TTL_S = 30.0
-_server_slots: dict[str, tuple[int | None, float]] = {}
 
 
 def _text(message: BaseMessage) -> str:
@@ -85,10 +85,10 @@ async def server_slot_count(
     endpoint: EndpointConfig, client: httpx.AsyncClient | None = None
 ) -> int | None:
     """The server's ``/props`` ``total_slots`` (cached), or ``None`` when unknown."""
-    known = _server_slots.get(endpoint.base_url)
+    known = process_runtime().server_slots.get(endpoint.base_url)
     now = time.monotonic()
-    if known is not None and now < known[1]:
-        return known[0]
+    if known is not None and now < known.valid_until:
+        return known.count
     count: int | None = None
     try:
         response = await (client or loop_http_client()).get(
@@ -99,9 +99,8 @@ async def server_slot_count(
         count = value if isinstance(value, int) and value > 0 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         count = None
-    _server_slots[endpoint.base_url] = (
-        count,
-        now + (_KNOWN_TTL_S if count is not None else _UNKNOWN_TTL_S),
+    process_runtime().server_slots[endpoint.base_url] = ServerSlotCount(
+        count, now + (_KNOWN_TTL_S if count is not None else _UNKNOWN_TTL_S)
     )
     return count
 
@@ -115,8 +114,3 @@ async def affinity_applies(endpoint: EndpointConfig, limiter: SlotLimiter) -> bo
     if endpoint.kind != "llamacpp" or not limiter.numbers_are_server_slots:
         return False
     return await server_slot_count(endpoint) == limiter.capacity
-
-
-def forget_server_slots() -> None:
-    """Drop the cached slot counts (tests; servers restarted with another ``-np``)."""
-    _server_slots.clear()

@@ -3,7 +3,9 @@
 A :class:`FleetRuntime` wraps a :class:`~endpoints.config._fleet.FleetConfig` with the live state
 the orchestrator needs: one process-wide :class:`~endpoints.slots._limiter.SlotLimiter` and one
 health record per server. Concurrent runs on the same fleet share both, so caps hold
-across runs and a server that keeps failing is skipped by everyone for a cooldown.
+across runs and a server that keeps failing is skipped by everyone for a cooldown. The
+fleet runtimes themselves live in the process runtime (:mod:`endpoints.runtime`), so
+:func:`~endpoints.runtime.reset_runtime` forgets them with everything else.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from endpoints.clients import ChatModelFactory, make_chat_model
 from endpoints.config import EndpointConfig, FleetConfig, load_fleet, resolve_fleet_path
 from endpoints.fleet._discovery import LOADING_WAIT_S, discover_capacity
-from endpoints.runtime import EndpointHealth, fleet_state, limiter_for, reset_fleet_state
-from endpoints.slots import SlotLimiter, endpoint_key, slot_store_for
+from endpoints.runtime import (
+    EndpointHealth,
+    ProcessRuntime,
+    RuntimeSlot,
+    process_runtime,
+)
+from endpoints.slots import SlotLimiter, endpoint_key
 
 logger = logging.getLogger("kitty.endpoints")
 
@@ -30,7 +37,7 @@ DEFAULT_SLOTS = 1
 
 def health_for(base_url: str) -> EndpointHealth:
     """Process-wide health record of a server."""
-    return fleet_state().health(base_url)
+    return process_runtime().health(base_url)
 
 
 @dataclass
@@ -55,29 +62,37 @@ class FleetRuntime:
         fleet: The fleet configuration.
         failure_threshold: Consecutive endpoint failures that start a cooldown.
         cooldown_s: Seconds a failing server is avoided while alternatives exist.
+        process: Where the limiters, health records and slot store live (default: this
+            process's runtime).
     """
 
     def __init__(
-        self, fleet: FleetConfig, *, failure_threshold: int = 2, cooldown_s: float = 30.0
+        self,
+        fleet: FleetConfig,
+        *,
+        failure_threshold: int = 2,
+        cooldown_s: float = 30.0,
+        process: ProcessRuntime | None = None,
     ) -> None:
+        process = process or process_runtime()
         self.fleet = fleet
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self._handles: dict[str, list[EndpointHandle]] = {}
         # Where slots are counted: this process, or Redis shared with other processes.
-        self.store = slot_store_for(fleet.coordination)
+        self.store = process.slot_store(fleet.coordination)
         for tier_name, tier in fleet.tiers.items():
             self._handles[tier_name] = [
                 EndpointHandle(
                     config=endpoint,
                     tier=tier_name,
-                    limiter=limiter_for(
+                    limiter=process.limiter(
                         endpoint.base_url,
                         endpoint.name,
                         endpoint.slots or DEFAULT_SLOTS,
                         self.store,
                     ),
-                    health=health_for(endpoint.base_url),
+                    health=process.health(endpoint.base_url),
                 )
                 for endpoint in tier.endpoints
             ]
@@ -216,6 +231,11 @@ class FleetRuntime:
             )
 
 
+_FLEET_RUNTIMES: RuntimeSlot[dict[str, FleetRuntime]] = RuntimeSlot(
+    "fleet runtimes by fleet file (path and mtime) or config", dict
+)
+
+
 def _file_key(path: Path) -> str:
     return f"{path.resolve()}@{path.stat().st_mtime_ns}"
 
@@ -227,7 +247,8 @@ def get_runtime(fleet: str | FleetConfig | None = None) -> FleetRuntime:
     re-read when its file changes (path + modification time identify it); a changed file
     gets a new runtime whose limiters are resized to the new slot counts.
     """
-    state = fleet_state()
+    process = process_runtime()
+    runtimes = process.get(_FLEET_RUNTIMES)
     if isinstance(fleet, FleetConfig):
         config = fleet
         source = Path(config.source) if config.source else None
@@ -236,21 +257,16 @@ def get_runtime(fleet: str | FleetConfig | None = None) -> FleetRuntime:
     else:
         path = resolve_fleet_path(fleet)
         key = _file_key(path)
-        with state.lock:
-            cached = state.runtimes.get(key)
+        with process.lock:
+            cached = runtimes.get(key)
         if cached is not None:
             return cached
         config = load_fleet(path)
-    with state.lock:
-        runtime = state.runtimes.get(key)
+    with process.lock:
+        runtime = runtimes.get(key)
         if runtime is None or runtime.fleet != config:
-            runtime = state.runtimes[key] = FleetRuntime(config)
+            runtime = runtimes[key] = FleetRuntime(config, process=process)
         return runtime
-
-
-def reset_runtimes() -> None:
-    """Forget all fleet state: runtimes, limiters, health, clients (tests)."""
-    reset_fleet_state()
 
 
 __all__ = [
@@ -259,5 +275,4 @@ __all__ = [
     "FleetRuntime",
     "get_runtime",
     "health_for",
-    "reset_runtimes",
 ]

@@ -1,14 +1,24 @@
-"""The one owner of a process's live fleet state: limiters, health records, per-loop HTTP clients.
+"""The one owner of a process's live state: :class:`ProcessRuntime` and its typed slots.
 
-:func:`reset_fleet_state` clears all of it (tests, notebooks, a new event loop).
+:func:`reset_runtime` forgets all of it (tests, notebooks, servers restarted).
 """
 
 from endpoints.runtime._health import EndpointHealth
-from endpoints.runtime._state import fleet_state, limiter_for, reset_fleet_state
+from endpoints.runtime._runtime import (
+    ProcessRuntime,
+    RuntimeSlot,
+    ServerSlotCount,
+    limiter_for,
+    process_runtime,
+    reset_runtime,
+)
 
 __all__ = [
     "EndpointHealth",
-    "fleet_state",
+    "ProcessRuntime",
+    "RuntimeSlot",
+    "ServerSlotCount",
     "limiter_for",
-    "reset_fleet_state",
+    "process_runtime",
+    "reset_runtime",
 ]

@@ -3,7 +3,7 @@
 Priority and fair-share grants (attained service), lease renewal and cross-process coordination.
 """
 
-from endpoints.slots._coordination import SLOT_STORE_ENV, CoordinationConfig, slot_store_for
+from endpoints.slots._coordination import SLOT_STORE_ENV, CoordinationConfig, open_slot_store
 from endpoints.slots._limiter import LimiterStats, SlotLimiter, SlotOrder, SlotTimeoutError
 from endpoints.slots._redis_endpoint import LEASE_LOST
 from endpoints.slots._redis_store import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, RedisSlotStore
@@ -25,5 +25,5 @@ __all__ = [
     "SlotTimeoutError",
     "endpoint_key",
     "hide_password",
-    "slot_store_for",
+    "open_slot_store",
 ]

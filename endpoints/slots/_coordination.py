@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -49,12 +48,11 @@ class CoordinationConfig(BaseModel):
         return self.slot_store
 
 
-_stores: dict[tuple[object, ...], SlotStore] = {}
-_stores_lock = threading.Lock()
+def open_slot_store(config: CoordinationConfig) -> SlotStore:
+    """A new slot store for a ``[coordination]`` table (:data:`LOCAL` for ``local``).
 
-
-def slot_store_for(config: CoordinationConfig) -> SlotStore:
-    """This process's slot store for a ``[coordination]`` table (one per URL and settings).
+    Opened once per process and settings by
+    :meth:`endpoints.runtime.ProcessRuntime.slot_store`; call that instead.
 
     Raises:
         SettingsError: The store URL is malformed.
@@ -64,15 +62,9 @@ def slot_store_for(config: CoordinationConfig) -> SlotStore:
         return LOCAL
     from endpoints.slots._redis_store import RedisSlotStore
 
-    # The pid keeps a forked worker from sharing its parent's store thread and sockets.
-    key = (url, config.lease_ttl_s, config.on_store_down, config.expected_processes, os.getpid())
-    with _stores_lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = RedisSlotStore(
-                url,
-                ttl_s=config.lease_ttl_s,
-                on_store_down=config.on_store_down,
-                expected_processes=config.expected_processes,
-            )
-        return store
+    return RedisSlotStore(
+        url,
+        ttl_s=config.lease_ttl_s,
+        on_store_down=config.on_store_down,
+        expected_processes=config.expected_processes,
+    )

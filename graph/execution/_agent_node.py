@@ -53,6 +53,7 @@ from graph.images import (
     no_vision_error,
     seeing_endpoints,
 )
+from graph.persistence import current_checkpoint
 from graph.schemas import Task, TaskResult, TaskStatus, ToolCallRecord
 from graph.tools import Offer, ToolRunner, bind_offer, native_support, offered_tools, run_tool_loop
 from kitty.tools import OfferedTools
@@ -307,21 +308,19 @@ async def agent(state: AgentInput, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 async def _agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    from langgraph.config import get_config
-
     task, run_id = payload["task"], payload["run_id"]
     registry: CompletionRegistry | None = None
     try:
         context = context_of(runtime)
-        config = get_config()
-        registry = await registry_for(run_id, config, payload["plan_ids"])
+        checkpoint = current_checkpoint()
+        registry = await registry_for(run_id, checkpoint, payload["plan_ids"])
         result = registry.get(task.id)  # finished before an interruption: never run again
         if result is None:
             try:
                 result = await _run_agent(payload, context, registry)
             except Exception as exc:  # a bug or a setup error must not take the run down
                 result = _crashed(task, exc)
-            await persist_result(config, result)  # durable before any dependent may start
+            await persist_result(checkpoint, result)  # durable before any dependent may start
     except Exception as exc:  # the registry or the checkpoint store failed
         result = _crashed(task, exc)
         registry = registry or await _registry_after_error(payload)
@@ -340,10 +339,8 @@ async def _registry_after_error(payload: AgentInput) -> CompletionRegistry | Non
     The registry exists once its creation started, so asking again usually returns it.
     ``None`` when it still fails: the dependents then fail the same way, none waits.
     """
-    from langgraph.config import get_config
-
     try:
-        return await registry_for(payload["run_id"], get_config(), payload["plan_ids"])
+        return await registry_for(payload["run_id"], current_checkpoint(), payload["plan_ids"])
     except Exception:
         logger.warning("run %s: no completion registry", payload["run_id"], exc_info=True)
         return None
@@ -368,7 +365,7 @@ async def _run_agent(
                 run_id=run_id, task_id=task.id, agent=task.agent, waiting_on=list(task.dependencies)
             )
         )
-    images, lost = await images_for_task(payload.get("images", []), _config_or_none())
+    images, lost = await images_for_task(payload.get("images", []), current_checkpoint())
     if lost:
         return _failed(
             task,
@@ -414,11 +411,3 @@ async def _run_agent(
     return result.model_copy(update={"ready_at": ready_at})
 
 
-def _config_or_none() -> Any:
-    """The running node's config (``None`` outside a graph run: direct calls in tests)."""
-    from langgraph.config import get_config
-
-    try:
-        return get_config()
-    except RuntimeError:
-        return None

@@ -12,7 +12,8 @@ no dependent ever runs on a result a crash could still lose.
 
 A run's registry is kept alive until every task of its plan has a result (or the run is
 cancelled, see :func:`forget`): a task that fails at once, before a sibling that depends
-on it has even started, must not take its result away with it.
+on it has even started, must not take its result away with it. The registries of all
+runs live in the process runtime (:class:`RunRegistries`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-
+from endpoints.runtime import RuntimeSlot, process_runtime
+from graph.persistence import RunCheckpoint
 from graph.schemas import TaskResult
 
 logger = logging.getLogger("kitty.graph")
 
 RESULTS_CHANNEL = "results"
-_CHECKPOINTER_KEY = "__pregel_checkpointer"
-_TASK_ID_KEY = "__pregel_task_id"
 # Early writes are filed under their own task id: LangGraph ignores writes of tasks it
 # does not know, so they never apply twice; the registry reads them after a resume.
 EARLY_WRITE_SUFFIX = "~result"
@@ -42,8 +41,11 @@ EARLY_WRITE_SUFFIX = "~result"
 class CompletionRegistry:
     """Results of one run's finished tasks, with a wait per task id."""
 
-    def __init__(self, run_id: str, task_ids: Iterable[str] = ()) -> None:
+    def __init__(
+        self, run_id: str, task_ids: Iterable[str] = (), runs: RunRegistries | None = None
+    ) -> None:
         self.run_id = run_id
+        self._runs = runs
         self.created_at = time.time()
         self._expected = set(task_ids)
         self._results: dict[str, TaskResult] = {}
@@ -62,10 +64,8 @@ class CompletionRegistry:
         """Record a task's outcome and wake its dependents."""
         self._results[result.task_id] = result
         self._event(result.task_id).set()
-        if self._expected and self._expected <= self._results.keys():
-            with _creation_lock:  # every task is done: tasks still running keep it alive
-                if _pinned.get(self.run_id) is self:
-                    del _pinned[self.run_id]
+        if self._runs and self._expected and self._expected <= self._results.keys():
+            self._runs.unpin(self)  # every task is done: tasks still running keep it alive
 
     def get(self, task_id: str) -> TaskResult | None:
         """The result of a finished task, if any."""
@@ -85,9 +85,30 @@ class CompletionRegistry:
                 self.complete(result)
 
 
-_registries: weakref.WeakValueDictionary[str, CompletionRegistry] = weakref.WeakValueDictionary()
-_pinned: dict[str, CompletionRegistry] = {}  # runs with tasks still to finish
-_creation_lock = threading.Lock()
+class RunRegistries:
+    """The registry of every run in this process, by ``run_id``.
+
+    Attributes:
+        lock: Guards creation, seeding and pinning.
+        registries: Run id -> registry, while anything holds it.
+        pinned: Runs with tasks still to finish: kept alive here.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.registries: weakref.WeakValueDictionary[str, CompletionRegistry] = (
+            weakref.WeakValueDictionary()
+        )
+        self.pinned: dict[str, CompletionRegistry] = {}
+
+    def unpin(self, registry: CompletionRegistry) -> None:
+        """Stop keeping ``registry`` alive (if it is the one pinned for its run)."""
+        with self.lock:
+            if self.pinned.get(registry.run_id) is registry:
+                del self.pinned[registry.run_id]
+
+
+RUN_REGISTRIES = RuntimeSlot("completion registries of this process's runs", RunRegistries)
 
 
 def _as_result(value: Any) -> TaskResult | None:
@@ -101,21 +122,11 @@ def _as_result(value: Any) -> TaskResult | None:
     return None
 
 
-async def _pending_results(config: RunnableConfig) -> dict[str, TaskResult]:
+async def _pending_results(checkpoint: RunCheckpoint | None) -> dict[str, TaskResult]:
     """Task results already written in the current checkpoint (before an interruption)."""
-    configurable = config.get("configurable", {})
-    checkpointer = configurable.get(_CHECKPOINTER_KEY)
-    thread_id = configurable.get("thread_id")
-    if checkpointer is None or thread_id is None:
+    if checkpoint is None:
         return {}
-    lookup: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
-    checkpoint_id = (configurable.get("checkpoint_map") or {}).get("")
-    if checkpoint_id:
-        lookup["checkpoint_id"] = checkpoint_id
-    try:
-        saved = await checkpointer.aget_tuple({"configurable": lookup})
-    except NotImplementedError:
-        saved = await asyncio.to_thread(checkpointer.get_tuple, {"configurable": lookup})
+    saved = await checkpoint.read()
     found: dict[str, TaskResult] = {}
     for _task, channel, value in (saved.pending_writes or []) if saved else []:
         if channel != RESULTS_CHANNEL or not isinstance(value, dict):
@@ -127,35 +138,26 @@ async def _pending_results(config: RunnableConfig) -> dict[str, TaskResult]:
     return found
 
 
-async def persist_result(config: RunnableConfig, result: TaskResult) -> bool:
+async def persist_result(checkpoint: RunCheckpoint | None, result: TaskResult) -> bool:
     """Write a finished task's result to the run's checkpoint now (durable runs only).
 
     LangGraph saves a task's writes only after the node returns; dependents woken
     before that could act on a result a crash would lose (and the task would run again
     on resume). Called before :meth:`CompletionRegistry.complete`, this closes the gap.
 
+    Args:
+        checkpoint: Where the calling node stands
+            (:func:`~graph.persistence.current_checkpoint`); ``None``: not a durable run.
+        result: The finished task's result.
+
     Returns:
         True when the result was written (False without a checkpointer, or on error:
         the run goes on, it is only less durable).
     """
-    configurable = config.get("configurable", {})
-    checkpointer = configurable.get(_CHECKPOINTER_KEY)
-    thread_id = configurable.get("thread_id")
-    checkpoint_id = (configurable.get("checkpoint_map") or {}).get("")
-    task_id = configurable.get(_TASK_ID_KEY)
-    if checkpointer is None or not (thread_id and checkpoint_id and task_id):
+    if checkpoint is None or not (checkpoint.checkpoint_id and checkpoint.task_id):
         return False
-    target: RunnableConfig = {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": "",
-            "checkpoint_id": checkpoint_id,
-        }
-    }
-    writes = [(RESULTS_CHANNEL, {result.task_id: result})]
-    write = asyncio.ensure_future(
-        checkpointer.aput_writes(target, writes, f"{task_id}{EARLY_WRITE_SUFFIX}")
-    )
+    writes: list[tuple[str, Any]] = [(RESULTS_CHANNEL, {result.task_id: result})]
+    write = asyncio.ensure_future(checkpoint.write(writes, EARLY_WRITE_SUFFIX))
     try:
         # Shielded: a run cancelled mid-write must not leave the store's write transaction
         # open (SQLite: "database is locked" for the resume); the write finishes, committed.
@@ -169,30 +171,32 @@ async def persist_result(config: RunnableConfig, result: TaskResult) -> bool:
     return True
 
 
-def _log_failed_write(write: asyncio.Future[None]) -> None:
+def _log_failed_write(write: asyncio.Future[bool]) -> None:
     if not write.cancelled() and write.exception() is not None:
         logger.warning("early write of a cancelled run failed", exc_info=write.exception())
 
 
 async def registry_for(
-    run_id: str, config: RunnableConfig, task_ids: Iterable[str] = ()
+    run_id: str, checkpoint: RunCheckpoint | None, task_ids: Iterable[str] = ()
 ) -> CompletionRegistry:
     """The registry of a run, created (and seeded after a resume) on first use.
 
     Args:
         run_id: The run.
-        config: The calling node's config (finds the checkpoint to seed from).
+        checkpoint: Where the calling node stands, to seed from
+            (:func:`~graph.persistence.current_checkpoint`); ``None``: nothing to seed.
         task_ids: Every task id of the run's plan: the registry stays alive until each
             has a result. Without them it lives only while some caller holds it.
     """
-    with _creation_lock:
-        registry = _registries.get(run_id)
+    runs = process_runtime().get(RUN_REGISTRIES)
+    with runs.lock:
+        registry = runs.registries.get(run_id)
         if registry is None:
-            registry = _registries[run_id] = CompletionRegistry(run_id, task_ids)
+            registry = runs.registries[run_id] = CompletionRegistry(run_id, task_ids, runs)
             if task_ids:
-                _pinned[run_id] = registry
+                runs.pinned[run_id] = registry
         if registry.seeding is None:
-            registry.seeding = asyncio.ensure_future(_seed(registry, config))
+            registry.seeding = asyncio.ensure_future(_seed(registry, checkpoint))
         seeding = registry.seeding
     try:
         # Shielded: one caller's cancellation must not cancel the seeding its siblings await.
@@ -200,15 +204,15 @@ async def registry_for(
     except Exception:
         # A failed read fails the callers that shared it; the next caller reads again,
         # so a passing store hiccup costs one task, not the whole run.
-        with _creation_lock:
+        with runs.lock:
             if registry.seeding is seeding:
                 registry.seeding = None
         raise
     return registry
 
 
-async def _seed(registry: CompletionRegistry, config: RunnableConfig) -> None:
-    seeded = await _pending_results(config)
+async def _seed(registry: CompletionRegistry, checkpoint: RunCheckpoint | None) -> None:
+    seeded = await _pending_results(checkpoint)
     if seeded:
         logger.info(
             "run %s resumed: %d task results from the checkpoint", registry.run_id, len(seeded)
@@ -218,5 +222,6 @@ async def _seed(registry: CompletionRegistry, config: RunnableConfig) -> None:
 
 def forget(run_id: str) -> None:
     """Stop keeping a run's registry alive (the run is cancelled; a resume seeds anew)."""
-    with _creation_lock:
-        _pinned.pop(run_id, None)
+    runs = process_runtime().get(RUN_REGISTRIES)
+    with runs.lock:
+        runs.pinned.pop(run_id, None)

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from endpoints.config import FetchSettings
+from endpoints.runtime import RuntimeSlot, process_runtime
 from kitty.errors import ToolError, UserError
 
 __all__ = [
@@ -329,21 +330,41 @@ async def load_images(
     return list(records.values())
 
 
-_remembered: OrderedDict[str, ImageRecord] = OrderedDict()
-_remembered_lock = threading.Lock()
+class RememberedImages:
+    """The last ``_REMEMBERED_MAX`` images this process loaded, by hash (least recent out)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: OrderedDict[str, ImageRecord] = OrderedDict()
+
+    def add(self, records: Iterable[ImageRecord]) -> None:
+        """Keep ``records``, forgetting the least recently kept beyond the limit."""
+        with self._lock:
+            for record in records:
+                self._records[record.sha256] = record
+                self._records.move_to_end(record.sha256)
+            while len(self._records) > _REMEMBERED_MAX:
+                self._records.popitem(last=False)
+
+    def find(self, hashes: Iterable[str]) -> dict[str, ImageRecord]:
+        """The records of ``hashes`` still kept (missing ones are left out)."""
+        with self._lock:
+            return {h: self._records[h] for h in hashes if h in self._records}
+
+    def clear(self) -> None:
+        """Forget every record (as a new process would)."""
+        with self._lock:
+            self._records.clear()
+
+
+REMEMBERED_IMAGES = RuntimeSlot("images loaded by this process, by hash", RememberedImages)
 
 
 def remember(records: Iterable[ImageRecord]) -> None:
     """Keep records in this process for the agent tasks that will ask for them by hash."""
-    with _remembered_lock:
-        for record in records:
-            _remembered[record.sha256] = record
-            _remembered.move_to_end(record.sha256)
-        while len(_remembered) > _REMEMBERED_MAX:
-            _remembered.popitem(last=False)
+    process_runtime().get(REMEMBERED_IMAGES).add(records)
 
 
 def remembered(hashes: Iterable[str]) -> dict[str, ImageRecord]:
     """The records of ``hashes`` this process still holds (missing ones are left out)."""
-    with _remembered_lock:
-        return {h: _remembered[h] for h in hashes if h in _remembered}
+    return process_runtime().get(REMEMBERED_IMAGES).find(hashes)

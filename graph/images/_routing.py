@@ -20,17 +20,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langchain_core.messages import HumanMessage
-from langchain_core.runnables import RunnableConfig
 
 from endpoints.clients import llamacpp as engine
 from endpoints.config import EndpointConfig
-from graph.calls import PromptTooLong
 from graph.images._loading import ImageRecord, remember, remembered
+from graph.persistence import RunCheckpoint
 from graph.schemas import Plan, Task
+from kitty.errors import PromptTooLong
 
 VISION_AGENT = "vision_analyst"
 ATTACHMENTS_CHANNEL = "attachments"
-_CHECKPOINTER_KEY = "__pregel_checkpointer"
 _REFERS_TO_IMAGES = re.compile(
     r"\b(image|images|photo|photos|photograph|picture|pictures|pic|screenshot|screenshots|"
     r"snapshot|attached|attachment|attachments)\b",
@@ -41,8 +40,8 @@ _REFERS_TO_IMAGES = re.compile(
 class EndpointCannotSee(PromptTooLong):
     """The endpoint cannot take images: the call skips it before taking a slot.
 
-    A :class:`~graph.calls._budget.PromptTooLong` because that is how a message builder tells
-    :func:`graph.calls._model_call.call_model` that this endpoint cannot take this prompt (an image
+    A :class:`~kitty.errors.PromptTooLong` because that is how a message builder tells
+    :func:`endpoints.calls.call_tiers` that this endpoint cannot take this prompt (an image
     is more than a blind model can read), so the next candidate is tried.
     """
 
@@ -132,37 +131,30 @@ async def no_vision_error(endpoints: Sequence[EndpointConfig], count: int) -> st
 
 
 async def images_for_task(
-    hashes: Sequence[str], config: RunnableConfig | None
+    hashes: Sequence[str], checkpoint: RunCheckpoint | None
 ) -> tuple[list[ImageRecord], list[str]]:
     """The records of ``hashes``: from this process, else from the run's checkpoint.
+
+    Args:
+        hashes: The images the task was given, by hash.
+        checkpoint: Where the calling node stands
+            (:func:`~graph.persistence.current_checkpoint`); ``None``: not a durable run.
 
     Returns:
         The records found (in ``hashes`` order) and the hashes that were not.
     """
     found = remembered(hashes)
     missing = [h for h in hashes if h not in found]
-    if missing and config is not None:
-        stored = await _checkpoint_attachments(config)
+    if missing and checkpoint is not None:
+        stored = await _checkpoint_attachments(checkpoint)
         remember(stored.values())
         found.update({h: stored[h] for h in missing if h in stored})
     return [found[h] for h in hashes if h in found], [h for h in hashes if h not in found]
 
 
-async def _checkpoint_attachments(config: RunnableConfig) -> dict[str, ImageRecord]:
+async def _checkpoint_attachments(checkpoint: RunCheckpoint) -> dict[str, ImageRecord]:
     """The ``attachments`` channel of the run's current checkpoint (a resumed run)."""
-    configurable = config.get("configurable", {})
-    checkpointer = configurable.get(_CHECKPOINTER_KEY)
-    thread_id = configurable.get("thread_id")
-    if checkpointer is None or thread_id is None:
-        return {}
-    lookup: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
-    checkpoint_id = (configurable.get("checkpoint_map") or {}).get("")
-    if checkpoint_id:
-        lookup["checkpoint_id"] = checkpoint_id
-    try:
-        saved = await checkpointer.aget_tuple({"configurable": lookup})
-    except NotImplementedError:
-        saved = await asyncio.to_thread(checkpointer.get_tuple, {"configurable": lookup})
+    saved = await checkpoint.read()
     values = (saved.checkpoint.get("channel_values") or {}) if saved else {}
     return as_attachments(values.get(ATTACHMENTS_CHANNEL))
 

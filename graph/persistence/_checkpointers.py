@@ -32,6 +32,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from endpoints.runtime import RuntimeSlot, process_runtime
 from kitty.errors import CheckpointError
 from kitty.store_location import hide_password, is_postgres, sqlite_file
 
@@ -53,8 +54,6 @@ SERDE_ALLOWLIST: list[tuple[str, ...]] = [
     ("graph.images._loading", "ImageRecord"),
 ]
 
-_shared_memory: InMemorySaver | None = None
-
 
 def checkpoint_serde() -> JsonPlusSerializer:
     """The serializer every checkpointer made here uses (explicit type allowlist)."""
@@ -71,12 +70,16 @@ def describe_location(url_or_path: str | os.PathLike[str] | None = None) -> str:
     return hide_password(str(url_or_path) if url_or_path else default_checkpoint_location())
 
 
+def _new_memory_saver() -> InMemorySaver:
+    return InMemorySaver(serde=checkpoint_serde())
+
+
+_SHARED_MEMORY = RuntimeSlot("the in-memory checkpointer of runs given none", _new_memory_saver)
+
+
 def shared_memory_checkpointer() -> InMemorySaver:
     """One process-wide in-memory checkpointer (plan approval without a store given)."""
-    global _shared_memory
-    if _shared_memory is None:
-        _shared_memory = InMemorySaver(serde=checkpoint_serde())
-    return _shared_memory
+    return process_runtime().get(_SHARED_MEMORY)
 
 
 def _sqlite_path(spec: str) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agents.registry import AgentSpec
 from endpoints.config import FleetConfig
+from endpoints.runtime import RuntimeSlot, process_runtime
 from graph.context import Context
 from graph.persistence import default_checkpoint_location
 from kitty.tools import OfferedTools, configured, tools_for, unprovided
@@ -27,7 +28,9 @@ def configured_tools(agent: AgentSpec, context: Context, fleet: FleetConfig) -> 
     return configured(allowlist(agent, context), fleet, context.tools)
 
 
-_warned: set[str] = set()
+_WARNED_FLEETS: RuntimeSlot[set[str]] = RuntimeSlot(
+    "fleets warned of tools no source provides", set
+)
 
 
 def warn_unprovided(
@@ -38,9 +41,10 @@ def warn_unprovided(
 ) -> None:
     """Log once per fleet file which allowlisted tools no source provides."""
     key = fleet.source or fleet.name
-    if key in _warned:
+    warned = process_runtime().get(_WARNED_FLEETS)
+    if key in warned:
         return
-    _warned.add(key)
+    warned.add(key)
     allowlists = {name: allowlist(agent, context) for name, agent in agents.items()}
     if (warning := unprovided(allowlists, found, fleet)) is not None:
         logger.warning("%s", warning)

@@ -21,6 +21,7 @@ from langgraph.types import Send
 from agents.registry import DEFAULT_AGENTS
 from endpoints.clients import make_chat_model
 from endpoints.fleet import get_runtime
+from endpoints.runtime import RuntimeSlot, process_runtime
 from graph import Task
 from kitty.bench._prompting import DepOutput, as_langchain, task_messages
 from kitty.bench._records import TaskSpan, VariantRun
@@ -120,19 +121,17 @@ def build_waves_graph() -> WavesGraph:
     return builder.compile(name="waves-baseline")
 
 
-_compiled: WavesGraph | None = None
+_COMPILED = RuntimeSlot("the waves baseline graph, compiled once", build_waves_graph)
 
 
 async def run_waves(tasks: list[Task], goal: str, fleet: str) -> VariantRun:
     """Run a DAG wave by wave (the graph is compiled once, outside the timing)."""
-    global _compiled
-    if _compiled is None:
-        _compiled = build_waves_graph()
+    compiled = process_runtime().get(_COMPILED)
     await get_runtime(fleet).discover()  # limiters sized from the servers, as the product
     state: WaveState = {"fleet": fleet, "goal": goal, "tasks": tasks, "done": {}}
     began = time.perf_counter()
     try:
-        final = await _compiled.ainvoke(state, {"recursion_limit": 10_000})
+        final = await compiled.ainvoke(state, {"recursion_limit": 10_000})
     except Exception as exc:  # report, don't crash the whole benchmark
         return VariantRun("waves", time.perf_counter() - began, [], repr(exc))
     wall = time.perf_counter() - began

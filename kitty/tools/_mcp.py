@@ -29,8 +29,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,6 +48,7 @@ from mcp.shared.exceptions import McpError
 from mcp.types import CONNECTION_CLOSED
 
 from endpoints.config import McpServerConfig
+from endpoints.runtime import RuntimeSlot, process_runtime
 from kitty.errors import ToolError, ToolSourceError
 
 __all__ = ["aclose_mcp_sessions", "mcp_tools"]
@@ -78,18 +77,14 @@ class _Session:
     task: asyncio.Task[None] | None = None
 
 
-_registry_lock = threading.Lock()
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_SessionKey, _Session]] = (
-    weakref.WeakKeyDictionary()
+_SESSIONS: RuntimeSlot[dict[_SessionKey, _Session]] = RuntimeSlot(
+    "MCP sessions of an event loop, by server name and settings", dict
 )
 
 
 def _loop_sessions(loop: asyncio.AbstractEventLoop) -> dict[_SessionKey, _Session]:
-    with _registry_lock:
-        # Sessions of loops that have closed cannot be used or closed any more: forget them.
-        for old in [other for other in _sessions if other.is_closed()]:
-            del _sessions[old]
-        return _sessions.setdefault(loop, {})
+    # Per loop in the process runtime, which forgets sessions of loops that have closed.
+    return process_runtime().for_loop(_SESSIONS, loop)
 
 
 async def mcp_tools(name: str, config: McpServerConfig) -> list[BaseTool]:

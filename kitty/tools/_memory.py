@@ -17,8 +17,6 @@ import contextlib
 import hashlib
 import re
 import sqlite3
-import threading
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ from langgraph.store.base import BaseStore, Item
 from pydantic import BaseModel, Field
 
 from endpoints.config import MemorySettings
+from endpoints.runtime import RuntimeSlot, process_runtime
 from kitty.errors import ToolError, ToolSourceError
 from kitty.store_location import hide_password, is_postgres, sqlite_file
 
@@ -62,17 +61,13 @@ class _OpenStore:
     close: Callable[[], Awaitable[None]]
 
 
-_lock = threading.Lock()
-_stores: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, asyncio.Task[_OpenStore]]
-] = weakref.WeakKeyDictionary()
+_STORES: RuntimeSlot[dict[str, asyncio.Task[_OpenStore]]] = RuntimeSlot(
+    "memory stores of an event loop, by location", dict
+)
 
 
 def _loop_stores(loop: asyncio.AbstractEventLoop) -> dict[str, asyncio.Task[_OpenStore]]:
-    with _lock:
-        for old in [other for other in _stores if other.is_closed()]:
-            del _stores[old]
-        return _stores.setdefault(loop, {})
+    return process_runtime().for_loop(_STORES, loop)
 
 
 async def memory_store(settings: MemorySettings, default_path: Path) -> BaseStore:

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from endpoints.clients import llamacpp as engine
 from endpoints.config import FleetConfig
 from graph import arun_goal
 from tests.helpers import metric_value, profile_endpoint_spec, write_fleet
@@ -44,7 +43,6 @@ def _photo() -> bytes:
 async def test_a_server_without_mmproj_is_never_sent_an_image(
     embedded_fleet: FleetConfig, tmp_path: Path, fresh_fleet_state: None
 ) -> None:
-    engine.forget_vision_support()
     vision = embedded_fleet.tier("vision").endpoints[0]
     props = httpx.get(f"{vision.base_url}/props", timeout=5.0).json()
     assert props["modalities"]["vision"] is False  # no projector loaded

@@ -145,8 +145,9 @@ async def run(fleet: str, the_plan: dict[str, Any], **settings: Any) -> Any:
         await aclose_mcp_sessions()
 
 
-async def test_embedded_servers_report_tool_support(embedded_fleet: FleetConfig) -> None:
-    engine.forget_tool_support()
+async def test_embedded_servers_report_tool_support(
+    embedded_fleet: FleetConfig, fresh_fleet_state: None
+) -> None:
     for endpoint in embedded_fleet.all_endpoints():
         assert await engine.template_supports_tools(endpoint), endpoint.name
 

@@ -22,7 +22,7 @@ from langchain_openai import ChatOpenAI
 
 from endpoints.clients import constrain_to_json_schema
 from endpoints.fleet import get_runtime
-from endpoints.fleet._affinity import forget_server_slots, pin_slot, prefix_key
+from endpoints.fleet._affinity import pin_slot, prefix_key
 from endpoints.slots import RedisSlotStore, SlotLimiter
 from endpoints.slots._store import LocalSlots
 from graph.calls import call_model
@@ -93,14 +93,12 @@ def fleet(
     for server in (matching, capped):
         server.bodies.clear()
     ollama.reset()
-    forget_server_slots()
     tiers = {
         "tools": [endpoint_spec("llama", matching.port, slots=2)],  # type: ignore[attr-defined]
         "coder": [endpoint_spec("capped", capped.port, slots=2)],  # type: ignore[attr-defined]
         "summary": [endpoint_spec("ollama", ollama.port, kind="ollama", model="qwen3:8b")],
     }
     yield write_fleet(tmp_path / "fleet.toml", tiers)
-    forget_server_slots()
 
 
 async def ask(fleet: Path, tier: str, system: str) -> Any:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from endpoints.config import FleetConfig
-from endpoints.fleet._routing import FleetRuntime, get_runtime, reset_runtimes
+from endpoints.fleet._routing import FleetRuntime, get_runtime
+from endpoints.runtime import reset_runtime
 from ops.simfleet import SimEndpointSpec, SimFleet
 from tests.fakes.ollama_server import FakeOllama
 from tests.helpers import endpoint_spec, free_port, write_fleet
@@ -20,9 +21,9 @@ from tests.helpers import endpoint_spec, free_port, write_fleet
 
 @pytest.fixture(autouse=True)
 def _fresh_state() -> Iterator[None]:
-    reset_runtimes()
+    reset_runtime()
     yield
-    reset_runtimes()
+    reset_runtime()
 
 
 def _fleet(
@@ -97,7 +98,7 @@ async def test_ollama_endpoints_are_checked_for_their_model_and_slots() -> None:
         warnings = await missing.discover()
         assert any("ollama pull qwen3:8b" in w for w in warnings)
         assert any("OLLAMA_NUM_PARALLEL" in w for w in warnings)
-        reset_runtimes()
+        reset_runtime()
         present = FleetRuntime(_fleet(ollama.port, slots=2, kind="ollama", model="llama3.2:1b"))
         assert await present.discover() == []
         assert present.handles("tools")[0].limiter.capacity == 2

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from endpoints.config import FleetConfig
-from endpoints.fleet._routing import FleetRuntime, reset_runtimes
+from endpoints.fleet._routing import FleetRuntime
+from endpoints.runtime import reset_runtime
 from endpoints.slots import LEASE_LOST, SlotLimiter, endpoint_key
 from endpoints.slots._redis_store import PREFIX, RedisSlotStore
 from graph.calls import call_model
@@ -23,9 +24,9 @@ TTL_S = 1.0
 
 @pytest.fixture
 def base_url() -> Iterator[str]:
-    reset_runtimes()
+    reset_runtime()
     yield f"http://lease-loss-{uuid.uuid4().hex[:8]}.invalid:8080"
-    reset_runtimes()
+    reset_runtime()
 
 
 def leases(server: RedisServer, url: str) -> list[str]:

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from endpoints.config import load_fleet
-from endpoints.runtime import limiter_for
-from endpoints.slots import LOCAL, CoordinationConfig, endpoint_key, hide_password, slot_store_for
+from endpoints.runtime import limiter_for, process_runtime
+from endpoints.slots import LOCAL, CoordinationConfig, endpoint_key, hide_password
 from kitty.errors import FleetError, SettingsError
 from tests.helpers import offline_fleet
 
@@ -46,12 +46,12 @@ def test_a_malformed_store_url_names_it_and_the_expected_form(url: str) -> None:
 def test_the_environment_overrides_the_fleet_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KITTY_SLOT_STORE", "redis//nowhere")
     with pytest.raises(SettingsError) as failure:
-        slot_store_for(CoordinationConfig())
+        process_runtime().slot_store(CoordinationConfig())
     message = str(failure.value)
     assert "\n" not in message
     assert message.startswith("KITTY_SLOT_STORE = 'redis//nowhere' is not valid")
     monkeypatch.setenv("KITTY_SLOT_STORE", "local")
-    assert slot_store_for(CoordinationConfig(slot_store="redis://h:1/0")) is LOCAL
+    assert process_runtime().slot_store(CoordinationConfig(slot_store="redis://h:1/0")) is LOCAL
 
 
 def test_a_fleet_file_with_a_bad_store_fails_to_load(tmp_path: Path) -> None:

@@ -16,14 +16,15 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 import graph.execution._agent_node
-import graph.execution._completion_registry
 from endpoints.clients import llamacpp as engine
 from endpoints.clients import probes
 from endpoints.fleet import get_runtime
+from endpoints.runtime import process_runtime
 from graph import Plan, arun_goal
 from graph.calls import call_model
 from graph.context import Context
 from graph.events import TaskFinished, TaskStarted
+from graph.execution._completion_registry import RUN_REGISTRIES
 from graph.synthesis import synthesis_messages
 from tests.conftest import FakeFleet
 from tests.fake_chat import Reply, connect_error
@@ -261,11 +262,11 @@ async def test_cancelling_during_the_early_write_unpins_the_run(
     running = asyncio.create_task(run())
     await asyncio.wait_for(writing.wait(), 10)
     (run_id,) = run_ids
-    assert run_id in graph.execution._completion_registry._pinned
+    assert run_id in process_runtime().get(RUN_REGISTRIES).pinned
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert run_id not in graph.execution._completion_registry._pinned
+    assert run_id not in process_runtime().get(RUN_REGISTRIES).pinned
 
 
 # --------------------------------------------------------------------------- metrics

@@ -64,9 +64,9 @@ async def test_seed_wakes_waiters_and_does_not_overwrite() -> None:
 
 
 async def test_registry_for_isolates_runs_by_id() -> None:
-    first = await registry_for("run-iso-1", {})
-    again = await registry_for("run-iso-1", {})
-    other = await registry_for("run-iso-2", {})
+    first = await registry_for("run-iso-1", None)
+    again = await registry_for("run-iso-1", None)
+    other = await registry_for("run-iso-2", None)
     assert first is again
     assert first is not other
     waiter = asyncio.create_task(other.wait_for(["task_1"]))
@@ -79,40 +79,40 @@ async def test_registry_for_isolates_runs_by_id() -> None:
 
 
 async def test_registry_for_without_checkpointer_starts_empty() -> None:
-    registry = await registry_for("run-fresh", {"configurable": {"thread_id": "t"}})
+    registry = await registry_for("run-fresh", None)
     assert registry.get("task_1") is None
 
 
 async def test_registries_are_dropped_when_unused() -> None:
     run_id = "gc-run"
-    registry = await registry_for(run_id, {})
+    registry = await registry_for(run_id, None)
     registry.complete(done("a"))
     del registry
     gc.collect()  # a finished run leaves nothing behind
-    assert (await registry_for(run_id, {})).get("a") is None
+    assert (await registry_for(run_id, None)).get("a") is None
 
 
 async def test_registry_with_task_ids_outlives_its_callers_until_the_run_is_done() -> None:
     """A task that fails at once must not take its result away before its dependent
     has even fetched the registry."""
-    registry = await registry_for("pinned-run", {}, ["a", "b"])
+    registry = await registry_for("pinned-run", None, ["a", "b"])
     registry.complete(done("a", "early failure", status="failed"))
     del registry
     gc.collect()
-    again = await registry_for("pinned-run", {}, ["a", "b"])
+    again = await registry_for("pinned-run", None, ["a", "b"])
     assert again.get("a") is not None and again.get("a").output == "early failure"
     again.complete(done("b"))  # every task done: only holders keep it now
     del again
     gc.collect()
-    assert (await registry_for("pinned-run", {}, ["a", "b"])).get("a") is None
+    assert (await registry_for("pinned-run", None, ["a", "b"])).get("a") is None
 
 
 async def test_forget_releases_a_cancelled_run() -> None:
-    registry = await registry_for("cancelled-run", {}, ["a", "b"])
+    registry = await registry_for("cancelled-run", None, ["a", "b"])
     registry.complete(done("a"))
     forget("cancelled-run")
     del registry
     gc.collect()
-    fresh = await registry_for("cancelled-run", {}, ["a", "b"])
+    fresh = await registry_for("cancelled-run", None, ["a", "b"])
     assert fresh.get("a") is None
     forget("cancelled-run")

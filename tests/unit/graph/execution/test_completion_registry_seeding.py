@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from graph.execution import _completion_registry as registry_module
-from graph.execution._completion_registry import RESULTS_CHANNEL, forget, registry_for
+from endpoints.runtime import process_runtime
+from graph.execution._completion_registry import (
+    RESULTS_CHANNEL,
+    RUN_REGISTRIES,
+    forget,
+    registry_for,
+)
+from graph.persistence import RunCheckpoint
 from graph.schemas import TaskResult
 
 
@@ -30,14 +36,9 @@ class SlowCheckpointer:
         return SimpleNamespace(pending_writes=[("x", RESULTS_CHANNEL, {"a": done})])
 
 
-def config_for(saver: Any) -> Any:
-    return {
-        "configurable": {
-            "__pregel_checkpointer": saver,
-            "thread_id": "t",
-            "checkpoint_map": {"": "c1"},
-        }
-    }
+def config_for(saver: Any) -> RunCheckpoint:
+    """Where a node of thread ``t`` stands at checkpoint ``c1``, saving to ``saver``."""
+    return RunCheckpoint(checkpointer=saver, thread_id="t", checkpoint_id="c1")
 
 
 async def test_every_sibling_waits_for_the_seeding() -> None:
@@ -80,7 +81,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_seeding() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     forget(run_id)
-    assert run_id not in registry_module._pinned
+    assert run_id not in process_runtime().get(RUN_REGISTRIES).pinned
 
 
 async def test_a_failed_read_is_tried_again_by_the_next_caller() -> None:

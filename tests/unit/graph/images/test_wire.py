@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from endpoints.clients import llamacpp as engine
+from endpoints.runtime import process_runtime
 from graph import arun_goal
 from graph.images._loading import ImageLimits, clean_image
 from kitty.service import ServiceSettings, create_app
@@ -37,11 +36,7 @@ def photo() -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_vision_answers(fresh_fleet_state: None) -> Iterator[None]:
-    engine.forget_vision_support()
-    yield
-    engine.forget_vision_support()
+pytestmark = pytest.mark.usefixtures("fresh_fleet_state")  # no vision answer left over
 
 
 def _spec(name: str, server: FakeVisionLlama, **fields: Any) -> dict[str, Any]:
@@ -187,8 +182,8 @@ async def test_the_service_answers_each_bad_image_with_a_4xx(
 
 
 async def test_a_resumed_run_reads_its_images_from_the_checkpoint(tmp_path: Path) -> None:
-    import graph.images._loading
     from graph import astream_goal
+    from graph.images._loading import REMEMBERED_IMAGES
     from graph.planning import PlanApproval
 
     plan = {"tasks": [{"id": "look", "agent": "vision_analyst", "description": "Check it"}]}
@@ -204,7 +199,7 @@ async def test_a_resumed_run_reads_its_images_from_the_checkpoint(tmp_path: Path
         approval = events[-1]
         assert isinstance(approval, PlanApproval) and seeing.chat_requests == []
         # As in a new process: only the checkpoint has them.
-        graph.images._loading._remembered.clear()
+        process_runtime().get(REMEMBERED_IMAGES).clear()
         result = await arun_goal(
             None, thread_id=approval.thread_id, plan_decision={"action": "approve"}, **FAST
         )

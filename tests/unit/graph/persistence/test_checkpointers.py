@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -12,6 +13,7 @@ from graph.execution._completion_registry import persist_result, registry_for
 from graph.persistence import (
     CHECKPOINTS_ENV_VAR,
     CheckpointError,
+    RunCheckpoint,
     default_checkpoint_location,
     describe_location,
     make_checkpointer,
@@ -122,18 +124,12 @@ def test_bad_decisions_say_how_to_answer(value: object) -> None:
 async def test_registry_is_seeded_from_sqlite_pending_writes(tmp_path: Path) -> None:
     finished = TaskResult(task_id="A", status="completed", agent="researcher", output="saved")
     async with make_checkpointer(tmp_path / "cp.sqlite") as saver:
-        config = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+        config: RunnableConfig = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
         checkpoint = empty_checkpoint()
         saved = await saver.aput(config, checkpoint, {"source": "loop", "step": 1}, {})
         await saver.aput_writes(saved, [("results", {"A": finished})], "task-a")
-        task_config = {
-            "configurable": {
-                "thread_id": "t1",
-                "__pregel_checkpointer": saver,
-                "checkpoint_map": {"": checkpoint["id"]},
-            }
-        }
-        registry = await registry_for("run-seeded", task_config)
+        position = RunCheckpoint(saver, thread_id="t1", checkpoint_id=checkpoint["id"])
+        registry = await registry_for("run-seeded", position)
         results = await registry.wait_for(["A"])
     assert results["A"].output == "saved"
     assert isinstance(results["A"], TaskResult)
@@ -152,19 +148,14 @@ async def test_early_result_write_is_read_back_after_a_resume(tmp_path: Path) ->
     finished = TaskResult(task_id="B", status="completed", agent="coder", output="early")
     async with make_checkpointer(tmp_path / "cp.sqlite") as saver:
         checkpoint = empty_checkpoint()
-        base = {"configurable": {"thread_id": "t2", "checkpoint_ns": ""}}
+        base: RunnableConfig = {"configurable": {"thread_id": "t2", "checkpoint_ns": ""}}
         await saver.aput(base, checkpoint, {"source": "loop", "step": 1}, {})
-        node_config = {
-            "configurable": {
-                "thread_id": "t2",
-                "__pregel_checkpointer": saver,
-                "__pregel_task_id": "send-task-b",
-                "checkpoint_map": {"": checkpoint["id"]},
-            }
-        }
-        assert await persist_result(node_config, finished)
-        assert not await persist_result({"configurable": {}}, finished)  # no checkpointer
-        registry = await registry_for("run-after-crash", node_config)
+        node = RunCheckpoint(
+            saver, thread_id="t2", checkpoint_id=checkpoint["id"], task_id="send-task-b"
+        )
+        assert await persist_result(node, finished)
+        assert not await persist_result(None, finished)  # no checkpointer
+        registry = await registry_for("run-after-crash", node)
         assert registry.get("B") == finished
 
 

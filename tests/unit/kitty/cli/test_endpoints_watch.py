@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from endpoints.config import load_fleet
-from endpoints.fleet._routing import get_runtime, reset_runtimes
+from endpoints.fleet._routing import get_runtime
+from endpoints.runtime import reset_runtime
 from kitty.cli._endpoints_watch import watch_endpoints
 from kitty.cli.main import app
 from ops.simfleet import SimEndpointSpec, SimFleet
@@ -25,7 +26,7 @@ from tests.helpers import endpoint_spec, write_fleet
 
 @pytest.fixture
 def one_slot(tmp_path: Path) -> Iterator[tuple[SimFleet, Path]]:
-    reset_runtimes()
+    reset_runtime()
     with SimFleet([SimEndpointSpec(name="one", slots=1, time_scale=0.05)]) as sim:
         (url,) = sim.urls.values()
         port = int(url.rsplit(":", 1)[1])
@@ -33,7 +34,7 @@ def one_slot(tmp_path: Path) -> Iterator[tuple[SimFleet, Path]]:
             tmp_path / "fleet.toml", {"tools": [endpoint_spec("one", port, slots=1)]}
         )
         yield sim, path
-    reset_runtimes()
+    reset_runtime()
 
 
 async def _flood(url: str, requests: int) -> None:
