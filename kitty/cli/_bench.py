@@ -18,8 +18,13 @@ from kitty.cli._errors import fail, shows_errors
 BENCH_INSTALL = "pip install 'kitty-orchestrator[bench]'"
 """The command that adds the benchmarks to an install without them."""
 
-BENCH_MISSING = f"the benchmarks (kitty.bench) are not installed; add them with: {BENCH_INSTALL}"
-"""What ``kitty-orch bench`` prints when the ``bench`` extra is not installed."""
+
+def bench_missing(command: str) -> str:
+    """The one line ``command`` prints when the ``bench`` extra is not installed."""
+    return (
+        f"{command} needs the benchmarks (kitty.bench), which are not installed; "
+        f"add them with: {BENCH_INSTALL}"
+    )
 
 
 def bench_installed() -> bool:
@@ -37,7 +42,7 @@ def add_bench_command(cli: typer.Typer, *, installed: bool) -> None:
 
     def bench_not_installed() -> None:
         """Run the benchmarks (needs the bench extra, which is not installed)."""
-        fail(BENCH_MISSING)
+        fail(bench_missing("kitty-orch bench"))
 
     # Whatever the arguments (a suite, --smoke...), the one line above is the answer.
     cli.command(

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from endpoints import FleetConfig, load_fleet
 from kitty.cli._app import FLEET_HELP, fleet_app
+from kitty.cli._bench import bench_installed, bench_missing
 from kitty.cli._console import console, err_console
 from kitty.cli._errors import shows_errors
 from kitty.errors import FleetError, UserError, format_validation_error
@@ -370,6 +371,8 @@ def fleet_whatif(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Run a scenario on the SIMULATED fleet under the current and the changed layout."""
+    if not bench_installed():  # the simulator it runs ships with the benchmarks
+        raise UserError(bench_missing("kitty-orch fleet whatif"))
     from kitty.bench import load_scenario, what_if
 
     changes = _changes(set_values, add_replica)
