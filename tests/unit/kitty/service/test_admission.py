@@ -23,7 +23,7 @@ from kitty.errors import SettingsError
 from kitty.service import ServiceSettings, create_app
 from kitty.service._admission import PREFIX, LocalRunLeases, RedisRunLeases, RunAdmission
 from kitty.service._errors import RequestError
-from tests.helpers import free_port
+from tests.helpers import asgi_client, free_port
 from tests.redis_server import RedisServer, running_redis
 
 QUERY = "/api/query/parallel"
@@ -97,8 +97,7 @@ def worker(**overrides: Any) -> FastAPI:
 
 
 def client_for(app: FastAPI) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765", timeout=10)
+    return asgi_client(app, base_url="http://127.0.0.1:8765")  # the port the worker is given
 
 
 def close(*apps: FastAPI) -> None:

@@ -11,7 +11,6 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
@@ -30,12 +29,12 @@ from kitty.errors import (
 from kitty.service import ServiceSettings, create_app
 from kitty.service._errors import RequestError
 from kitty.service._runs import RunSpec, stream_events
+from tests.helpers import asgi_client
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 QUERY = "/api/query/parallel"
 STREAM = f"{QUERY}/stream"
-LOCAL = "http://127.0.0.1:8000"
 
 
 def fake_result(goal: str) -> RunResult:
@@ -80,11 +79,6 @@ def make_app(**overrides: Any) -> FastAPI:
     return create_app(ServiceSettings(**settings))
 
 
-def client_for(app: FastAPI, base_url: str = LOCAL) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=10)
-
-
 def plan_body(**task: Any) -> dict[str, Any]:
     base = {"id": "t1", "agent": "researcher", "description": "d"}
     return {"query": "q", "max_tasks": 1, "plan": {"tasks": [{**base, **task}]}}
@@ -96,7 +90,7 @@ def plan_body(**task: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("path", ["/healthz", QUERY, "/api/endpoints"])
 async def test_loopback_service_refuses_a_foreign_host(runs: FakeRuns, path: str) -> None:
     app = make_app(api_token=None)
-    async with client_for(app) as client:
+    async with asgi_client(app) as client:
         headers = {"Host": "attacker.example:8000"}
         if path == QUERY:
             response = await client.post(path, json={"query": "hi"}, headers=headers)
@@ -113,14 +107,14 @@ async def test_loopback_service_refuses_a_foreign_host(runs: FakeRuns, path: str
     "host", ["localhost", "localhost:8000", "127.0.0.1", "127.0.0.1:1", "[::1]", "[::1]:8000"]
 )
 async def test_loopback_names_are_accepted(host: str) -> None:
-    async with client_for(make_app(api_token=None)) as client:
+    async with asgi_client(make_app(api_token=None)) as client:
         response = await client.get("/healthz", headers={"Host": host})
     assert response.status_code == 200, response.text
 
 
 async def test_allowed_hosts_admit_named_hosts_only() -> None:
     app = make_app(api_token=None, allowed_hosts=["kitty.lan", "*.example.org"])
-    async with client_for(app) as client:
+    async with asgi_client(app) as client:
         named = await client.get("/healthz", headers={"Host": "KITTY.lan:8000"})
         wildcard = await client.get("/healthz", headers={"Host": "a.b.example.org"})
         local = await client.get("/healthz", headers={"Host": "localhost:8000"})
@@ -130,9 +124,9 @@ async def test_allowed_hosts_admit_named_hosts_only() -> None:
 
 
 async def test_exposed_service_with_token_keeps_any_host_until_allowed_hosts_is_set() -> None:
-    async with client_for(make_app(host="0.0.0.0")) as client:
+    async with asgi_client(make_app(host="0.0.0.0")) as client:
         open_ = await client.get("/healthz", headers={"Host": "brain.lan:8000"})
-    async with client_for(make_app(host="0.0.0.0", allowed_hosts=["brain.lan"])) as client:
+    async with asgi_client(make_app(host="0.0.0.0", allowed_hosts=["brain.lan"])) as client:
         named = await client.get("/healthz", headers={"Host": "brain.lan:8000"})
         foreign = await client.get("/healthz", headers={"Host": "rebound.example"})
     assert open_.status_code == 200 and named.status_code == 200
@@ -150,7 +144,7 @@ def test_allowed_hosts_must_be_host_names() -> None:
 async def test_runs_beyond_the_cap_get_429_with_retry_after(runs: FakeRuns) -> None:
     app = make_app(max_concurrent_runs=1)
     runs.hold()
-    async with client_for(app) as client:
+    async with asgi_client(app) as client:
         first = asyncio.create_task(client.post(QUERY, json={"query": "hold"}, headers=AUTH))
         for _ in range(200):
             if runs.in_flight:
@@ -171,7 +165,7 @@ async def test_runs_beyond_the_cap_get_429_with_retry_after(runs: FakeRuns) -> N
 
 async def test_a_finished_stream_gives_its_place_back(runs: FakeRuns) -> None:
     app = make_app(max_concurrent_runs=1)
-    async with client_for(app) as client:
+    async with asgi_client(app) as client:
         streamed = await client.post(STREAM, json={"query": "s"}, headers=AUTH)
         again = await client.post(STREAM, json={"query": "t"}, headers=AUTH)
     assert streamed.status_code == 200 and "event: result" in streamed.text
@@ -188,7 +182,7 @@ def test_max_concurrent_runs_default_admits_a_burst() -> None:
 @pytest.mark.parametrize("path", [QUERY, STREAM])
 async def test_task_max_tokens_over_the_largest_context_is_422(runs: FakeRuns, path: str) -> None:
     largest = max(e.ctx for e in load_fleet("embedded").all_endpoints())
-    async with client_for(make_app()) as client:
+    async with asgi_client(make_app()) as client:
         over = await client.post(path, json=plan_body(max_tokens=largest + 1), headers=AUTH)
         fits = await client.post(path, json=plan_body(max_tokens=largest), headers=AUTH)
     assert over.status_code == 422, over.text
@@ -227,7 +221,7 @@ def _app_raising(exc: Exception) -> FastAPI:
     ],
 )
 async def test_every_user_error_shows_its_text(exc: Exception, status: int) -> None:
-    async with client_for(_app_raising(exc)) as client:
+    async with asgi_client(_app_raising(exc)) as client:
         response = await client.get("/raise", headers=AUTH)
     assert response.status_code == status, response.text
     assert str(exc) in response.json()["error"]
@@ -235,7 +229,7 @@ async def test_every_user_error_shows_its_text(exc: Exception, status: int) -> N
 
 @pytest.mark.parametrize("exc", [ValueError("bad internals"), InternalError("a bug internals")])
 async def test_other_errors_are_500_with_an_id(exc: Exception) -> None:
-    async with client_for(_app_raising(exc)) as client:
+    async with asgi_client(_app_raising(exc)) as client:
         response = await client.get("/raise", headers=AUTH)
     assert response.status_code == 500
     body = response.json()
@@ -298,7 +292,7 @@ async def test_a_query_too_long_for_the_smallest_context_is_422(runs: FakeRuns, 
     # 7,800 characters, under max_query_chars; digits are a token each in SmolLM2's
     # tokenizer, so this is over 2,048 tokens whether or not the fleet is up to count it.
     query = "12345 " * 1300
-    async with client_for(make_app()) as client:
+    async with asgi_client(make_app()) as client:
         response = await client.post(path, json={"query": query}, headers=AUTH)
     assert response.status_code == 422, response.text
     body = response.json()

@@ -25,6 +25,7 @@ from kitty.service import (
 )
 from kitty.service._runs import RunSpec, build_run, stream_events
 from kitty.service._security import exposure_warning, is_loopback
+from tests.helpers import asgi_client
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,8 +40,7 @@ def make_client(**overrides: object) -> httpx.AsyncClient:
     async def boom() -> None:
         raise RuntimeError("secret internals /etc/passwd")
 
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000")
+    return asgi_client(app)
 
 
 def assert_error(response: httpx.Response, status: int, field: str | None = None) -> dict:
