@@ -3,6 +3,7 @@
 The names below are the package's surface (the graph, the CLI and the service use only
 these); the subpackages behind it hold the internals:
 
+- :mod:`endpoints.calls`: the one call layer (:func:`call_tiers`, :class:`ModelRequest`).
 - :mod:`endpoints.config`: the fleet file (:func:`load_fleet`, :class:`FleetConfig`...).
 - :mod:`endpoints.clients`: one model server's clients and probes.
 - :mod:`endpoints.fleet`: a fleet at run time (:class:`FleetRuntime`, :func:`get_runtime`).
@@ -10,6 +11,16 @@ these); the subpackages behind it hold the internals:
 - :mod:`endpoints.slots`: slot limiters and their stores (in-process or Redis).
 """
 
+from endpoints.calls import (
+    CallLimits,
+    CallOutcome,
+    ModelCall,
+    ModelRequest,
+    ModelSettings,
+    ResponseFormat,
+    ToolBinding,
+    call_tiers,
+)
 from endpoints.clients import is_busy_error, is_endpoint_failure, make_chat_model
 from endpoints.clients.probes import EndpointStatus, probe_all, probe_endpoint
 from endpoints.config import (
@@ -45,6 +56,8 @@ __all__ = [
     "REDIS_COMMAND_TIMEOUT_S",
     "REDIS_CONNECT_TIMEOUT_S",
     "SLOT_STORE_ENV",
+    "CallLimits",
+    "CallOutcome",
     "CoordinationConfig",
     "EndpointConfig",
     "EndpointHandle",
@@ -56,10 +69,16 @@ __all__ = [
     "FleetRuntime",
     "LaunchSettings",
     "LimiterStats",
+    "ModelCall",
+    "ModelRequest",
+    "ModelSettings",
+    "ResponseFormat",
     "SlotLimiter",
     "SlotTimeoutError",
     "TierConfig",
+    "ToolBinding",
     "available_profiles",
+    "call_tiers",
     "get_runtime",
     "health_for",
     "hide_password",

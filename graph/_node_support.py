@@ -11,9 +11,10 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from agents.registry import DEFAULT_AGENTS, validate_agents
+from endpoints.calls import CallLimits, CallOutcome
 from endpoints.config import FleetConfig
 from endpoints.fleet import FleetRuntime, get_runtime
-from graph.calls import CallOutcome
+from endpoints.slots import SlotOrder
 from graph.context import Context
 from graph.events import (
     _Event,
@@ -74,6 +75,28 @@ def usable_tiers(fleet_runtime: FleetRuntime, tiers: list[str]) -> list[str]:
     """The tiers of a chain that the fleet has (its first tier if none)."""
     known = [t for t in dict.fromkeys(tiers) if t in fleet_runtime.fleet.tiers]
     return known or [next(iter(fleet_runtime.fleet.tiers))]
+
+
+def call_limits(context: Context) -> CallLimits:
+    """The run's limits for one model call: slot wait, request time, busy retries."""
+    return CallLimits(
+        slot_timeout_s=context.slot_timeout_s,
+        call_timeout_s=context.task_timeout_s,
+        busy_retries=context.busy_retries,
+    )
+
+
+def slot_order_of_run() -> SlotOrder:
+    """The current graph run's ``slot_order`` setting (``priority`` outside a run)."""
+    from langgraph.runtime import get_runtime as get_graph_runtime
+
+    try:
+        context = get_graph_runtime().context
+    except (RuntimeError, KeyError, AttributeError):
+        return "priority"
+    order = context.get("slot_order") if isinstance(context, dict) else None
+    order = getattr(context, "slot_order", order)
+    return "fifo" if order == "fifo" else "priority"
 
 
 def add_usage(usage: dict[str, int], outcome: CallOutcome) -> dict[str, int]:

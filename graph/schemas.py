@@ -6,6 +6,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from endpoints.calls import ModelCall
+
 TaskStatus = Literal["completed", "failed", "skipped"]
 
 
@@ -116,34 +118,6 @@ class Plan(BaseModel):
             if task.id == task_id:
                 return task
         raise KeyError(task_id)
-
-
-CallStatus = Literal["ok", "slow", "down", "busy", "rejected", "cancelled", "requeued"]
-
-
-class ModelCall(BaseModel):
-    """One request of a task to one endpoint, while holding one of its slots.
-
-    Attributes:
-        endpoint: Endpoint name.
-        slot: Our slot number on it.
-        started_at: Epoch seconds when the request started.
-        latency_s: Seconds until it answered, failed or was cancelled.
-        status: ``ok``, ``slow`` (timed out, server alive), ``down`` (connection error,
-            5xx), ``busy`` (server queue full), ``rejected`` (4xx), ``cancelled`` or
-            ``requeued`` (its shared slot lease was lost mid-call: stopped, asked again).
-        error: What went wrong, if anything.
-        cached_prompt_tokens: Prompt tokens the server served from its prompt cache
-            (llama.cpp's ``cached_tokens`` / ``timings.cache_n``; 0 when not reported).
-    """
-
-    endpoint: str
-    slot: int | None = None
-    started_at: float
-    latency_s: float = 0.0
-    status: CallStatus = "ok"
-    error: str | None = None
-    cached_prompt_tokens: int = 0
 
 
 class ToolCallRecord(BaseModel):

@@ -6,24 +6,22 @@ import logging
 import time
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from endpoints.calls import CallOutcome, MessageBuilder, ModelRequest, ModelSettings, call_tiers
 from endpoints.config import EndpointConfig, ThinkingLevel
 from endpoints.fleet import FleetRuntime, get_runtime
 from graph import prompts
 from graph._node_support import (
     add_usage,
+    call_limits,
     context_of,
     emit,
     usable_tiers,
 )
 from graph._state import OrchestratorState
-from graph.calls import (
-    CallOutcome,
-    MessageBuilder,
-    call_model,
+from graph.budgets import (
     room_after,
     safe_token_bound,
     trim_to_tokens,
@@ -60,26 +58,20 @@ async def _phase_call(
     ``messages`` builds the prompt for each endpoint tried (budgets differ); ``run_id``
     counts its slot time to the run (least attained service across runs).
     """
-
-    def build(endpoint: EndpointConfig) -> BaseChatModel:
-        return fleet_runtime.chat_model(
-            endpoint,
+    request = ModelRequest(
+        tiers=tiers,
+        model=ModelSettings(
             temperature=temperature,
             max_tokens=max_tokens,
             thinking=thinking,
             timeout_s=context.task_timeout_s,
-        )
-
-    return await call_model(
-        fleet_runtime,
-        tiers,
-        messages,
-        build,
-        config={"tags": [f"kitty:{phase}"], "metadata": {"kitty_run_id": run_id}},
-        slot_timeout_s=context.slot_timeout_s,
-        call_timeout_s=context.task_timeout_s,
-        busy_retries=context.busy_retries,
+        ),
+        limits=call_limits(context),
+        run_id=run_id,
+        slot_order=context.slot_order,
+        tags=[f"kitty:{phase}"],
     )
+    return await call_tiers(fleet_runtime, request, messages)
 
 
 def truncation_warnings(results: list[TaskResult]) -> list[str]:

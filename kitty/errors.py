@@ -15,6 +15,7 @@ KittyError                   base of everything below; never raised itself
 │   ├── ToolSourceError      a tool source (an MCP server, the memory store) cannot start
 │   └── ToolError            one tool call failed or was refused (the model is told why)
 ├── EndpointHTTPError        a model server answered a direct request with an error status
+├── PromptTooLong            a prompt does not fit one endpoint's context (the next one is tried)
 └── InternalError            a bug: surfaces log it with an error id and exit 1 / answer 500
 ```
 
@@ -39,6 +40,7 @@ __all__ = [
     "NothingToResume",
     "PlanApprovalRequired",
     "PlanError",
+    "PromptTooLong",
     "SettingsError",
     "SimFleetError",
     "SlotTimeoutError",
@@ -68,6 +70,15 @@ class EndpointHTTPError(KittyError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(f"Error code: {status_code} - {message}")
         self.status_code = status_code
+
+
+class PromptTooLong(KittyError):
+    """The fixed part of a prompt does not fit an endpoint's context (try another one).
+
+    A message builder raises it for one endpoint; the call layer
+    (:mod:`endpoints.calls`) then skips that endpoint before taking a slot and tries the
+    next candidate. Its text says what to shorten or enlarge.
+    """
 
 
 class InternalError(KittyError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from endpoints.clients import llamacpp as engine
 from endpoints.config import EndpointConfig
-from kitty.errors import PlanError
+from kitty.errors import PlanError, PromptTooLong
 
 if TYPE_CHECKING:
     from endpoints.fleet import FleetRuntime
@@ -28,10 +28,6 @@ _SAFE_EXTRA_TOKENS = 1
 # Room a goal must leave in the smallest context: the agent's instructions, the task
 # description and a short answer.
 GOAL_RESERVE_TOKENS = 512
-
-
-class PromptTooLong(Exception):
-    """The fixed part of a prompt does not fit an endpoint's context (try another one)."""
 
 
 def safe_token_bound(text: str) -> int:

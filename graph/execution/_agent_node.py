@@ -16,22 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
+from endpoints.calls import CallOutcome, MessageBuilder, ModelRequest, ModelSettings, call_tiers
 from endpoints.clients import llamacpp as engine
 from endpoints.config import EndpointConfig
 from endpoints.fleet import FleetRuntime, get_runtime
 from graph import prompts
-from graph._node_support import context_of, emit, usable_tiers
+from graph._node_support import call_limits, context_of, emit, slot_order_of_run, usable_tiers
 from graph._state import AgentInput, OrchestratorState
-from graph.calls import CallOutcome, MessageBuilder, ModelBuilder, call_model, slot_order_of_run
 from graph.context import Context
 from graph.dag import remaining_critical_path
 from graph.events import (
@@ -54,8 +55,15 @@ from graph.images import (
     seeing_endpoints,
 )
 from graph.persistence import current_checkpoint
-from graph.schemas import Task, TaskResult, TaskStatus, ToolCallRecord
-from graph.tools import Offer, ToolRunner, bind_offer, native_support, offered_tools, run_tool_loop
+from graph.schemas import Task, TaskResult, TaskStatus
+from graph.tools import (
+    LoopResult,
+    Offer,
+    ToolRunner,
+    native_support,
+    offered_tools,
+    run_tool_loop,
+)
 from kitty.tools import OfferedTools
 
 logger = logging.getLogger("kitty.graph")
@@ -125,128 +133,127 @@ def _empty_answer_error(outcome: CallOutcome, max_tokens: int) -> str:
     )
 
 
-async def run_task(
-    task: Task,
-    goal: str,
-    deps: dict[str, TaskResult],
-    context: Context,
-    fleet_runtime: FleetRuntime,
-    run_id: str,
-    agents: dict[str, AgentSpec] = DEFAULT_AGENTS,
-    *,
-    observer: TaskObserver | None = None,
-    priority: float = 0.0,
-    images: list[ImageRecord] | None = None,
-) -> TaskResult:
-    """Build the task's messages (per endpoint tried) and call its agent's model.
+@dataclass
+class _TaskCall:
+    """How one task calls its agent's model: the prompt per endpoint, the request, the hooks.
 
-    An agent offered tools runs its tool loop (:mod:`graph.tool_loop`). An empty answer
-    is asked for once more; twice empty fails the task. ``priority`` is the slot
-    priority of its first round (later tool rounds keep the tool loop's own). A task
-    given ``images`` runs only on endpoints that can see them; with none it fails
-    before any request (:mod:`graph.images._routing`).
+    Attributes:
+        fleet_runtime: The fleet the call runs on.
+        request: The task's plain call (its first round's priority, its agent's cap).
+        observer: The task's progress hooks.
+        prompt: ``reserve -> builder`` of the task's messages per endpoint, leaving room
+            for ``reserve`` (tool schemas and earlier rounds).
     """
-    agent = agents[task.agent]
-    tiers = usable_tiers(fleet_runtime, agent.tiers())
-    max_tokens = task.max_tokens or agent.max_tokens
-    observer = observer or TaskObserver(run_id, task, priority)
-    images = images or []
-    seeing: set[str] = set()
-    if images:
-        chain = [h.config for h in fleet_runtime.candidates(tiers)]
-        seeing = await seeing_endpoints(chain)
-        if not seeing:
-            return _failed(task, await no_vision_error(chain, len(images)), priority=priority)
-    offered = OfferedTools()
-    if task.tool_choice != "none":
-        offered = await offered_tools(agent, context, fleet_runtime.fleet)
-    names = sorted(offered.tools)
-    system = prompts.agent_system(agent.system_prompt, names)
 
-    def messages_for(reserve: str = "") -> MessageBuilder:
-        return task_messages(
-            task, goal, deps, system, max_tokens, reserve, images=images, seeing=seeing
+    fleet_runtime: FleetRuntime
+    request: ModelRequest
+    observer: TaskObserver
+    prompt: Callable[[str], MessageBuilder]
+
+    async def plain(self) -> CallOutcome:
+        """One call without tools."""
+        return await call_tiers(
+            self.fleet_runtime, self.request, self.prompt(""), observer=self.observer
         )
 
-    def model_for(endpoint: EndpointConfig, cap: int) -> BaseChatModel:
-        return fleet_runtime.chat_model(
-            endpoint,
+    async def base_messages(self, endpoint: EndpointConfig, reserve: str) -> list[BaseMessage]:
+        """The task's prompt for ``endpoint``, its budget leaving room for ``reserve``."""
+        return list(await self.prompt(reserve)(endpoint))
+
+    async def round(
+        self,
+        native: dict[str, bool],
+        messages: MessageBuilder,
+        offer: Offer,
+        cap: int,
+        priority: float,
+    ) -> CallOutcome:
+        """One tool-loop round: ``offer`` bound, its own cap and slot priority."""
+        request = replace(
+            self.request,
+            model=replace(self.request.model, max_tokens=cap),
+            tools=offer.binding(native),
+            # The loop asks 0 for a first round: that round waits with the task's priority.
+            priority=priority or self.request.priority,
+        )
+        return await call_tiers(self.fleet_runtime, request, messages, observer=self.observer)
+
+
+def _task_request(
+    task: Task,
+    agent: AgentSpec,
+    tiers: list[str],
+    context: Context,
+    run_id: str,
+    priority: float,
+) -> ModelRequest:
+    """The request of a task's plain call: its agent's settings, the run's limits."""
+    return ModelRequest(
+        tiers=tiers,
+        model=ModelSettings(
             temperature=agent.temperature,
-            max_tokens=cap,
+            max_tokens=task.max_tokens or agent.max_tokens,
             extra=task.extra or None,
             timeout_s=context.task_timeout_s,
-        )
+        ),
+        limits=call_limits(context),
+        priority=priority,
+        run_id=run_id,
+        slot_order=context.slot_order,
+        tags=["kitty:task", f"task:{task.id}"],
+        metadata={"kitty_task_id": task.id, "kitty_agent": task.agent},
+    )
 
-    async def call(
-        messages: MessageBuilder, build: ModelBuilder, priority: float = 0.0
-    ) -> CallOutcome:
-        return await call_model(
-            fleet_runtime,
-            tiers,
-            messages,
-            build,
-            observer=observer,
-            config={
-                "tags": ["kitty:task", f"task:{task.id}"],
-                "metadata": {
-                    "kitty_run_id": run_id,
-                    "kitty_task_id": task.id,
-                    "kitty_agent": task.agent,
-                },
-            },
-            slot_timeout_s=context.slot_timeout_s,
-            call_timeout_s=context.task_timeout_s,
-            busy_retries=context.busy_retries,
-            priority=priority,
-        )
 
-    def plain() -> Awaitable[CallOutcome]:
-        return call(messages_for(), lambda endpoint: model_for(endpoint, max_tokens), priority)
+async def _answer_with_tools(
+    task: Task, offered: OfferedTools, call: _TaskCall, context: Context, run_id: str
+) -> LoopResult:
+    """The task's tool loop, each round one call.
 
-    records: list[ToolCallRecord] = []
-    warnings = [f"tool source unavailable: {p}" for p in offered.problems]
-    if offered.tools or task.tool_choice not in ("auto", "none"):
-        endpoints = [h.config for h in fleet_runtime.candidates(tiers)]
-        native = await native_support(endpoints)
+    Endpoints found not to constrain tool calls are remembered as such.
+    """
+    endpoints = [h.config for h in call.fleet_runtime.candidates(list(call.request.tiers))]
+    native = await native_support(endpoints)
+    loop = await run_tool_loop(
+        task,
+        offered.tools,
+        problems=offered.problems,
+        rounds=context.tool_rounds,
+        max_tokens=call.request.model.max_tokens or 0,
+        native=native,
+        base_messages=call.base_messages,
+        call_round=partial(call.round, native),
+        combine=_combined,
+        runner=ToolRunner(run_id, task, context.tool_timeout_s),
+    )
+    for endpoint in endpoints:
+        if native.get(endpoint.name) is False:
+            engine.mark_tool_calls_unconstrained(endpoint)
+    return loop
 
-        async def base_messages(endpoint: EndpointConfig, reserve: str) -> list[BaseMessage]:
-            return list(await messages_for(reserve)(endpoint))
 
-        async def call_round(
-            messages: MessageBuilder, offer: Offer, cap: int, round_priority: float
-        ) -> CallOutcome:
-            def build(endpoint: EndpointConfig) -> Any:
-                model = model_for(endpoint, cap)
-                return bind_offer(model, endpoint, offer, native.get(endpoint.name, False))
-
-            # The loop asks 0 for a first round: that round waits with the task's priority.
-            return await call(messages, build, round_priority or priority)
-
-        loop = await run_tool_loop(
-            task,
-            offered.tools,
-            problems=offered.problems,
-            rounds=context.tool_rounds,
-            max_tokens=max_tokens,
-            native=native,
-            base_messages=base_messages,
-            call_round=call_round,
-            combine=_combined,
-            runner=ToolRunner(run_id, task, context.tool_timeout_s),
-        )
-        for endpoint in endpoints:
-            if native.get(endpoint.name) is False:
-                engine.mark_tool_calls_unconstrained(endpoint)
-        if loop.outcome is None:
-            return _failed(task, loop.error or "no tool loop", tools_offered=names)
-        outcome, records, warnings = loop.outcome, loop.records, loop.warnings
-    else:
-        outcome = await plain()
+async def _asked_again_if_empty(task: Task, call: _TaskCall, outcome: CallOutcome) -> CallOutcome:
+    """An empty answer asked for once more; twice empty fails."""
+    if not (outcome.ok and not outcome.text.strip()):
+        return outcome
+    logger.warning("task %s: empty answer from %s; asking once more", task.id, outcome.endpoint)
+    outcome = _combined(outcome, await call.plain())
     if outcome.ok and not outcome.text.strip():
-        logger.warning("task %s: empty answer from %s; asking once more", task.id, outcome.endpoint)
-        outcome = _combined(outcome, await plain())
-        if outcome.ok and not outcome.text.strip():
-            outcome.ok, outcome.error = False, _empty_answer_error(outcome, max_tokens)
+        max_tokens = call.request.model.max_tokens or 0
+        outcome.ok, outcome.error = False, _empty_answer_error(outcome, max_tokens)
+    return outcome
+
+
+def _task_result(
+    task: Task,
+    outcome: CallOutcome,
+    answer: LoopResult,
+    tools_offered: list[str],
+    priority: float,
+    images: list[ImageRecord],
+    seeing: set[str],
+) -> TaskResult:
+    """The task's result from its calls' combined outcome."""
     return TaskResult(
         task_id=task.id,
         status="completed" if outcome.ok else "failed",
@@ -268,13 +275,72 @@ async def run_task(
         completion_tokens=outcome.completion_tokens,
         reasoning=outcome.reasoning,
         truncated=outcome.ok and outcome.truncated,
-        tool_calls=records,
-        tools_offered=names,
-        warnings=warnings,
+        tool_calls=answer.records,
+        tools_offered=tools_offered,
+        warnings=answer.warnings,
         priority=priority,
         # Only endpoints that can see were sent anything (the others were skipped).
         images_sent=len(images) if any(c.endpoint in seeing for c in outcome.calls) else 0,
     )
+
+
+async def run_task(
+    task: Task,
+    goal: str,
+    deps: dict[str, TaskResult],
+    context: Context,
+    fleet_runtime: FleetRuntime,
+    run_id: str,
+    agents: dict[str, AgentSpec] = DEFAULT_AGENTS,
+    *,
+    observer: TaskObserver | None = None,
+    priority: float = 0.0,
+    images: list[ImageRecord] | None = None,
+) -> TaskResult:
+    """Build the task's messages (per endpoint tried) and call its agent's model.
+
+    An agent offered tools runs its tool loop (:mod:`graph.tools._tool_loop`). An empty
+    answer is asked for once more; twice empty fails the task. ``priority`` is the slot
+    priority of its first round (later tool rounds keep the tool loop's own). A task
+    given ``images`` runs only on endpoints that can see them; with none it fails
+    before any request (:mod:`graph.images._routing`).
+    """
+    agent = agents[task.agent]
+    tiers = usable_tiers(fleet_runtime, agent.tiers())
+    images = images or []
+    seeing: set[str] = set()
+    if images:
+        chain = [h.config for h in fleet_runtime.candidates(tiers)]
+        seeing = await seeing_endpoints(chain)
+        if not seeing:
+            return _failed(task, await no_vision_error(chain, len(images)), priority=priority)
+    offered = OfferedTools()
+    if task.tool_choice != "none":
+        offered = await offered_tools(agent, context, fleet_runtime.fleet)
+    names = sorted(offered.tools)
+    request = _task_request(task, agent, tiers, context, run_id, priority)
+    prompt = partial(
+        task_messages,
+        task,
+        goal,
+        deps,
+        prompts.agent_system(agent.system_prompt, names),
+        request.model.max_tokens or 0,
+        images=images,
+        seeing=seeing,
+    )
+    call = _TaskCall(
+        fleet_runtime, request, observer or TaskObserver(run_id, task, priority), prompt
+    )
+    if offered.tools or task.tool_choice not in ("auto", "none"):
+        answer = await _answer_with_tools(task, offered, call, context, run_id)
+    else:
+        warnings = [f"tool source unavailable: {p}" for p in offered.problems]
+        answer = LoopResult(await call.plain(), warnings=warnings)
+    if answer.outcome is None:
+        return _failed(task, answer.error or "no tool loop", tools_offered=names)
+    outcome = await _asked_again_if_empty(task, call, answer.outcome)
+    return _task_result(task, outcome, answer, names, priority, images, seeing)
 
 
 def _failed(task: Task, error: str, status: TaskStatus = "failed", **extra: Any) -> TaskResult:
@@ -409,5 +475,3 @@ async def _run_agent(
             **observer.so_far(),
         )
     return result.model_copy(update={"ready_at": ready_at})
-
-

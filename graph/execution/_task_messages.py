@@ -1,6 +1,6 @@
 """An agent task's messages, built per endpoint: fixed prompt, dependencies cut to fit, images.
 
-The builder is called once for each endpoint tried (:data:`graph.calls._model_call.MessageBuilder`):
+The builder is called once for each endpoint tried (:data:`endpoints.calls.MessageBuilder`):
 the dependency results are cut to *that* endpoint's context, and a task carrying images
 gets them only on an endpoint that can see; any other endpoint is skipped
 (:class:`~graph.images._routing.EndpointCannotSee`) before a slot is taken or a byte sent.
@@ -12,11 +12,10 @@ from collections.abc import Collection, Sequence
 
 from langchain_core.messages import BaseMessage, SystemMessage
 
+from endpoints.calls import MessageBuilder
 from endpoints.config import EndpointConfig
 from graph import prompts
-from graph.calls import (
-    MessageBuilder,
-    PromptTooLong,
+from graph.budgets import (
     ensure_fits,
     room_after,
     safe_token_bound,
@@ -24,6 +23,7 @@ from graph.calls import (
 )
 from graph.images import EndpointCannotSee, ImageRecord, image_message
 from graph.schemas import Task, TaskResult
+from kitty.errors import PromptTooLong
 
 IMAGE_PROMPT_TOKENS = 1024
 """Context tokens budgeted per image: vision encoders use 256 (Gemma 3) to ~1,000 (Qwen2-VL

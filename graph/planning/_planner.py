@@ -9,22 +9,21 @@ import uuid
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import Runnable
 from langgraph.runtime import Runtime
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
-from endpoints.clients import constrain_to_json_schema
-from endpoints.config import EndpointConfig
+from endpoints.calls import CallOutcome, ModelRequest, ModelSettings, ResponseFormat, call_tiers
 from endpoints.fleet import FleetRuntime, get_runtime
 from graph import prompts
 from graph._node_support import (
+    call_limits,
     context_of,
     emit,
     prepare_fleet,
     usable_tiers,
 )
 from graph._state import OrchestratorState
-from graph.calls import CallOutcome, ModelBuilder, call_model, check_goal_fits
+from graph.budgets import check_goal_fits
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
@@ -137,19 +136,28 @@ def loose_plan_json_schema(agent_names: list[str], max_tasks: int) -> dict[str, 
     }
 
 
-def _planner_model(
-    fleet_runtime: FleetRuntime, agent_names: list[str], max_tasks: int, max_tokens: int
-) -> ModelBuilder:
-    def build(endpoint: EndpointConfig) -> Runnable[Any, Any]:
-        model = fleet_runtime.chat_model(endpoint, temperature=0.3, max_tokens=max_tokens)
-        schema = (
-            loose_plan_json_schema(agent_names, max_tasks)
-            if endpoint.kind == "ollama"
-            else plan_json_schema(agent_names, max_tasks)
-        )
-        return constrain_to_json_schema(model, endpoint, schema, name="plan")
-
-    return build
+def _planner_request(
+    tiers: list[str],
+    context: Context,
+    agent_names: list[str],
+    max_tasks: int,
+    max_tokens: int,
+    run_id: str | None,
+) -> ModelRequest:
+    """The planner's call: a plan schema (looser where the grammar lacks tuples)."""
+    return ModelRequest(
+        tiers=tiers,
+        model=ModelSettings(temperature=0.3, max_tokens=max_tokens),
+        limits=call_limits(context),
+        response_format=ResponseFormat(
+            name="plan",
+            schema=plan_json_schema(agent_names, max_tasks),
+            loose_schema=loose_plan_json_schema(agent_names, max_tasks),
+        ),
+        run_id=run_id,
+        slot_order=context.slot_order,
+        tags=["kitty:planner"],
+    )
 
 
 def _parse_plan_json(text: str) -> list[Any]:
@@ -227,18 +235,10 @@ async def make_plan(
     outcome: CallOutcome | None = None
     whole: list[dict[str, Any]] = []  # tasks that fitted before a cut
     for attempt in range(2):
-        outcome = await call_model(
+        outcome = await call_tiers(
             fleet_runtime,
-            tiers,
+            _planner_request(tiers, context, names, max_tasks, max_tokens, run_id),
             messages_for(max_tasks),
-            _planner_model(fleet_runtime, names, max_tasks, max_tokens),
-            config={
-                "tags": ["kitty:planner"],
-                "metadata": {"kitty_run_id": run_id} if run_id else {},
-            },
-            slot_timeout_s=context.slot_timeout_s,
-            call_timeout_s=context.task_timeout_s,
-            busy_retries=context.busy_retries,
         )
         if not outcome.ok:
             if whole:

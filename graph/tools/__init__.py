@@ -4,14 +4,14 @@ The slot is released while tools run and taken again for the next model round.
 """
 
 from graph.tools._agent_tools import available_tools, offered_tools, warn_unprovided
-from graph.tools._tool_calls import Offer, bind_offer, native_support
-from graph.tools._tool_loop import ToolRunner, run_tool_loop
+from graph.tools._tool_calls import Offer, native_support
+from graph.tools._tool_loop import LoopResult, ToolRunner, run_tool_loop
 
 __all__ = [
+    "LoopResult",
     "Offer",
     "ToolRunner",
     "available_tools",
-    "bind_offer",
     "native_support",
     "offered_tools",
     "run_tool_loop",

@@ -1,28 +1,27 @@
-"""Tool calls on the wire: what a round offers, how it is bound, how calls are read back.
+"""Tool calls on the wire: what a round offers, the binding it asks for, how calls are read back.
 
 llama.cpp gets OpenAI ``tools``; its server constrains the call with a grammar when the
 chat template supports tools (``/props`` ``chat_template_caps``). A server whose template
 does not gets the call constrained by us: a ``json_schema`` over the offered tools' names
 and argument schemas (:func:`call_schema`), read back by :func:`parse_calls`. Ollama gets
-``tools`` through ChatOllama.
+``tools`` through ChatOllama. The call layer binds them
+(:class:`~endpoints.calls.ToolBinding`, made by :meth:`Offer.binding`).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
-from endpoints.clients import constrain_to_json_schema, json_schema_format
+from endpoints.calls import CallOutcome, ToolBinding
 from endpoints.clients import llamacpp as engine
 from endpoints.config import EndpointConfig
-from graph.calls import CallOutcome
 from kitty.tools import parameters_of
 
 TOOL_OUTPUT_CHARS = 2000
@@ -40,6 +39,21 @@ class Offer:
     def forced(self) -> bool:
         """The round must call a tool."""
         return self.choice == "required"
+
+    def binding(self, native: Mapping[str, bool]) -> ToolBinding | None:
+        """What the call layer binds for this offer (``None``: a round without tools).
+
+        Args:
+            native: Endpoint name -> whether its server parses tool calls itself.
+        """
+        if self.choice not in ("auto", "required"):
+            return None
+        return ToolBinding(
+            tools=list(self.tools.values()),
+            choice="required" if self.choice == "required" else "auto",
+            call_schema=call_schema(self),
+            native=native,
+        )
 
 
 def first_offer(tool_choice: str, tools: dict[str, BaseTool]) -> Offer | str:
@@ -109,27 +123,6 @@ def call_schema(offer: Offer) -> dict[str, Any]:
             }
         )
     return {"anyOf": options}
-
-
-def bind_offer(
-    model: BaseChatModel, endpoint: EndpointConfig, offer: Offer, native: bool
-) -> BaseChatModel | Runnable[Any, Any]:
-    """The round's model: tools bound natively, constrained by our schema, or plain."""
-    if offer.choice is None:
-        return model
-    tools = list(offer.tools.values())
-    if not native:
-        if endpoint.kind == "llamacpp":
-            # In the request body, not as ``response_format``: LangChain would then parse
-            # the answer itself and raise on a call cut at the cap instead of letting us
-            # say so to the model.
-            body = dict(getattr(model, "extra_body", None) or {})
-            body["response_format"] = json_schema_format(call_schema(offer), "tool_call")
-            return model.bind(extra_body=body)
-        return constrain_to_json_schema(model, endpoint, call_schema(offer), name="tool_call")
-    if endpoint.kind == "ollama":
-        return model.bind_tools(tools)  # Ollama has no tool_choice
-    return model.bind_tools(tools, tool_choice=offer.choice, parallel_tool_calls=False)
 
 
 async def native_support(endpoints: list[EndpointConfig]) -> dict[str, bool]:

@@ -1,7 +1,7 @@
 """The tool loop of an agent task: model -> tool calls -> tool results -> model.
 
 A task whose agent is offered tools runs at most ``tool_rounds`` model calls. Each round
-is its own :func:`~graph.calls._model_call.call_model`: the model slot is held for the request
+is its own :func:`~endpoints.calls.call_tiers`: the model slot is held for the request
 only and given back while the tools run, and later rounds take a slot again ahead of
 tasks that have not started (:data:`RESUMED_PRIORITY`). Every call is checked before it
 runs (:func:`kitty.tools._validation.refusal`); a refused, failing or timed-out call becomes a
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from langchain_core.messages import BaseMessage
 from langchain_core.tools import BaseTool
 
+from endpoints.calls import CallOutcome
 from endpoints.config import EndpointConfig
 from graph._node_support import emit
-from graph.calls import CallOutcome
 from graph.events import TaskToolCall
 from graph.schemas import Task, ToolCallRecord
 from graph.tools._tool_calls import (

@@ -18,7 +18,7 @@ from endpoints.clients import llamacpp as engine
 from endpoints.config import FleetConfig, load_fleet
 from endpoints.fleet import get_runtime, health_for
 from graph import Plan, PlanError, arun_goal
-from graph.calls._budget import TRUNCATION_MARK, check_goal_fits, trim_to_tokens
+from graph.budgets._budget import TRUNCATION_MARK, check_goal_fits, trim_to_tokens
 from graph.context import Context
 from graph.execution._agent_node import run_task
 from graph.schemas import TaskResult

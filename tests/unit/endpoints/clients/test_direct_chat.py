@@ -23,9 +23,9 @@ from langchain_openai import ChatOpenAI
 from langgraph.graph import START, StateGraph
 from typing_extensions import TypedDict
 
+from endpoints.calls import describe_error
 from endpoints.clients import is_busy_error, is_endpoint_failure, loop_http_client
 from endpoints.clients._direct_chat import ainvoke_chat, direct_call, listened
-from graph.calls._model_call import describe_error
 from kitty.errors import EndpointHTTPError
 from ops.simfleet._background import BackgroundServers
 from tests.helpers import endpoint_spec

@@ -20,12 +20,12 @@ from fastapi.responses import StreamingResponse
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
+from endpoints.calls import CallLimits, ModelRequest, ModelSettings, call_tiers
 from endpoints.clients import constrain_to_json_schema
 from endpoints.fleet import get_runtime
 from endpoints.fleet._affinity import pin_slot, prefix_key
 from endpoints.slots import RedisSlotStore, SlotLimiter
 from endpoints.slots._store import LocalSlots
-from graph.calls import call_model
 from ops.simfleet._background import BackgroundServers
 from tests.fakes.ollama_server import FakeOllama
 from tests.helpers import endpoint_spec, write_fleet
@@ -103,13 +103,12 @@ def fleet(
 
 async def ask(fleet: Path, tier: str, system: str) -> Any:
     runtime = get_runtime(str(fleet))
-    return await call_model(
-        runtime,
-        [tier],
-        [SystemMessage(system), HumanMessage("a task")],
-        lambda endpoint: runtime.chat_model(endpoint, temperature=0.0, max_tokens=4),
-        slot_timeout_s=5,
+    request = ModelRequest(
+        tiers=[tier],
+        model=ModelSettings(temperature=0.0, max_tokens=4),
+        limits=CallLimits(slot_timeout_s=5),
     )
+    return await call_tiers(runtime, request, [SystemMessage(system), HumanMessage("a task")])
 
 
 # --------------------------------------------------------------------------- slot choice

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from endpoints.calls import CallLimits, ModelRequest, ModelSettings, call_tiers
 from endpoints.config import FleetConfig
 from endpoints.fleet._routing import FleetRuntime
 from endpoints.runtime import reset_runtime
 from endpoints.slots import LEASE_LOST, SlotLimiter, endpoint_key
 from endpoints.slots._redis_store import PREFIX, RedisSlotStore
-from graph.calls import call_model
 from tests.fake_chat import FakeChat, Reply
 from tests.helpers import until
 from tests.redis_server import RedisServer
@@ -95,12 +95,21 @@ async def test_a_call_whose_lease_was_lost_is_requeued_and_completes(
     )
     runtime = FleetRuntime(fleet)
     chat = FakeChat()
+    runtime.model_factory = chat
     chat.script(Reply("first, never finished", delay_s=30), Reply("second"))
     other = RedisSlotStore(redis_server.url(), ttl_s=TTL_S)
     try:
         theirs = SlotLimiter("ep", 1, store=other, key=endpoint_key(base_url))
         call = asyncio.create_task(
-            call_model(runtime, ["tools"], [], lambda e: chat(e, max_tokens=8), slot_timeout_s=10)
+            call_tiers(
+                runtime,
+                ModelRequest(
+                    tiers=["tools"],
+                    model=ModelSettings(max_tokens=8),
+                    limits=CallLimits(slot_timeout_s=10),
+                ),
+                [],
+            )
         )
         await until(lambda: len(chat.calls) == 1)
         expire_all(redis_server, base_url)

@@ -17,7 +17,7 @@ import graph
 from endpoints.config import EndpointConfig
 from endpoints.fleet import get_runtime
 from graph import PlanError, Task, arun_goal
-from graph.calls._budget import (
+from graph.budgets._budget import (
     PROMPT_MARGIN_TOKENS,
     TRUNCATION_MARK,
     certainly_fits,

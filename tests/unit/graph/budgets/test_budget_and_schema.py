@@ -4,7 +4,7 @@ import pytest
 
 from agents import DEFAULT_AGENTS, validate_agents
 from endpoints.config import FleetError, load_fleet
-from graph.calls._budget import certainly_fits, estimate_tokens
+from graph.budgets._budget import certainly_fits, estimate_tokens
 from graph.planning import plan_json_schema
 
 

@@ -14,7 +14,7 @@ import pytest
 from endpoints.clients import llamacpp as engine
 from endpoints.config import EndpointConfig
 from graph import prompts
-from graph.calls._budget import PROMPT_MARGIN_TOKENS, room_after, safe_token_bound
+from graph.budgets._budget import PROMPT_MARGIN_TOKENS, room_after, safe_token_bound
 from graph.execution._task_messages import dependency_block
 from graph.schemas import Task, TaskResult
 

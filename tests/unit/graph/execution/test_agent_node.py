@@ -1,27 +1,22 @@
-"""The model-call path with a fake chat model: slow vs down, empty and cut answers,
-agent nodes that never raise, and the per-attempt figures behind the run metrics.
+"""The agent node with a fake chat model: empty and cut answers, nodes that never raise,
+and the per-attempt figures behind the run metrics.
 
-No server runs (see the ``fake_fleet`` fixture): the probes and ``/slots`` reads a
-timeout triggers are replaced where a test needs a live server.
+No server runs (see the ``fake_fleet`` fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
-from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 import graph.execution._agent_node
 from endpoints.clients import llamacpp as engine
-from endpoints.clients import probes
 from endpoints.fleet import get_runtime
 from endpoints.runtime import process_runtime
 from graph import Plan, arun_goal
-from graph.calls import call_model
 from graph.context import Context
 from graph.events import TaskFinished, TaskStarted
 from graph.execution._completion_registry import RUN_REGISTRIES
@@ -32,78 +27,6 @@ from tests.helpers import collect_run
 from tests.helpers import simple_task as task
 
 FAST: dict[str, Any] = {"voice": False}
-
-
-def server_alive(monkeypatch: pytest.MonkeyPatch, busy: list[int]) -> list[float]:
-    """Probes say the server is up; ``/slots`` reports ``busy`` (one value per read)."""
-    reads: list[float] = []
-
-    async def alive(*args: Any, **kwargs: Any) -> str:
-        return "up"
-
-    async def slots(*args: Any, **kwargs: Any) -> int | None:
-        reads.append(time.perf_counter())
-        return busy.pop(0) if len(busy) > 1 else busy[0]
-
-    monkeypatch.setattr(probes, "quick_health", alive)
-    monkeypatch.setattr(engine, "busy_slots", slots)
-    return reads
-
-
-# --------------------------------------------------------------------------- slow vs down
-
-
-async def test_a_timeout_of_a_live_server_is_slow_and_waits_for_the_server_to_stop(
-    fake_fleet: FakeFleet, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reads = server_alive(monkeypatch, busy=[1, 1, 1, 0])
-    fake_fleet.chat.script(Reply("late", delay_s=30), repeat=True)
-    runtime = get_runtime(fake_fleet.path)
-    (vision,) = runtime.handles("vision")
-    released: list[tuple[float, int]] = []
-    release = vision.limiter.release
-
-    def recording_release(slot: int) -> None:
-        released.append((time.perf_counter(), len(reads)))
-        release(slot)
-
-    monkeypatch.setattr(vision.limiter, "release", recording_release)
-    for _ in range(2):
-        outcome = await call_model(
-            runtime,
-            ["vision"],
-            [HumanMessage("hi")],
-            lambda endpoint: runtime.chat_model(endpoint),
-            call_timeout_s=0.2,
-        )
-        assert not outcome.ok
-        assert "no answer within the timeout" in (outcome.error or "")
-        assert "slow" in (outcome.error or "")
-        assert [c.status for c in outcome.calls] == ["slow"]
-
-    assert vision.health.slow_calls == 2
-    assert vision.health.consecutive_failures == 0 and not vision.health.cooling_down()
-    # The first slot went back only once /slots showed the request stopped (4th read).
-    assert released[0][1] == 4
-    assert vision.limiter.stats().in_use == 0
-
-
-async def test_a_timeout_of_a_dead_server_is_down(
-    fake_fleet: FakeFleet, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake_fleet.chat.script(Reply("late", delay_s=30), repeat=True)
-    runtime = get_runtime(fake_fleet.path)
-    (vision,) = runtime.handles("vision")
-    for _ in range(2):  # nothing listens on the fake fleet's ports: the probe is refused
-        outcome = await call_model(
-            runtime,
-            ["vision"],
-            [HumanMessage("hi")],
-            lambda endpoint: runtime.chat_model(endpoint),
-            call_timeout_s=0.2,
-        )
-        assert [c.status for c in outcome.calls] == ["down"]
-    assert vision.health.cooling_down() and vision.health.slow_calls == 0
 
 
 # --------------------------------------------------------------------------- empty and cut answers

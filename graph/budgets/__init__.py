@@ -1,0 +1,21 @@
+"""Token budgets: prompts sized in the model's own tokens for the endpoint actually called.
+
+Message builders cut long texts to fit; a prompt whose fixed part does not fit raises
+:class:`~kitty.errors.PromptTooLong`, and the call layer tries the next endpoint.
+"""
+
+from graph.budgets._budget import (
+    check_goal_fits,
+    ensure_fits,
+    room_after,
+    safe_token_bound,
+    trim_to_tokens,
+)
+
+__all__ = [
+    "check_goal_fits",
+    "ensure_fits",
+    "room_after",
+    "safe_token_bound",
+    "trim_to_tokens",
+]
