@@ -1,14 +1,15 @@
-"""Progress events of one agent task, from the executor's hooks."""
+"""Progress events of one agent task, from the call layer's hooks (``CallObserver``)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from endpoints.calls import ModelCall
 from endpoints.fleet import EndpointHandle
 from graph._node_support import emit
 from graph.events import TaskFallback, TaskQueued, TaskStarted
-from graph.schemas import ModelCall, Task
+from graph.schemas import Task
 
 
 class TaskObserver:
