@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +34,14 @@ TIERS = ("tools", "reasoning", "vision", "coder", "summary")
 FAST: dict[str, Any] = {"voice": False, "synthesis_max_tokens": 16}
 
 _PRIVATE_PORTS = range(29000, 30000)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def kitty_command(*args: str) -> list[str]:
+    """The argv of ``kitty-orch ARGS`` run from this checkout (``python -m kitty.cli.main``)."""
+    return [sys.executable, "-m", "kitty.cli.main", *args]
 
 
 # --------------------------------------------------------------------------- ports

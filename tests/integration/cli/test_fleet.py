@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from endpoints.config import FleetConfig
 from kitty.cli import _fleet as fleet_cli
 from kitty.cli.main import app
 from ops.embedded import port_is_free
-from tests.helpers import embedded_servers_fleet, free_port
+from tests.helpers import embedded_servers_fleet, free_port, kitty_command
 
 pytestmark = pytest.mark.integration
 
@@ -194,7 +193,7 @@ def test_fleet_up_serves_until_ctrl_c(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     with out.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kitty.cli.main", "fleet", "up", "--fleet", str(path)],
+            kitty_command("fleet", "up", "--fleet", str(path)),
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,

@@ -9,19 +9,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from endpoints.config import load_fleet
 from ops.memory_plan import GIB, plan_fleet
 from tests.fakes.ollama_server import FakeOllama
+from tests.helpers import kitty_command
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def kitty(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kitty.cli.main", *args],
+        kitty_command(*args),
         cwd=ROOT,
         capture_output=True,
         text=True,

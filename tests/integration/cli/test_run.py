@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tests.helpers import (
     busy_slots,
     endpoint_spec,
     free_port,
+    kitty_command,
     pinned_task,
     smollm2_launch,
     wait_for,
@@ -51,7 +51,7 @@ def kitty(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subpr
         **(env or {}),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "kitty.cli.main", *args],
+        kitty_command(*args),
         cwd=REPO,
         env=full_env,
         stdout=subprocess.PIPE,

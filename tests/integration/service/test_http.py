@@ -12,7 +12,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from endpoints.config import FleetConfig
-from tests.helpers import free_port, stop_process, wait_until_serving
+from tests.helpers import free_port, kitty_command, stop_process, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +61,7 @@ def service(
     port = free_port()
     log = tmp_path_factory.mktemp("service") / "serve.log"
     env = {**os.environ, "KITTY_API_TOKEN": TOKEN, "KITTY_FLEET": "embedded"}
-    command = [
-        sys.executable,
-        "-m",
-        "kitty.cli.main",
+    command = kitty_command(
         "serve",
         "--port",
         str(port),
@@ -75,7 +71,7 @@ def service(
         "--max-body-bytes",
         str(256 * 1024),
         *(arg for key, value in SMALL_CAPS.items() for arg in ("--set", f"{key}={value}")),
-    ]
+    )
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     live = LiveService(f"http://127.0.0.1:{port}", log, process)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from endpoints.config import FleetConfig
 from kitty.bench._workload import pinned
-from tests.helpers import free_port, stop_process, wait_until_serving
+from tests.helpers import free_port, kitty_command, stop_process, wait_until_serving
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -54,16 +53,13 @@ def workers(
         "KITTY_FLEET": "embedded",
         "KITTY_SLOT_STORE": redis_server.url(),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "kitty.cli.main",
+    command = kitty_command(
         "serve",
         "--port",
         str(port),
         "--workers",
         "2",
-    ]
+    )
     command += ["--max-concurrent-runs", "1", "--log-level", "warning"]
     command += ["--checkpoint", str(folder / "checkpoints.sqlite")]
     command += ["--set", "synthesis_max_tokens=4", "--set", "summary_max_tokens=4"]
