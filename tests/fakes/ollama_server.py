@@ -353,6 +353,7 @@ class FakeOllama:
                 error = f"model '{body.get('model')}' not found"
                 return JSONResponse({"error": error}, status_code=404)
             self.loaded = True
+            message: dict[str, Any]
             if not body.get("messages"):
                 message = {"role": "assistant", "content": ""}
                 final = self._final(
@@ -376,7 +377,7 @@ class FakeOllama:
                     self._stream(content, thinking, done_reason, prompt_tokens),
                     media_type="application/x-ndjson",
                 )
-            message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+            message = {"role": "assistant", "content": "".join(content)}
             if thinking:
                 message["thinking"] = "".join(thinking)
             final = self._final(

@@ -7,8 +7,10 @@ Plans are given (no planner) and every task is pinned to an exact token count wi
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import pytest
+from langchain_core.messages import BaseMessageChunk
 
 from endpoints.config import FleetConfig
 from graph import Plan, RunFinished, RunResult, Task, arun_goal, astream_goal
@@ -39,6 +41,12 @@ LONG_BESIDE_CHAIN = Plan(
 )
 
 
+def at(moment: float | None) -> float:
+    """A task's timestamp, which the run sets on every task that ran."""
+    assert moment is not None
+    return moment
+
+
 def timeline(result: RunResult) -> str:
     t0 = min(r.started_at for r in result.tasks if r.started_at)
     return "\n".join(
@@ -62,11 +70,11 @@ async def test_chain_runs_beside_the_long_task(embedded_fleet: FleetConfig) -> N
     assert by_id["long"].completion_tokens == 160
     assert all(by_id[t].completion_tokens == 16 for t in "abc")
     # Dependencies are honoured: a step is ready only once its input is finished.
-    assert by_id["b"].ready_at >= by_id["a"].finished_at
-    assert by_id["c"].ready_at >= by_id["b"].finished_at
-    assert by_id["b"].started_at >= by_id["a"].finished_at
+    assert at(by_id["b"].ready_at) >= at(by_id["a"].finished_at)
+    assert at(by_id["c"].ready_at) >= at(by_id["b"].finished_at)
+    assert at(by_id["b"].started_at) >= at(by_id["a"].finished_at)
     # No barrier: the chain's middle step started while the long task still ran.
-    assert by_id["b"].started_at < by_id["long"].finished_at
+    assert at(by_id["b"].started_at) < at(by_id["long"].finished_at)
     assert result.metrics.peak_concurrency >= 2
     assert result.metrics.tasks_completed == 4
     assert result.answer
@@ -99,7 +107,7 @@ async def test_concurrent_goals_keep_their_results_apart(embedded_fleet: FleetCo
     assert two.result("s1").prompt_tokens > one.result("s1").prompt_tokens + 50
     # s2 of each run waited for its own run's s1.
     for run in (one, two):
-        assert run.result("s2").ready_at >= run.result("s1").finished_at
+        assert at(run.result("s2").ready_at) >= at(run.result("s1").finished_at)
     assert one.result("s2").output != two.result("s2").output
     assert one.metrics.tasks_total == 2 and two.metrics.tasks_total == 3
 
@@ -120,8 +128,9 @@ async def test_astream_goal_event_order(embedded_fleet: FleetConfig) -> None:
     run_id = events[-1].result.run_id
     assert all(e.run_id == run_id for e in events)
     plan_at = kinds.index("plan_ready")
-    assert isinstance(events[plan_at], PlanReady)
-    assert [t.id for t in events[plan_at].plan.tasks] == ["x", "y", "z"]
+    plan_ready = events[plan_at]
+    assert isinstance(plan_ready, PlanReady)
+    assert [t.id for t in plan_ready.plan.tasks] == ["x", "y", "z"]
     for task_id in "xyz":
         started = [
             i for i, e in enumerate(events) if isinstance(e, TaskStarted) and e.task_id == task_id
@@ -148,9 +157,11 @@ async def test_messages_mode_streams_tokens_from_agent_nodes(
     plan = Plan(tasks=[pinned("p", "researcher", 12), pinned("q", "coder", 12)])
     context = Context(voice=False, synthesis_max_tokens=8)
     chunks: dict[str, list[str]] = {}
-    async for message, metadata in graph_for().astream(
+    async for part in graph_for().astream(
         {"goal": "Stream tokens", "plan": plan}, context=context, stream_mode="messages"
     ):
+        # The "messages" mode yields (message chunk, metadata) pairs.
+        message, metadata = cast(tuple[BaseMessageChunk, dict[str, Any]], part)
         node = metadata.get("langgraph_node")
         if node == "agent":
             task_id = metadata.get("kitty_task_id", "?")

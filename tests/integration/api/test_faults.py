@@ -433,7 +433,7 @@ async def test_fifty_concurrent_goals_stay_apart_within_slot_caps(
             },
             others_from="embedded",
         )
-        runtime = get_runtime(fleet)
+        runtime = get_runtime(str(fleet))
         urls = {
             h.name: h.config.base_url for h in runtime.all_handles() if h.config.kind == "llamacpp"
         }

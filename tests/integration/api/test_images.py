@@ -49,7 +49,7 @@ async def test_a_server_without_mmproj_is_never_sent_an_image(
     # A user who set supports_vision but forgot the projector.
     claimed = {**profile_endpoint_spec("embedded", "vision"), "supports_vision": True}
     fleet = write_fleet(tmp_path / "fleet.toml", {"vision": [claimed]}, others_from="embedded")
-    plan = {
+    plan: dict[str, list[dict[str, Any]]] = {
         "tasks": [
             {"id": "look", "agent": "vision_analyst", "description": "Is the first layer OK?"},
             {"id": "note", "agent": "researcher", "description": "Name one bed level check"},

@@ -27,6 +27,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 import graph.execution._agent_node
 import graph.execution._completion_registry
+from endpoints.config import FleetConfig
 from graph import NothingToResume, aresume, astream_goal, make_checkpointer
 from graph.events import TaskFinished
 from graph.persistence._checkpointers import checkpoint_serde
@@ -85,7 +86,7 @@ def _spawn(mode: str, db: Path, thread_id: str, log: Path) -> subprocess.Popen[s
 
 
 def test_sigkill_mid_run_then_resume_never_reruns_finished_tasks(
-    embedded_fleet, tmp_path: Path
+    embedded_fleet: FleetConfig, tmp_path: Path
 ) -> None:
     db, log = tmp_path / "checkpoints.sqlite", tmp_path / "calls.log"
     thread_id = f"kill-{uuid.uuid4().hex[:8]}"
@@ -97,8 +98,8 @@ def test_sigkill_mid_run_then_resume_never_reruns_finished_tasks(
         while time.monotonic() < deadline:
             assert first.poll() is None, f"run ended before the kill: {first.communicate()[1]}"
             saved = _saved_results(db, thread_id)
-            calls = {task for _, kind, task in _log_lines(log) if kind == "call"}
-            if {"A", "C"} <= saved and "B" in calls and "B" not in saved:
+            called = {task for _, kind, task in _log_lines(log) if kind == "call"}
+            if {"A", "C"} <= saved and "B" in called and "B" not in saved:
                 break
             time.sleep(0.05)
         else:
@@ -142,7 +143,7 @@ def test_sigkill_mid_run_then_resume_never_reruns_finished_tasks(
 
 
 async def test_cancelled_run_resumes_in_process_without_rerunning(
-    embedded_fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    embedded_fleet: FleetConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancel (Ctrl-C, client gone) instead of a crash: the thread continues the same way."""
 

@@ -83,7 +83,7 @@ async def test_probe_reports_live_state(embedded_fleet: FleetConfig) -> None:
     assert status.health == "ok"
     assert status.total_slots == endpoint.slots
     assert status.n_ctx == endpoint.ctx
-    assert status.busy_slots is not None
+    assert status.busy_slots is not None and endpoint.slots is not None
     assert 0 <= status.busy_slots <= endpoint.slots
     assert status.latency_ms is not None and status.latency_ms > 0
 

@@ -118,7 +118,8 @@ def body(query: str, plan: dict[str, Any], *, voice: bool = False) -> dict[str, 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Parse a text/event-stream body into (event, data) pairs (comments skipped)."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     async for line in response.aiter_lines():
         if line == "":
             if data:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graph.metrics import compute_metrics, critical_path_s, peak_concurrency
-from graph.schemas import ModelCall, Plan, Task, TaskResult
+from graph.schemas import ModelCall, Plan, Task, TaskResult, TaskStatus
 
 
 def task(task_id: str, deps: list[str] | None = None) -> Task:
@@ -17,7 +17,7 @@ def result(
     start: float | None,
     end: float | None,
     *,
-    status: str = "completed",
+    status: TaskStatus = "completed",
     endpoint: str | None = "ep-a",
     prompt: int = 0,
     completion: int = 0,
@@ -25,7 +25,7 @@ def result(
 ) -> TaskResult:
     return TaskResult(
         task_id=task_id,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         agent="researcher",
         endpoint=endpoint,
         started_at=start,

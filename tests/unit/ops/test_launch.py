@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from endpoints.config import FleetConfig, load_fleet
+from endpoints.config import EndpointConfig, FleetConfig, load_fleet
 from ops.launch import (
     llama_server_args,
     ollama_env,
@@ -31,7 +31,7 @@ def m3_script(m3: FleetConfig) -> str:
     return render_launch_script(m3)
 
 
-def endpoint(fleet: FleetConfig, name: str):
+def endpoint(fleet: FleetConfig, name: str) -> EndpointConfig:
     return next(e for e in fleet.all_endpoints() if e.name == name)
 
 

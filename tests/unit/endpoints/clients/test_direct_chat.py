@@ -12,13 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    BaseMessageChunk,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGenerationChunk, GenerationChunk
 from langchain_openai import ChatOpenAI
 from langgraph.graph import START, StateGraph
 from typing_extensions import TypedDict
@@ -126,7 +134,7 @@ def model_of(server: FakeLlamaCpp) -> ChatOpenAI:
     return ChatOpenAI(
         base_url=f"{base}/v1",
         http_async_client=loop_http_client(base),
-        api_key="sk-no-key-required",  # type: ignore[arg-type]
+        api_key="sk-no-key-required",
         model="m",
         max_tokens=8,
         temperature=0.0,
@@ -140,9 +148,18 @@ def model_of(server: FakeLlamaCpp) -> ChatOpenAI:
 
 class Listener(AsyncCallbackHandler):
     def __init__(self) -> None:
-        self.tokens: list[str] = []
+        self.tokens: list[str | list[str | dict[str, Any]]] = []
 
-    async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    async def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: GenerationChunk | ChatGenerationChunk | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.tokens.append(token)
 
 
@@ -173,8 +190,9 @@ async def test_without_a_listener_the_same_body_goes_out_over_httpx(
     assert via_httpx["body"] == via_sdk["body"]  # id_slot, max_completion_tokens, stream...
     assert via_httpx["body"]["id_slot"] == 1
     same_answer(direct, sdk)
+    assert isinstance(direct, AIMessage) and direct.usage_metadata is not None  # for mypy
     assert direct.content == "Hello world"
-    assert direct.usage_metadata["input_token_details"]["cache_read"] == 9  # type: ignore[index]
+    assert direct.usage_metadata["input_token_details"]["cache_read"] == 9
     assert direct.response_metadata["timings"]["cache_n"] == 9
     assert direct.additional_kwargs["reasoning_content"] == "thinking"
 
@@ -208,11 +226,13 @@ async def test_a_langgraph_messages_stream_still_gets_the_tokens(server: FakeLla
     builder.add_node("agent", node)
     builder.add_edge(START, "agent")
     graph = builder.compile()
-    streamed = [
-        chunk.content
-        async for chunk, _ in graph.astream({"answer": ""}, stream_mode="messages")
-        if chunk.content
-    ]
+    streamed: list[str] = []
+    async for part in graph.astream({"answer": ""}, stream_mode="messages"):
+        # The "messages" mode yields (message chunk, metadata) pairs.
+        chunk, _ = cast(tuple[BaseMessageChunk, dict[str, Any]], part)
+        if chunk.content:
+            assert isinstance(chunk.content, str)  # the fake streams plain text
+            streamed.append(chunk.content)
     assert "".join(streamed) == "Hello world"
     assert "OpenAI" in server.requests[-1]["agent"]
     result = await graph.ainvoke({"answer": ""})  # nothing listens: direct
@@ -313,7 +333,7 @@ async def test_a_connection_closed_without_an_answer_is_tried_once_more() -> Non
     model = ChatOpenAI(
         base_url=f"{base}/v1",
         http_async_client=loop_http_client(base),
-        api_key="sk-no-key-required",  # type: ignore[arg-type]
+        api_key="sk-no-key-required",
         model="m",
         streaming=True,
         max_retries=0,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from graph.charts._timeline import (
     NOT_RUN_LANE,
@@ -16,13 +18,22 @@ from graph.charts._timeline import (
     timeline_lanes,
 )
 from graph.metrics import compute_metrics
-from graph.schemas import Plan, RunResult, Task, TaskResult
+from graph.schemas import Plan, RunResult, Task, TaskResult, TaskStatus
 
 T0 = 1_700_000_000.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _result(task_id, agent, endpoint, slot, ready, start, end, status="completed"):
+def _result(
+    task_id: str,
+    agent: str,
+    endpoint: str | None,
+    slot: int | None,
+    ready: float | None,
+    start: float | None,
+    end: float,
+    status: TaskStatus = "completed",
+) -> TaskResult:
     return TaskResult(
         task_id=task_id,
         status=status,
@@ -50,7 +61,7 @@ def make_run(*, with_failures: bool = True) -> RunResult:
             id="task_6", agent="fabricator", description="join", dependencies=["task_2", "task_3"]
         ),
     ]
-    task_4_status = "failed" if with_failures else "completed"
+    task_4_status: TaskStatus = "failed" if with_failures else "completed"
     results = [
         _result("task_1", "researcher", "tools", 0, 0.0, 0.0, 2.0),
         _result("task_2", "reasoner", "reasoning", 0, 2.0, 2.0, 5.0),
@@ -75,13 +86,9 @@ def make_run(*, with_failures: bool = True) -> RunResult:
     )
 
 
-def _bars(fig, prefix: str) -> list[str]:
-    return sorted(
-        p.get_gid()[len(prefix) :]
-        for ax in fig.axes
-        for p in ax.patches
-        if (p.get_gid() or "").startswith(prefix)
-    )
+def _bars(fig: Figure, prefix: str) -> list[str]:
+    gids = (p.get_gid() or "" for ax in fig.axes for p in ax.patches)
+    return sorted(gid[len(prefix) :] for gid in gids if gid.startswith(prefix))
 
 
 def test_plot_timeline_writes_png_with_one_lane_per_slot_and_one_bar_per_task(
@@ -103,7 +110,9 @@ def test_plot_timeline_writes_png_with_one_lane_per_slot_and_one_bar_per_task(
     assert _bars(fig, "wait:") == ["task_3", "task_4"]
     failed = next(p for p in ax.patches if p.get_gid() == "task:task_4")
     assert failed.get_edgecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=0.01)
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    legend_box = ax.get_legend()
+    assert legend_box is not None
+    legend = [t.get_text() for t in legend_box.get_texts()]
     assert {"researcher", "reasoner", "coder", WAIT_LABEL} <= set(legend)
 
 
@@ -167,6 +176,9 @@ def test_tool_time_is_drawn_inside_its_task_bar(tmp_path: Path) -> None:
     fig = plot_timeline(run, tmp_path / "tools.png")
     assert _bars(fig, "tool:") == ["task_1:0"]
     tool = next(p for ax in fig.axes for p in ax.patches if p.get_gid() == "tool:task_1:0")
+    assert isinstance(tool, Rectangle)  # barh draws rectangles
     assert tool.get_x() == pytest.approx(0.5) and tool.get_width() == pytest.approx(1.0)
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    legend_box = fig.axes[0].get_legend()
+    assert legend_box is not None
+    legend = [t.get_text() for t in legend_box.get_texts()]
     assert TOOL_LABEL in legend

@@ -6,11 +6,11 @@ import asyncio
 import gc
 
 from graph.execution._completion_registry import CompletionRegistry, forget, registry_for
-from graph.schemas import TaskResult
+from graph.schemas import TaskResult, TaskStatus
 
 
-def done(task_id: str, output: str = "ok", status: str = "completed") -> TaskResult:
-    return TaskResult(task_id=task_id, status=status, agent="researcher", output=output)  # type: ignore[arg-type]
+def done(task_id: str, output: str = "ok", status: TaskStatus = "completed") -> TaskResult:
+    return TaskResult(task_id=task_id, status=status, agent="researcher", output=output)
 
 
 async def test_wait_for_wakes_when_all_dependencies_complete() -> None:
@@ -100,7 +100,8 @@ async def test_registry_with_task_ids_outlives_its_callers_until_the_run_is_done
     del registry
     gc.collect()
     again = await registry_for("pinned-run", None, ["a", "b"])
-    assert again.get("a") is not None and again.get("a").output == "early failure"
+    early = again.get("a")
+    assert early is not None and early.output == "early failure"
     again.complete(done("b"))  # every task done: only holders keep it now
     del again
     gc.collect()

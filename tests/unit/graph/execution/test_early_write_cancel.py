@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
 from graph.persistence import make_checkpointer
@@ -16,7 +17,7 @@ from tests.helpers import start_early_write
 async def test_cancel_during_an_early_write_leaves_the_file_writable(tmp_path: Path) -> None:
     db = tmp_path / "cp.sqlite"
     async with make_checkpointer(db) as saver:
-        base = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        base: RunnableConfig = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
         saved = await saver.aput(base, empty_checkpoint(), {}, {})
         connection: Any = saver.conn  # type: ignore[attr-defined]
         real_commit = connection.commit

@@ -24,9 +24,8 @@ from graph.images._loading import ImageLimits, clean_image
 from kitty.service import ServiceSettings, create_app
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.vision_llama import FakeVisionLlama, image_parts
-from tests.helpers import TIERS, endpoint_spec, offline_fleet, write_fleet
+from tests.helpers import FAST, TIERS, endpoint_spec, offline_fleet, write_fleet
 
-FAST = {"voice": False, "synthesis_max_tokens": 16}
 GOAL = "Is this first layer OK?"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
@@ -242,7 +242,9 @@ async def test_streamed_user_errors_keep_their_text(monkeypatch: pytest.MonkeyPa
         yield  # pragma: no cover
 
     monkeypatch.setattr(kitty.service._runs, "astream_goal", failing)
-    events = [(e.event, json.loads(e.data)) async for e in stream_events(RunSpec("g", None))]
+    stream = stream_events(RunSpec("g", None))
+    # stream_events always sets data to a JSON string.
+    events = [(e.event, json.loads(cast(str, e.data))) async for e in stream]
     assert [name for name, _ in events] == ["error"]
     assert events[0][1]["status"] == 503 and "x.sqlite" in events[0][1]["error"]
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from pydantic import ValidationError
 
@@ -22,7 +23,7 @@ async def put(
     """Save one checkpoint on ``thread_id`` stamped ``age`` before ``now``."""
     checkpoint = empty_checkpoint()
     checkpoint["ts"] = (now - age).isoformat()
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
     latest = await saver.aget_tuple(config)
     if latest is not None:
         config = latest.config

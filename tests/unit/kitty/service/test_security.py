@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -409,7 +410,8 @@ def test_serve_rejects_unknown_fleet() -> None:
 
 
 async def collect(spec: RunSpec) -> list[tuple[str | None, dict]]:
-    return [(event.event, json.loads(event.data)) async for event in stream_events(spec)]
+    # stream_events always sets data to a JSON string.
+    return [(e.event, json.loads(cast(str, e.data))) async for e in stream_events(spec)]
 
 
 async def test_stream_reports_fleet_errors_as_503_event(tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        port = self.server.server_address[1]
+        address = self.server.server_address
+        assert isinstance(address, tuple)  # (host, port): the site binds 127.0.0.1
+        port = address[1]
         if self.path == "/page":
             self._send(200, PAGE.encode(), "text/html; charset=utf-8")
         elif self.path == "/big":

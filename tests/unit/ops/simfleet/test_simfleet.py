@@ -12,7 +12,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal, cast
 
 import httpx
 import jsonschema
@@ -112,7 +112,7 @@ def test_slots_queue_fifo_and_prefill_comes_first() -> None:
     assert runs[0].prefill_done_at == pytest.approx(1.0)
     assert runs[2].admitted_at == pytest.approx(runs[0].finished_at)
     assert runs[4].admitted_at == pytest.approx(runs[2].finished_at)
-    starts = [r.admitted_at for r in runs]
+    starts = [cast(float, r.admitted_at) for r in runs]  # simulate_offline sets every one
     assert starts == sorted(starts)  # FIFO
     assert runs[4].queued_s > runs[2].queued_s > 0
 
@@ -141,7 +141,7 @@ def test_plan_completion_rules() -> None:
 
 
 def test_prompt_tokens_are_chars_over_four_plus_overhead() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "x" * 40},
         {"role": "user", "content": [{"type": "text", "text": "y" * 41}, {"type": "image_url"}]},
     ]
