@@ -61,6 +61,7 @@ from graph.api import (
 from graph.budgets import check_goal_fits
 from graph.context import MAX_TASKS, Context
 from graph.events import (
+    AnswerDelta,
     PhaseStarted,
     PlanReady,
     ProgressEvent,
@@ -110,6 +111,7 @@ __all__ = [
     "CHECKPOINTS_ENV_VAR",
     "MAX_TASKS",
     "MEMORY",
+    "AnswerDelta",
     "CheckpointError",
     "Context",
     "EndpointUsage",

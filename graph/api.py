@@ -15,17 +15,17 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command
+from langgraph.types import Command, StreamMode
 
 from endpoints.runtime import RuntimeSlot, process_runtime
 from graph._builder import OrchestratorGraph, build_graph
 from graph._node_support import prepare_fleet
 from graph.context import Context
-from graph.events import ProgressEvent, RunFinished, parse_event
+from graph.events import AnswerDelta, ProgressEvent, RunFinished, parse_event
 from graph.images import ImageRecord, ImageSource, load_images
 from graph.metrics import compute_metrics
 from graph.persistence import shared_memory_checkpointer, with_checkpointer
@@ -231,17 +231,47 @@ async def _next_input(
     return None
 
 
-async def _stream_graph(start: _Start) -> AsyncGenerator[ProgressEvent | dict[str, Any], None]:
-    """One pass of the graph: typed events, then the last full state (a plain dict)."""
+# The nodes whose model tokens become AnswerDelta events, and the phase each writes.
+_ANSWER_NODES: dict[str, Literal["synthesizing", "summarizing"]] = {
+    "synthesizer": "synthesizing",
+    "summarizer": "summarizing",
+}
+
+
+def _answer_delta(chunk: Any, run_id: str) -> AnswerDelta | None:
+    """The answer piece in a ``messages`` stream item, if it is one (content only)."""
+    if not isinstance(chunk, tuple) or len(chunk) != 2:
+        return None
+    message, metadata = chunk
+    phase = _ANSWER_NODES.get(str((metadata or {}).get("langgraph_node", "")))
+    text = getattr(message, "content", None)
+    if phase is None or not isinstance(text, str) or not text:
+        return None
+    return AnswerDelta(run_id=run_id, phase=phase, text=text)
+
+
+async def _stream_graph(
+    start: _Start, stream_answer: bool = False
+) -> AsyncGenerator[ProgressEvent | dict[str, Any], None]:
+    """One pass of the graph: typed events, then the last full state (a plain dict).
+
+    With ``stream_answer`` LangGraph's ``messages`` stream is on too, and the
+    synthesizer's and summarizer's tokens come out as :class:`AnswerDelta` events. It is
+    off by default: a listened model call goes through the LangChain SDK instead of the
+    direct httpx path (see :mod:`endpoints.clients`), which costs a little per call.
+    """
     stream_kwargs: dict[str, Any] = {"durability": "sync"} if start.checkpointer else {}
     values: dict[str, Any] = {}
+    modes: list[StreamMode] = ["custom", "values"]
+    if stream_answer:
+        modes.append("messages")
     # Closed explicitly: a consumer that stops early (cancel, break) must cancel the
     # graph's tasks, and their slots, now rather than when the generator is collected.
     graph_stream = start.compiled.astream(
         start.state_input,
         start.config,
         context=start.context,
-        stream_mode=["custom", "values"],
+        stream_mode=modes,
         **stream_kwargs,
     )
     # typed AsyncIterator by LangGraph; it is an async generator
@@ -251,6 +281,10 @@ async def _stream_graph(start: _Start) -> AsyncGenerator[ProgressEvent | dict[st
                 yield parse_event(chunk)
             elif mode == "values" and isinstance(chunk, dict) and "__interrupt__" not in chunk:
                 values = chunk
+            elif mode == "messages":
+                delta = _answer_delta(chunk, str(values.get("run_id") or ""))
+                if delta is not None:
+                    yield delta
     yield values
 
 
@@ -264,6 +298,7 @@ async def astream_goal(
     on_plan: PlanCallback | None = None,
     plan_decision: PlanDecision | dict[str, Any] | str | None = None,
     images: list[ImageSource | ImageRecord] | None = None,
+    stream_answer: bool = False,
     **settings: Any,
 ) -> AsyncGenerator[ProgressEvent | PlanApproval, None]:
     """Run a goal, yielding typed progress events and finally :class:`RunFinished`.
@@ -301,6 +336,8 @@ async def astream_goal(
             checked by content, cleaned of metadata, downscaled and stored once with the
             run; tasks that need them get them on a vision endpoint only (see
             :mod:`graph.images._routing`). Ignored when continuing a thread.
+        stream_answer: Also yield :class:`AnswerDelta` events: the answer and the voice
+            summary token by token as their models write them.
         **settings: :class:`Context` fields, applied on top of ``context``.
 
     Yields:
@@ -327,7 +364,7 @@ async def astream_goal(
                 return
             start.state_input, plan_decision = answer
             start.pending = None
-        async with aclosing(_stream_graph(start)) as items:
+        async with aclosing(_stream_graph(start, stream_answer)) as items:
             async for item in items:
                 if isinstance(item, dict):
                     values = item or values

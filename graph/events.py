@@ -122,6 +122,20 @@ class PhaseStarted(_Event):
     endpoint: str | None = None
 
 
+class AnswerDelta(_Event):
+    """A piece of the answer (or of the voice summary) as the model writes it.
+
+    Only sent when the run was started with ``stream_answer=True``. The pieces of one
+    phase, joined, are that phase's text as the model wrote it; a call that failed over
+    to another endpoint starts again, so a consumer that shows pieces live should take
+    the final ``RunFinished`` answer as the authority.
+    """
+
+    kind: Literal["answer_delta"] = "answer_delta"
+    phase: Literal["synthesizing", "summarizing"]
+    text: str
+
+
 class RunFinished(_Event):
     """The run is over; the last event of :func:`graph.astream_goal`."""
 
@@ -138,6 +152,7 @@ ProgressEvent = Annotated[
     | TaskToolCall
     | TaskFinished
     | PhaseStarted
+    | AnswerDelta
     | RunFinished,
     Field(discriminator="kind"),
 ]

@@ -24,6 +24,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
@@ -333,6 +334,11 @@ class FakeChat:
             self._in_flight[call.endpoint.name] -= 1
 
 
+_IMPLICIT_STREAM_MANAGER: ContextVar[
+    CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
+] = ContextVar("kitty_fake_implicit_stream_manager", default=None)
+
+
 class ScriptedChatModel(BaseChatModel):
     """A chat model whose answers come from its :class:`FakeChat`."""
 
@@ -442,6 +448,18 @@ class ScriptedChatModel(BaseChatModel):
                 )
             )
 
+    def _should_stream(
+        self,
+        *,
+        async_api: bool,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        # langchain-core streams an ``ainvoke`` for a listener (LangGraph's ``messages``
+        # mode) by calling ``_astream`` without the run manager, whose tags say the phase.
+        _IMPLICIT_STREAM_MANAGER.set(run_manager)
+        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+
     async def _astream(
         self,
         messages: list[BaseMessage],
@@ -449,7 +467,9 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = self.chat._begin(self, messages, kwargs, run_manager)
+        call = self.chat._begin(
+            self, messages, kwargs, run_manager or _IMPLICIT_STREAM_MANAGER.get()
+        )
         try:
             await asyncio.sleep(call.reply.delay_s)
             for chunk in self._chunks(call):

@@ -21,6 +21,7 @@ from kitty.errors import PlanError
 from kitty.service._admission import AdmissionTicket, RunAdmission
 from kitty.service._errors import RequestError
 from kitty.service._runs import (
+    RunObserver,
     RunSpec,
     build_resume,
     build_run,
@@ -92,6 +93,7 @@ class Service:
         largest_ctx: The fleet's largest context: the most ``max_tokens`` a given plan's
             task may ask for.
         admission: Admission of runs (the concurrent-run cap and running threads).
+        observers: Who sees every run's events (metrics, traces).
     """
 
     settings: ServiceSettings
@@ -99,10 +101,15 @@ class Service:
     fleet: str
     largest_ctx: int
     admission: RunAdmission
+    observers: tuple[RunObserver, ...] = ()
 
     @classmethod
     def build(
-        cls, settings: ServiceSettings, config: FleetConfig, admission: RunAdmission
+        cls,
+        settings: ServiceSettings,
+        config: FleetConfig,
+        admission: RunAdmission,
+        observers: tuple[RunObserver, ...] = (),
     ) -> Service:
         """The shared part of an app for ``settings`` on the loaded fleet ``config``."""
         return cls(
@@ -111,6 +118,7 @@ class Service:
             fleet=config.source or settings.fleet or config.name,
             largest_ctx=max(endpoint.ctx for endpoint in config.all_endpoints()),
             admission=admission,
+            observers=observers,
         )
 
 
@@ -144,6 +152,7 @@ async def _query_spec(service: Service, request: Request, body: QueryRequest) ->
         checkpointer=request.app.state.checkpointer,
         max_task_tokens=service.largest_ctx,
     )
+    spec.observers = service.observers
     try:  # in tokens of the fleet's smallest context, before any work starts
         await check_goal_fits(body.query, get_runtime(service.fleet))
     except PlanError as exc:
@@ -237,6 +246,7 @@ def query_routes(service: Service) -> APIRouter:
             context_overrides=service.settings.context_overrides,
             checkpointer=request.app.state.checkpointer,
         )
+        spec.observers = service.observers
         return await _run_admitted(request, spec, await service.admission.admit(thread_id))
 
     return router

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sse_starlette import ServerSentEvent
 from starlette.requests import Request
@@ -24,6 +24,7 @@ from graph import (
     ImageError,
     ImageRecord,
     Plan,
+    PlanApproval,
     RunFinished,
     RunResult,
     astream_goal,
@@ -54,6 +55,30 @@ class _ClientGone(Exception):
     """
 
 
+RunOutcome = Literal["completed", "interrupted", "failed", "cancelled"]
+
+
+class RunObserver(Protocol):
+    """Sees every run of the service: its start, each event and how it ended.
+
+    Observers (metrics, traces) must be quick and must not raise: they run inline on
+    the run's stream.
+    """
+
+    def run_started(self, spec: RunSpec) -> None:
+        """A run was admitted and starts now."""
+
+    def run_event(self, spec: RunSpec, event: Any) -> None:
+        """One item of :func:`graph.astream_goal`: a progress event or a plan approval."""
+
+    def run_ended(self, spec: RunSpec, outcome: RunOutcome) -> None:
+        """The run ended, with how.
+
+        ``completed`` (a result), ``interrupted`` (a plan waits for approval), ``failed``
+        (an error) or ``cancelled`` (the client left).
+        """
+
+
 @dataclass
 class RunSpec:
     """Everything one run needs, built from a request and the service settings.
@@ -62,11 +87,40 @@ class RunSpec:
         goal: The query (``None``: continue the thread in ``kwargs``).
         plan: The caller's plan, already checked (``None``: the planner plans).
         kwargs: Keyword arguments for :func:`graph.astream_goal`.
+        observers: Who sees the run's events (the service's metrics and traces).
     """
 
     goal: str | None
     plan: Plan | None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    observers: tuple[RunObserver, ...] = ()
+
+
+async def run_events(spec: RunSpec) -> AsyncGenerator[Any, None]:
+    """The run's :func:`graph.astream_goal` items, shown to ``spec.observers`` on the way.
+
+    Every run of the service goes through here (plain, streamed, OpenAI-compatible,
+    resumed), so the observers see every run exactly once, however it ends.
+    """
+    for observer in spec.observers:
+        observer.run_started(spec)
+    outcome: RunOutcome = "failed"
+    last: Any = None
+    try:
+        async with aclosing(astream_goal(spec.goal, **spec.kwargs)) as events:
+            async for event in events:
+                last = event
+                for observer in spec.observers:
+                    observer.run_event(spec, event)
+                yield event
+        outcome = "completed" if isinstance(last, RunFinished) else "interrupted"
+    except (asyncio.CancelledError, GeneratorExit):
+        # A consumer that stops at a plan approval (final_result raises there) closes us.
+        outcome = "interrupted" if isinstance(last, PlanApproval) else "cancelled"
+        raise
+    finally:
+        for observer in spec.observers:
+            observer.run_ended(spec, outcome)
 
 
 def build_run(
@@ -267,7 +321,7 @@ async def _settle(task: asyncio.Future[Any]) -> None:
 async def run_unless_disconnected(request: Request, spec: RunSpec) -> RunResult | None:
     """Run to the end; ``None`` when the client left first (the run was cancelled)."""
     try:
-        return await until_disconnect(request, final_result(astream_goal(spec.goal, **spec.kwargs)))
+        return await until_disconnect(request, final_result(run_events(spec)))
     except _ClientGone:
         return None
 
@@ -278,7 +332,7 @@ def _error_event(status: int, body: dict[str, Any]) -> ServerSentEvent:
 
 async def _produce(spec: RunSpec, queue: asyncio.Queue[Any]) -> None:
     try:
-        async with aclosing(astream_goal(spec.goal, **spec.kwargs)) as events:
+        async with aclosing(run_events(spec)) as events:
             async for event in events:
                 queue.put_nowait(event)
     except Exception as exc:

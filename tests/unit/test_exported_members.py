@@ -23,6 +23,7 @@ SURFACES: dict[str, list[str]] = {
         "CHECKPOINTS_ENV_VAR",
         "MAX_TASKS",
         "MEMORY",
+        "AnswerDelta",
         "CheckpointError",
         "Context",
         "EndpointUsage",
