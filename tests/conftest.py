@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ from endpoints.config import FleetConfig, load_fleet
 from endpoints.runtime import reset_runtime
 from tests.fake_chat import FakeChat
 from tests.helpers import offline_fleet
+from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer
 
 
@@ -85,3 +88,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster for the session (checkpoints, memory, shared threads).
+
+    Its directory is made under the system temp dir, not pytest's: pytest's is private to
+    root, and the cluster belongs to the ``postgres`` user when the tests run as root.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="kitty-postgres-"))
+    server = PostgresServer(directory)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,11 +1,11 @@
 """Kill the orchestrator process mid-run (SIGKILL), resume it, and count model calls.
 
-The first process runs a pinned plan on the embedded fleet with a SQLite checkpointer.
-Once tasks A and C are *in the checkpoint* (read from the SQLite file, not from the
-process's log) and B's model call is under way, the process is killed. A second process
-resumes the thread: A and C must not be called again, B (unfinished) runs again, and D
-and E (waiting on B, E also on the already finished A) run once, E reading A's result
-from the checkpoint.
+The first process runs a pinned plan on the embedded fleet with a SQLite checkpointer
+(and again with a real PostgreSQL one). Once tasks A and C are *in the checkpoint* (read
+from the store, not from the process's log) and B's model call is under way, the process
+is killed. A second process resumes the thread: A and C must not be called again, B
+(unfinished) runs again, and D and E (waiting on B, E also on the already finished A) run
+once, E reading A's result from the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from langgraph.checkpoint.base import CheckpointTuple
+from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from psycopg.rows import dict_row
 
 import graph.execution._agent_node
 import graph.execution._completion_registry
@@ -33,6 +37,7 @@ from graph.events import TaskFinished
 from graph.persistence._checkpointers import checkpoint_serde
 from graph.schemas import Plan, RunResult, Task
 from tests.helpers import pinned_task, record_task_calls
+from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +45,40 @@ TARGET = Path(__file__).with_name("_kill_target.py")
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _saved_results(db: Path, thread_id: str) -> set[str]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def checkpoint_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the killed and the resuming process keep the thread: a file, or PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "checkpoints.sqlite")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.url()
+
+
+def _saved_results(store: str, thread_id: str) -> set[str]:
     """Task ids whose results are in the thread's latest checkpoint (pending writes)."""
+    if store.startswith("postgresql://"):
+        return _saved_in_postgres(store, thread_id)
+    return _saved_in_sqlite(Path(store), thread_id)
+
+
+def _results_in(saved: CheckpointTuple | None) -> set[str]:
+    found: set[str] = set()
+    for _task, channel, value in (saved.pending_writes or []) if saved else []:
+        if channel == "results" and isinstance(value, dict):
+            found.update(value)
+    return found
+
+
+def _saved_in_postgres(url: str, thread_id: str) -> set[str]:
+    with psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row) as conn:
+        saver = PostgresSaver(conn, serde=checkpoint_serde())
+        try:
+            return _results_in(saver.get_tuple({"configurable": {"thread_id": thread_id}}))
+        except psycopg.errors.UndefinedTable:  # the first process has not set up yet
+            return set()
+
+
+def _saved_in_sqlite(db: Path, thread_id: str) -> set[str]:
     if not db.exists():
         return set()
     # Read-only, and no setup(): the probe itself must never take the file's write lock.
@@ -50,16 +87,9 @@ def _saved_results(db: Path, thread_id: str) -> set[str]:
         saver = SqliteSaver(connection, serde=checkpoint_serde())
         saver.is_setup = True
         try:
-            saved = saver.get_tuple({"configurable": {"thread_id": thread_id}})
+            return _results_in(saver.get_tuple({"configurable": {"thread_id": thread_id}}))
         except sqlite3.OperationalError:  # tables not created yet
             return set()
-        if saved is None:
-            return set()
-        found: set[str] = set()
-        for _task, channel, value in saved.pending_writes or []:
-            if channel == "results" and isinstance(value, dict):
-                found.update(value)
-        return found
     finally:
         connection.close()
 
@@ -75,9 +105,9 @@ def _log_lines(path: Path) -> list[tuple[float, str, str]]:
     return lines
 
 
-def _spawn(mode: str, db: Path, thread_id: str, log: Path) -> subprocess.Popen[str]:
+def _spawn(mode: str, store: str, thread_id: str, log: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(TARGET), mode, str(db), thread_id, str(log)],
+        [sys.executable, str(TARGET), mode, store, thread_id, str(log)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -86,9 +116,10 @@ def _spawn(mode: str, db: Path, thread_id: str, log: Path) -> subprocess.Popen[s
 
 
 def test_sigkill_mid_run_then_resume_never_reruns_finished_tasks(
-    embedded_fleet: FleetConfig, tmp_path: Path
+    embedded_fleet: FleetConfig, tmp_path: Path, checkpoint_store: str
 ) -> None:
-    db, log = tmp_path / "checkpoints.sqlite", tmp_path / "calls.log"
+    """Killed in one process, resumed in another; with SQLite and with real PostgreSQL."""
+    db, log = checkpoint_store, tmp_path / "calls.log"
     thread_id = f"kill-{uuid.uuid4().hex[:8]}"
 
     first = _spawn("run", db, thread_id, log)
