@@ -30,6 +30,7 @@ from graph.events import TaskToolCall
 from kitty.tools._mcp import aclose_mcp_sessions
 from tests.helpers import busy_slots
 from tests.mcp_servers.fabrication import QUEUE_MARKER
+from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -215,10 +216,27 @@ async def test_a_tool_that_raises_is_told_to_the_model(tool_fleet: tuple[str, Pa
     assert result.metrics.tool_calls_failed >= 1
 
 
-async def test_memory_stored_in_one_process_is_recalled_in_another(
-    tool_fleet: tuple[str, Path],
-) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def memory_fleet(
+    request: pytest.FixtureRequest, tool_fleet: tuple[str, Path], tmp_path: Path
+) -> str:
+    """The tool fleet with its memory in a SQLite file, or in a real PostgreSQL."""
     fleet, _ = tool_fleet
+    if request.param == "sqlite":
+        return fleet
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    text = Path(fleet).read_text()
+    sqlite_line = f"store = {json.dumps(str(tmp_path / 'memory.sqlite'))}"
+    assert sqlite_line in text
+    path = tmp_path / "postgres-memory-fleet.toml"
+    path.write_text(text.replace(sqlite_line, f"store = {json.dumps(server.url())}"))
+    load_fleet(path)
+    return str(path)
+
+
+async def test_memory_stored_in_one_process_is_recalled_in_another(memory_fleet: str) -> None:
+    """One process stores a note, this one recalls it: in SQLite and in real PostgreSQL."""
+    fleet = memory_fleet
     store_plan = plan("remember", "analyst", "Remember: PETG hooks hold 2 kg.", "memory.store")
     script = (
         "import asyncio, json, sys\n"
