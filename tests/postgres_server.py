@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -56,6 +57,13 @@ class PostgresServer:
     def url(self, database: str = DATABASE) -> str:
         """A ``postgresql://`` URL of this server (user ``postgres``, no password)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database on this server (one per test keeps tests apart)."""
+        name = f"kitty_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
 
     def _as_owner(self, command: list[str]) -> list[str]:
         if os.geteuid() == 0:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from graph.persistence import delete_threads_older_than, make_checkpointer
 from kitty.service import ServiceSettings, create_app
+from tests.postgres_server import PostgresServer
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -34,8 +35,17 @@ async def exists(saver: BaseCheckpointSaver, thread_id: str) -> bool:
     return await saver.aget_tuple({"configurable": {"thread_id": thread_id}}) is not None
 
 
-async def test_sweep_deletes_only_threads_idle_longer_than_keep_days(tmp_path: Path) -> None:
-    async with make_checkpointer(tmp_path / "runs.sqlite") as saver:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A checkpoint store: a SQLite file, or a fresh database on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.sqlite")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()
+
+
+async def test_sweep_deletes_only_threads_idle_longer_than_keep_days(store: str) -> None:
+    async with make_checkpointer(store) as saver:
         await put(saver, "old", timedelta(days=30))
         await put(saver, "new", timedelta(hours=2))
         # Started long ago but checkpointed recently: its last checkpoint counts.
@@ -49,7 +59,7 @@ async def test_sweep_deletes_only_threads_idle_longer_than_keep_days(tmp_path: P
         assert await exists(saver, "new") and await exists(saver, "revived")
         assert await delete_threads_older_than(saver, keep_days=7, now=NOW) == []
 
-    async with make_checkpointer(tmp_path / "runs.sqlite") as reopened:  # really on disk
+    async with make_checkpointer(store) as reopened:  # really saved
         assert not await exists(reopened, "old") and await exists(reopened, "new")
 
 
