@@ -12,12 +12,13 @@ Running a goal:
     :func:`check_goal_fits`.
 
 Settings:
-    :class:`Context` (one run's settings), :func:`make_context`, :data:`MAX_TASKS`.
+    :class:`Context` (one run's settings), :func:`make_context`, :data:`MAX_TASKS`;
+    :class:`ConversationTurn` and :data:`MAX_CONVERSATION_TURNS` (a chat's earlier turns).
 
 Records a run returns:
     :class:`RunResult`, :class:`TaskResult`, :class:`RunMetrics`, :class:`EndpointUsage`,
     :class:`ToolCallRecord`, :class:`Plan`, :class:`Task`, :data:`TaskStatus`;
-    :func:`compute_metrics`. A task's model calls (``TaskResult.calls``) are
+    :func:`compute_metrics`; :func:`answer_was_cut`. A task's model calls (``TaskResult.calls``) are
     :class:`endpoints.ModelCall` records.
 
 Progress events (:data:`ProgressEvent`, one discriminated union on ``kind``):
@@ -59,7 +60,7 @@ from graph.api import (
     run_goal,
 )
 from graph.budgets import check_goal_fits
-from graph.context import MAX_TASKS, Context
+from graph.context import MAX_CONVERSATION_TURNS, MAX_TASKS, Context, ConversationTurn
 from graph.events import (
     AnswerDelta,
     PhaseStarted,
@@ -104,16 +105,19 @@ from graph.schemas import (
     TaskStatus,
     ToolCallRecord,
 )
+from graph.synthesis import answer_was_cut
 from graph.threads import ThreadInfo, thread_info
 from kitty.errors import NothingToResume
 
 __all__ = [
     "CHECKPOINTS_ENV_VAR",
+    "MAX_CONVERSATION_TURNS",
     "MAX_TASKS",
     "MEMORY",
     "AnswerDelta",
     "CheckpointError",
     "Context",
+    "ConversationTurn",
     "EndpointUsage",
     "ImageError",
     "ImageLimits",
@@ -142,6 +146,7 @@ __all__ = [
     "TaskWaiting",
     "ThreadInfo",
     "ToolCallRecord",
+    "answer_was_cut",
     "aresume",
     "arun_goal",
     "astream_goal",

@@ -19,6 +19,21 @@ from kitty.errors import SettingsError, format_validation_error
 MAX_TASKS = 20
 """The one upper bound of ``max_tasks`` (planner cap, service requests, CLI)."""
 
+MAX_CONVERSATION_TURNS = 64
+"""Most earlier turns a run carries (older ones would not fit any prompt budget anyway)."""
+
+
+class ConversationTurn(BaseModel):
+    """One earlier turn of the chat a goal comes from (context for the planner and synthesizer).
+
+    Untrusted text: prompts quote it as data, never as instructions.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["user", "assistant"] = Field(description="Who wrote the turn.")
+    content: str = Field(description="What was written (text only).")
+
 
 def _default_fleet() -> str:
     return os.environ.get(FLEET_ENV_VAR) or DEFAULT_FLEET
@@ -90,6 +105,26 @@ class Context(BaseModel):
     )
     summary_max_tokens: int = Field(
         default=160, ge=1, le=4096, description="Completion cap of the voice summary."
+    )
+    conversation: list[ConversationTurn] = Field(
+        default_factory=list,
+        max_length=MAX_CONVERSATION_TURNS,
+        description=(
+            "Earlier turns of the chat the goal comes from, oldest first ({role: user | "
+            "assistant, content}). The planner and the synthesizer see them as quoted "
+            "context (never as instructions), cut to conversation_max_tokens: the oldest "
+            f"turns are dropped first. At most {MAX_CONVERSATION_TURNS} turns."
+        ),
+    )
+    conversation_max_tokens: int = Field(
+        default=1024,
+        ge=0,
+        le=32768,
+        description=(
+            "Most tokens of earlier conversation in the planner's and the synthesizer's "
+            "prompt (less where the endpoint's context is short; the synthesizer gives it "
+            "at most half of its room for results). 0 leaves the conversation out."
+        ),
     )
     busy_retries: int = Field(
         default=3,

@@ -22,6 +22,7 @@ from graph._node_support import (
 )
 from graph._state import OrchestratorState
 from graph.budgets import (
+    fit_conversation,
     room_after,
     safe_token_bound,
     trim_to_tokens,
@@ -30,7 +31,7 @@ from graph.context import Context
 from graph.events import (
     PhaseStarted,
 )
-from graph.schemas import TaskResult
+from graph.schemas import RunResult, TaskResult
 
 logger = logging.getLogger("kitty.graph")
 
@@ -72,6 +73,18 @@ async def _phase_call(
         tags=[f"kitty:{phase}"],
     )
     return await call_tiers(fleet_runtime, request, messages)
+
+
+SYNTHESIS_CUT_WARNING = "synthesis answer cut at synthesis_max_tokens"
+"""How the warning of an answer cut at its completion cap begins (see :func:`answer_was_cut`)."""
+
+
+def answer_was_cut(result: RunResult) -> bool:
+    """True when the run's answer stopped at ``synthesis_max_tokens`` (it may be incomplete).
+
+    The OpenAI-compatible door reports such an answer with ``finish_reason`` ``length``.
+    """
+    return any(warning.startswith(SYNTHESIS_CUT_WARNING) for warning in result.warnings)
 
 
 def truncation_warnings(results: list[TaskResult]) -> list[str]:
@@ -120,8 +133,8 @@ async def synthesizer(state: OrchestratorState, runtime: Runtime[Context]) -> di
         answer = outcome.text
         if outcome.truncated:
             warnings.append(
-                f"synthesis answer cut at synthesis_max_tokens ({context.synthesis_max_tokens}"
-                " tokens); raise synthesis_max_tokens for the whole answer"
+                f"{SYNTHESIS_CUT_WARNING} ({context.synthesis_max_tokens} tokens); raise "
+                "synthesis_max_tokens for the whole answer"
             )
     else:
         answer = fallback_answer(state, outcome.error or "unknown error")
@@ -135,6 +148,9 @@ async def synthesis_messages(
     state: OrchestratorState, context: Context, endpoint: EndpointConfig
 ) -> tuple[list[BaseMessage], list[TaskResult]]:
     """The synthesizer's messages for ``endpoint`` (results fit its context); failed tasks.
+
+    The run's earlier conversation is quoted after the goal, in at most half the room
+    the endpoint leaves (oldest turns dropped first), so the results keep the rest.
 
     Raises:
         PromptTooLong: The goal and the failure notes alone do not fit ``endpoint``.
@@ -151,8 +167,19 @@ async def synthesis_messages(
             for r in failed
         )
         failures = prompts.SYNTHESIS_FAILURES.format(items=items)
+    goal = state.get("goal", "")
+    # The earlier conversation first, from at most half the room: the results keep the rest.
+    conversation = await fit_conversation(
+        context.conversation,
+        fixed_text=prompts.SYNTHESIS_SYSTEM
+        + prompts.SYNTHESIS_USER.format(goal=goal, conversation="", results="", failures=failures),
+        endpoint=endpoint,
+        max_tokens=context.synthesis_max_tokens,
+        cap_tokens=context.conversation_max_tokens,
+        room_divisor=2 if done else 1,
+    )
     skeleton = prompts.SYNTHESIS_USER.format(
-        goal=state.get("goal", ""), results="", failures=failures
+        goal=goal, conversation=conversation, results="", failures=failures
     )
     shares = [
         prompts.SYNTHESIS_RESULT.format(
@@ -176,7 +203,8 @@ async def synthesis_messages(
         output = await trim_to_tokens(r.output + _tool_evidence(r), room, endpoint)
         blocks.append(prompts.SYNTHESIS_RESULT.format(output=output, **fields))
     user = prompts.SYNTHESIS_USER.format(
-        goal=state.get("goal", ""),
+        goal=goal,
+        conversation=conversation,
         results="\n".join(blocks) or "(no task completed)\n",
         failures=failures,
     )

@@ -12,7 +12,15 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
-from endpoints.calls import CallOutcome, ModelRequest, ModelSettings, ResponseFormat, call_tiers
+from endpoints.calls import (
+    CallOutcome,
+    MessageBuilder,
+    ModelRequest,
+    ModelSettings,
+    ResponseFormat,
+    call_tiers,
+)
+from endpoints.config import EndpointConfig
 from endpoints.fleet import FleetRuntime, get_runtime
 from graph import prompts
 from graph._node_support import (
@@ -23,7 +31,7 @@ from graph._node_support import (
     usable_tiers,
 )
 from graph._state import OrchestratorState
-from graph.budgets import check_goal_fits
+from graph.budgets import check_goal_fits, fit_conversation
 from graph.context import Context
 from graph.events import (
     PhaseStarted,
@@ -201,8 +209,10 @@ async def make_plan(
 ) -> tuple[Plan, CallOutcome | None]:
     """Ask the tools tier for a plan (schema-constrained), then validate and repair it.
 
-    The planner is told about the attached ``images`` (count, hash prefix, type, size);
-    its slot time counts to ``run_id`` (least attained service across runs).
+    The planner is told about the attached ``images`` (count, hash prefix, type, size)
+    and sees the run's earlier ``conversation`` as quoted context, cut to the room each
+    endpoint leaves; its slot time counts to ``run_id`` (least attained service across
+    runs).
 
     Returns:
         The plan and the planner call's outcome. When the planner endpoint itself fails,
@@ -216,7 +226,7 @@ async def make_plan(
     warn_unprovided(agents, context, fleet_runtime.fleet, tools)
     tiers = usable_tiers(fleet_runtime, context.planner_tiers)
 
-    def messages_for(max_tasks: int) -> list[BaseMessage]:
+    def messages_for(max_tasks: int, conversation: str = "") -> list[BaseMessage]:
         return [
             SystemMessage(prompts.PLANNER_SYSTEM),
             HumanMessage(
@@ -226,9 +236,28 @@ async def make_plan(
                     max_tasks,
                     tools,
                     [image.describe() for image in images or []],
+                    conversation,
                 )
             ),
         ]
+
+    def request_messages(max_tasks: int, max_tokens: int) -> list[BaseMessage] | MessageBuilder:
+        if not context.conversation or not context.conversation_max_tokens:
+            return messages_for(max_tasks)
+
+        async def with_conversation(endpoint: EndpointConfig) -> list[BaseMessage]:
+            # The earlier turns get the room this endpoint leaves (contexts differ).
+            plain = messages_for(max_tasks)
+            block = await fit_conversation(
+                context.conversation,
+                fixed_text="".join(str(m.content) for m in plain),
+                endpoint=endpoint,
+                max_tokens=max_tokens,
+                cap_tokens=context.conversation_max_tokens,
+            )
+            return messages_for(max_tasks, block)
+
+        return with_conversation
 
     max_tokens, max_tasks = context.planner_max_tokens, context.max_tasks
     last_error = ""
@@ -238,7 +267,7 @@ async def make_plan(
         outcome = await call_tiers(
             fleet_runtime,
             _planner_request(tiers, context, names, max_tasks, max_tokens, run_id),
-            messages_for(max_tasks),
+            request_messages(max_tasks, max_tokens),
         )
         if not outcome.ok:
             if whole:

@@ -21,11 +21,13 @@ ERROR_TREE = "kitty.errors"
 SURFACES: dict[str, list[str]] = {
     "graph": [
         "CHECKPOINTS_ENV_VAR",
+        "MAX_CONVERSATION_TURNS",
         "MAX_TASKS",
         "MEMORY",
         "AnswerDelta",
         "CheckpointError",
         "Context",
+        "ConversationTurn",
         "EndpointUsage",
         "ImageError",
         "ImageLimits",
@@ -54,6 +56,7 @@ SURFACES: dict[str, list[str]] = {
         "TaskWaiting",
         "ThreadInfo",
         "ToolCallRecord",
+        "answer_was_cut",
         "aresume",
         "arun_goal",
         "astream_goal",
