@@ -199,7 +199,7 @@ def query_routes(service: Service) -> APIRouter:
         unfinished work; a thread already running gets 409.
         """
         spec = await _query_spec(service, request, body)
-        return await _run_admitted(request, spec, await service.admission.admit())
+        return await _run_admitted(request, spec, await service.admission.admit(body.thread_id))
 
     @router.post(
         "/api/query/parallel/stream",
@@ -222,7 +222,7 @@ def query_routes(service: Service) -> APIRouter:
         are plain 4xx responses before the stream starts.
         """
         spec = await _query_spec(service, request, body)
-        ticket = await service.admission.admit()
+        ticket = await service.admission.admit(body.thread_id)
         return _AdmittedStream(stream_events(spec), ping=15, ticket=ticket)
 
     @router.post(

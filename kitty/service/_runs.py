@@ -175,6 +175,15 @@ def build_run(
         "fleet": fleet,
         "checkpointer": checkpointer,
     }
+    if request.thread_id is not None:
+        if checkpointer is None:
+            raise RequestError(
+                422,
+                "field 'thread_id' needs a service that saves checkpoints; start it with "
+                "--checkpoint PATH|URL, or leave thread_id out",
+                "thread_id",
+            )
+        kwargs["thread_id"] = request.thread_id
     return RunSpec(goal=request.query, plan=plan, kwargs=kwargs)
 
 

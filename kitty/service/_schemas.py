@@ -73,6 +73,20 @@ class QueryRequest(BaseModel):
         ),
     )
 
+    thread_id: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description=(
+            "Checkpoint thread to run on (the service must checkpoint runs). A thread with "
+            "unfinished work (a cut connection, a crash) is continued: finished tasks are "
+            "not run again and query/plan are ignored; otherwise the query runs as a new "
+            "run on that thread. A thread already running in any worker gets 409. "
+            "Default: a new thread, named in the result's thread_id."
+        ),
+    )
+
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:

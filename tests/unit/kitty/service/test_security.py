@@ -342,7 +342,14 @@ async def test_openapi_documents_contract() -> None:
         set(paths)
     )
     request = schema["components"]["schemas"]["QueryRequest"]
-    assert set(request["properties"]) == {"query", "max_tasks", "voice_mode", "plan", "images"}
+    assert set(request["properties"]) == {
+        "query",
+        "max_tasks",
+        "voice_mode",
+        "plan",
+        "images",
+        "thread_id",
+    }
     assert all(p.get("description") for p in request["properties"].values())
     assert request["properties"]["max_tasks"]["maximum"] == 20
     response = schema["components"]["schemas"]["QueryResponse"]
