@@ -24,6 +24,7 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -310,6 +311,9 @@ class RunAdmission:
         on_store_down: ``fail_closed`` (refuse runs, 503) or ``degrade`` (admit
             ``limit // expected_processes`` in this process while the store is down).
         expected_processes: Processes sharing the limit, for ``degrade``.
+        on_reject: Told why each refused run was refused: ``run_limit`` (429),
+            ``thread_running`` (409) or ``store_unreachable`` (503); the service's
+            metrics count them.
     """
 
     def __init__(
@@ -321,6 +325,7 @@ class RunAdmission:
         service: str = "service",
         on_store_down: str = "fail_closed",
         expected_processes: int = 2,
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.limit = limit
         self.retry_after_s = retry_after_s
@@ -329,6 +334,7 @@ class RunAdmission:
         self.on_store_down = on_store_down
         self.expected_processes = expected_processes
         self.in_flight = 0
+        self.on_reject = on_reject
         self._fallback = LocalRunLeases()
 
     @property
@@ -367,6 +373,7 @@ class RunAdmission:
             return self.leases, taken, holders
         except StoreUnreachable as exc:
             if self.on_store_down != "degrade":
+                self._rejected("store_unreachable")
                 raise RequestError(
                     503,
                     f"the slot store {self.leases.description} is unreachable ({exc}), so "
@@ -388,6 +395,7 @@ class RunAdmission:
         lease, group = _new_lease(), f"thread:{thread_id}"
         store, taken, _holders = await self._take(group, lease, 1)
         if not taken:
+            self._rejected("thread_running")
             where = "another worker of the service, or this one" if self.shared else "this service"
             raise RequestError(
                 409,
@@ -402,6 +410,7 @@ class RunAdmission:
         lease = _new_lease()
         store, taken, holders = await self._take(self.group, lease, self.limit)
         if not taken:
+            self._rejected("run_limit")
             workers = " (all its workers together)" if store is self.leases and self.shared else ""
             raise RequestError(
                 429,
@@ -410,6 +419,10 @@ class RunAdmission:
                 headers={"Retry-After": str(self.retry_after_s)},
             )
         ticket.places.append((store, self.group, lease))
+
+    def _rejected(self, reason: str) -> None:
+        if self.on_reject is not None:
+            self.on_reject(reason)
 
     def close(self) -> None:
         """Stop the store's background work."""

@@ -2,8 +2,9 @@
 
 Routes: ``POST /api/query/parallel`` (the seed's contract), ``POST
 /api/query/parallel/stream`` (server-sent progress events, then the result), ``GET
-/api/endpoints`` (fleet probes + the service's slot limiters), ``GET /healthz``
-(liveness, no auth) and the OpenAPI docs. Every request runs its own graph run; runs
+/api/endpoints`` (fleet probes + the service's slot limiters), ``GET /metrics``
+(Prometheus, :mod:`kitty.service._metrics`), ``GET /healthz`` (liveness, no auth) and the
+OpenAPI docs. Every request runs its own graph run; runs
 share only the endpoint limiters.
 
 The app is put together here from its parts: the routes (:mod:`kitty.service._routes`),
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +27,7 @@ from fastapi import FastAPI
 from endpoints import load_fleet
 from kitty.service._admission import RunAdmission, run_leases_for
 from kitty.service._errors import install_error_handlers
+from kitty.service._metrics import MULTIPROC_ENV, ServiceMetrics, metrics_routes, service_tools
 from kitty.service._retention import start_retention
 from kitty.service._routes import (
     HEALTH_PATH,
@@ -77,6 +80,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """
     settings = settings or ServiceSettings()
     config = load_fleet(settings.fleet)
+    metrics = ServiceMetrics(
+        config,
+        tools=service_tools(settings.context_overrides),
+        multiprocess_dir=os.environ.get(MULTIPROC_ENV),
+    )
     admission = RunAdmission(
         settings.max_concurrent_runs,
         settings.retry_after_s,
@@ -84,8 +92,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         service=f"{settings.host}:{settings.port}",
         on_store_down=config.coordination.on_store_down,
         expected_processes=config.coordination.expected_processes,
+        on_reject=metrics.admission_rejected,
     )
-    service = Service.build(settings, config, admission)
+    service = Service.build(settings, config, admission, observers=(metrics,))
     app = FastAPI(
         title="kitty-orchestrator brain service",
         summary="Run a goal as parallel agent tasks on a local model fleet.",
@@ -102,6 +111,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(query_routes(service))
     app.include_router(fleet_routes(service))
     app.include_router(health_routes())
+    app.include_router(metrics_routes(metrics))
     return app
 
 

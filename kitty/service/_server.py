@@ -4,7 +4,9 @@ One worker serves the app built here. Several (``workers > 1``) are separate pro
 started by uvicorn: each imports :func:`worker_app` and rebuilds the app from the settings
 this process hands them in ``$KITTY_SERVICE_WORKER``. They share nothing in memory, so
 slot caps, the run limit and thread leases must live in the fleet's Redis slot store, and
-checkpoints in one SQLite file (opened in WAL mode) or Postgres.
+checkpoints in one SQLite file (opened in WAL mode) or Postgres. Their Prometheus metrics
+meet in files of one directory (``$PROMETHEUS_MULTIPROC_DIR``, made for the service's
+lifetime unless the operator set it), so ``GET /metrics`` on any worker counts them all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from endpoints import LOCAL_STORE, SLOT_STORE_ENV, load_fleet
 from graph import MEMORY, default_checkpoint_location, make_checkpointer
 from kitty.errors import SettingsError
 from kitty.service._app import create_app
+from kitty.service._metrics import multiprocess_directory
 from kitty.service._security import exposure_warning, is_loopback
 from kitty.service._settings import TOKEN_ENV_VAR, ServiceSettings
 
@@ -140,9 +143,11 @@ def serve(
     os.environ[WORKER_SETTINGS_ENV] = _worker_settings(settings, checkpoint)
     if settings.api_token:  # workers read it from the environment, like this process
         os.environ[TOKEN_ENV_VAR] = settings.api_token
-    uvicorn.run(
-        f"{__name__}:worker_app",
-        factory=True,
-        workers=workers,
-        **_uvicorn_options(settings, log_level),  # type: ignore[arg-type]
-    )
+    # Set before the workers start: prometheus-client picks its mode when imported.
+    with multiprocess_directory():
+        uvicorn.run(
+            f"{__name__}:worker_app",
+            factory=True,
+            workers=workers,
+            **_uvicorn_options(settings, log_level),  # type: ignore[arg-type]
+        )
