@@ -1,6 +1,7 @@
 """The one call layer: a tier chain called under slot limits, with fallback, as one outcome.
 
-Small wrappers compose here (fallback, slot limit, slow-or-down policy, busy retry, chat send).
+Small wrappers compose here (fallback, slot limit, trace span, slow-or-down policy, busy
+retry, chat send); :func:`process_tracing` is where the process's spans go.
 """
 
 from endpoints.calls._attempt import Attempt, AttemptFailed, CallObserver, NoObserver, Sender
@@ -20,8 +21,10 @@ from endpoints.calls._request import (
 from endpoints.calls._responses import answer_text, cached_prompt_tokens, reasoning_of
 from endpoints.calls._slot_limit import SlotLimited
 from endpoints.calls._slow_or_down import SlowOrDown, describe_error, is_timeout
+from endpoints.calls._traced import TRACING, Traced, process_tracing
 
 __all__ = [
+    "TRACING",
     "Attempt",
     "AttemptFailed",
     "BusyRetry",
@@ -41,12 +44,14 @@ __all__ = [
     "SlotLimited",
     "SlowOrDown",
     "ToolBinding",
+    "Traced",
     "answer_text",
     "cached_prompt_tokens",
     "call_tiers",
     "chat_model_for",
     "describe_error",
     "is_timeout",
+    "process_tracing",
     "reasoning_of",
     "tier_chain",
 ]

@@ -5,9 +5,10 @@ The wrappers compose from the outside in, as pydantic-ai's ``FallbackModel`` and
 
     Fallback            candidates of the chain, prompt built per endpoint, one outcome
       SlotLimited       a slot held around each request; a lost lease queues it again
-        SlowOrDown      a failure classified; health and cooldown kept; slow waits for stop
-          BusyRetry     "server busy" asked again after a backoff
-            ChatSend    the endpoint's chat model built for the request, and asked
+        Traced          a ``chat`` span around the request (OpenTelemetry; no-op when off)
+          SlowOrDown    a failure classified; health and cooldown kept; slow waits for stop
+            BusyRetry   "server busy" asked again after a backoff
+              ChatSend  the endpoint's chat model built for the request, and asked
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from endpoints.calls._outcome import CallOutcome
 from endpoints.calls._request import MessageBuilder, ModelRequest
 from endpoints.calls._slot_limit import SlotLimited
 from endpoints.calls._slow_or_down import SlowOrDown
+from endpoints.calls._traced import Traced, process_tracing
 from endpoints.fleet import FleetRuntime
 
 
 def tier_chain(runtime: FleetRuntime) -> Fallback:
-    """The composed call wrappers for ``runtime``'s fleet."""
-    return Fallback(runtime, SlotLimited(SlowOrDown(runtime, BusyRetry(ChatSend(runtime)))))
+    """The composed call wrappers for ``runtime``'s fleet (spans to the process's tracing)."""
+    sender = SlowOrDown(runtime, BusyRetry(ChatSend(runtime)))
+    return Fallback(runtime, SlotLimited(Traced(process_tracing(), sender)))
 
 
 async def call_tiers(
