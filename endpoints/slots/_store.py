@@ -12,6 +12,10 @@ waits, so a stream of higher-priority arrivals can pass a waiter only for a boun
 and a waiter of a run loses its run's attained service at each grant
 (:mod:`endpoints.slots._attained_service`: least attained service across runs).
 
+The cap is the number of slots in use: after a shrink, slots above the new capacity stay
+in use until released, and nobody else is admitted until fewer than ``capacity`` are held
+(then always with a number below it).
+
 Slot numbers (lowest free first) give timelines one lane per slot. In-process they are
 0..capacity-1 of this limiter alone, so on llama.cpp they can name the server's own slots:
 a waiter may ask for a *preferred* slot (one that last served the same prompt prefix, see
@@ -170,6 +174,8 @@ class LocalSlots:
         self._ledger = ledger
         self._lock = threading.Lock()
         self._capacity = capacity
+        # Invariant: _free is range(capacity) minus _in_use (a heap), so while fewer than
+        # capacity slots are in use (the gate, _has_room) a number below capacity is free.
         self._free: list[int] = list(range(capacity))
         self._in_use: set[int] = set()
         self._waiters: list[_Waiter] = []  # sorted by (-aged priority, ticket)
@@ -184,7 +190,11 @@ class LocalSlots:
         return self._capacity
 
     def resize(self, capacity: int) -> None:
-        """Change the number of slots; in-use slots above it retire when released."""
+        """Change the number of slots; in-use slots above it retire when released.
+
+        After a shrink nobody is admitted until fewer than ``capacity`` slots are in use,
+        whichever numbers they have.
+        """
         _check_capacity(self.name, capacity)
         grants: list[_Waiter] = []
         with self._lock:
@@ -193,7 +203,7 @@ class LocalSlots:
             taken = self._in_use | set(self._free)
             self._free.extend(s for s in range(capacity) if s not in taken)
             heapq.heapify(self._free)
-            while self._free and self._waiters:
+            while self._waiters and self._has_room():
                 grants.append(self._hand_over(heapq.heappop(self._free)))
         for waiter in grants:
             self._notify(waiter)
@@ -213,6 +223,10 @@ class LocalSlots:
         """(held + queued) / capacity: how busy this endpoint is, for routing."""
         with self._lock:
             return (len(self._in_use) + len(self._waiters)) / self._capacity
+
+    def _has_room(self) -> bool:
+        """True when fewer than ``capacity`` slots are in use (the cap, whatever the numbers)."""
+        return len(self._in_use) < self._capacity and bool(self._free)
 
     def _take(self, slot: int, prefer: str | None = None) -> int:
         self._in_use.add(slot)
@@ -289,7 +303,7 @@ class LocalSlots:
         """
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._free and not self._waiters:
+            if self._has_room() and not self._waiters:
                 return self._take(self._pick_free(prefer), prefer)
             aged = priority - self._clock() * AGING_PER_S
             waiter = _Waiter(loop, loop.create_future(), (-aged, next(_tickets)), prefer, run)
@@ -322,11 +336,12 @@ class LocalSlots:
             if slot not in self._in_use:
                 return
             self._in_use.discard(slot)
-            if slot >= self._capacity:
-                return
-            if self._waiters:
-                waiter = self._hand_over(slot)
-            else:
+            if self._waiters and len(self._in_use) < self._capacity:
+                # The slot released, or for a retired one (above a shrunk capacity) the
+                # lowest free number: with room there is one (see _free).
+                kept = slot < self._capacity
+                waiter = self._hand_over(slot if kept else heapq.heappop(self._free))
+            elif slot < self._capacity:
                 heapq.heappush(self._free, slot)
         if waiter is not None:
             self._notify(waiter)

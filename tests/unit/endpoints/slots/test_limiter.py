@@ -270,6 +270,39 @@ async def test_resize_shrink_retires_high_slots() -> None:
     assert limiter.stats().in_use == 1
 
 
+@pytest.mark.parametrize(
+    "release_first", [True, False], ids=["freed-then-shrunk", "shrunk-then-freed"]
+)
+async def test_a_shrink_admits_by_slots_in_use_not_by_free_numbers(release_first: bool) -> None:
+    """Security review finding 13: 4 -> 2 with slots 2 and 3 busy must not admit 2 more.
+
+    Free low numbers are kept while higher ones are busy: the cap is the count in use,
+    and a grant takes a number below the new capacity.
+    """
+    limiter = SlotLimiter("ep", 4)
+    held = [await limiter.acquire() for _ in range(4)]
+    if not release_first:
+        limiter.resize(2)
+    limiter.release(held[0])
+    limiter.release(held[1])
+    if release_first:
+        limiter.resize(2)
+    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+    await settle()
+    in_use = [limiter.stats().in_use]
+    assert not any(w.done() for w in waiters)
+    for slot in (3, 2):  # each release of a retired slot lets one waiter in
+        limiter.release(slot)
+        await settle()
+        in_use.append(limiter.stats().in_use)
+    assert in_use == [2, 2, 2]
+    granted = [w.result() for w in waiters if w.done()]
+    assert sorted(granted) == [0, 1]  # numbers below the new capacity
+    limiter.release(granted[0])
+    assert await asyncio.wait_for(asyncio.gather(*waiters), timeout=1) is not None
+    assert limiter.stats().in_use == 2
+
+
 def test_invalid_capacity() -> None:
     with pytest.raises(ValueError, match="capacity"):
         SlotLimiter("ep", 0)

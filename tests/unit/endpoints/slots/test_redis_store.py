@@ -224,6 +224,31 @@ async def test_degrade_takes_a_share_of_the_slots_and_warns(
     assert limiter.stats().in_use == 0
 
 
+async def test_a_shrink_admits_by_leases_held_also_degraded(
+    tmp_path: Path, new_store: StoreFactory
+) -> None:
+    """Security review finding 13 for the Redis limiter: 4 -> 2 with 2 slots busy admits none.
+
+    In Redis the cap is the count of leases (so it held already); degraded, the process's
+    share is an in-process limiter, which had the bug.
+    """
+    shared = SlotLimiter("ep", 4, store=new_store(), key=server_key())
+    down = RedisServer(tmp_path)  # never started
+    store = new_store(down.url(), on_store_down="degrade", expected_processes=1)
+    degraded = SlotLimiter("ep", 4, store=store, key=server_key())
+    for limiter in (shared, degraded):
+        held = [await limiter.acquire(timeout=5) for _ in range(4)]
+        limiter.release(held[0])
+        limiter.release(held[1])
+        limiter.resize(2)
+        with pytest.raises(SlotTimeoutError):
+            await limiter.acquire(timeout=0.3)
+        assert limiter.stats().in_use == 2
+        limiter.release(held[3])
+        assert await limiter.acquire(timeout=5) in (0, 1)
+        assert limiter.stats().in_use == 2
+
+
 async def test_refused_credentials_and_a_missing_db_fail_at_start(
     tmp_path: Path, new_store: StoreFactory
 ) -> None:
