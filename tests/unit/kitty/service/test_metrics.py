@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,12 @@ from prometheus_client.values import MultiProcessValue
 
 from graph import Plan, RunFinished, RunMetrics, RunResult, Task, TaskFinished, TaskResult
 from kitty.service import ServiceSettings, create_app
-from kitty.service._metrics import MULTIPROC_ENV, UNKNOWN_TOOL, ServiceMetrics
+from kitty.service._metrics import (
+    MULTIPROC_ENV,
+    UNKNOWN_TOOL,
+    ServiceMetrics,
+    multiprocess_directory,
+)
 from kitty.service._runs import RunSpec
 from tests.conftest import FakeFleet
 from tests.fake_chat import FakeChat, Reply
@@ -327,3 +333,19 @@ def test_multiprocess_mode_sums_the_workers_and_forgets_live_gauges_of_dead_ones
     assert value(samples, "kitty_orchestration_prompt_tokens_total") == 10
     assert value(samples, "kitty_run_makespan_critical_path_ratio_count") == 2
     assert value(samples, "kitty_runs_in_flight") == 0  # dead workers' runs are not in flight
+
+
+def test_the_multiprocess_directory_is_fresh_per_start_unless_the_operator_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with multiprocess_directory() as made:
+        assert os.environ[MULTIPROC_ENV] == made
+        assert Path(made).is_dir() and not list(Path(made).iterdir())
+        (Path(made) / "counter_1.db").write_bytes(b"")
+    assert not Path(made).exists() and MULTIPROC_ENV not in os.environ
+    given = tmp_path / "operator"
+    monkeypatch.setenv(MULTIPROC_ENV, str(given))
+    with multiprocess_directory() as used:
+        assert used == str(given) and given.is_dir()
+    assert given.is_dir() and os.environ[MULTIPROC_ENV] == str(given)  # theirs: kept
