@@ -3,8 +3,9 @@
 Keys of one server (``{key}`` is its normalised base URL, a Redis hash tag):
 
 - ``kitty:slots:{key}:leases`` sorted set: lease id -> expiry (ms, Redis server time).
-- ``kitty:slots:{key}:waiting`` sorted set: ``<ticket>:<lease id>`` -> ``-priority``;
-  equal scores sort by member, so the zero-padded ticket makes ties first come first served.
+- ``kitty:slots:{key}:waiting`` sorted set: ``<ticket>:<lease id>`` -> its aged key,
+  ``enqueued_s * aging_per_s - priority`` (lowest first); equal scores sort by member, so
+  the zero-padded ticket makes ties first come first served.
 - ``kitty:slots:{key}:wexp`` sorted set: the same members -> expiry; a dead process's
   waiters leave the queue when they are no longer renewed.
 - ``kitty:slots:{key}:wmember`` hash: lease id -> its waiting member.
@@ -13,7 +14,9 @@ Keys of one server (``{key}`` is its normalised base URL, a Redis hash tag):
 Every script first drops expired leases and waiters, then grants free slots to the head of
 the queue, publishes ``grant <id> <id>...`` on the store's channel, and returns
 ``{ms until the next lease expires or -1, leases, waiting, granted ids}``. Time is the Redis
-server's (``TIME``), so hosts with skewed clocks agree.
+server's (``TIME``), so hosts with skewed clocks agree: on lease expiries, and on the aging
+of waiters, which ENQUEUE computes from ``TIME`` (callers pass their priority and the aging
+rate, never their own clock; with a wall clock per host, 10 s of skew were 500 tokens).
 """
 
 from __future__ import annotations
@@ -62,16 +65,23 @@ end
 ENQUEUE = (
     _PUMP
     + """
--- ARGV: lease, -priority, capacity, ttl_ms, channel
+-- ARGV: lease, priority, capacity, ttl_ms, channel, aging per s, key ('' or the key this
+-- waiter got before, when it queues again). Returns pump's result plus the key used.
 local now = now_ms()
 local old = redis.call('HGET', KEYS[4], ARGV[1])
 if old then forget_waiter(old) end
+local score = ARGV[7]
+if score == '' then
+  score = string.format('%.17g', now / 1000 * tonumber(ARGV[6]) - tonumber(ARGV[2]))
+end
 local ticket = redis.call('INCR', KEYS[5])
 local member = string.format('%016d', ticket) .. ':' .. ARGV[1]
-redis.call('ZADD', KEYS[2], ARGV[2], member)
+redis.call('ZADD', KEYS[2], score, member)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), member)
 redis.call('HSET', KEYS[4], ARGV[1], member)
-return pump(now, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+local result = pump(now, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+result[5] = score
+return result
 """
 )
 

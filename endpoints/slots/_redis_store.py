@@ -54,6 +54,9 @@ class _Pending:
     # Renewed (and re-queued if missing) only once its ENQUEUE returned: a renewal sent
     # before would find it "missing" and queue it twice.
     queued: bool = False
+    # Its aged key in the queue as ENQUEUE computed it from Redis's clock: kept when it
+    # queues again (Redis restarted empty), so it keeps the age it had.
+    score: str = ""
 
 
 class RedisSlotStore:
@@ -270,10 +273,9 @@ class RedisSlotStore:
             SettingsError: Redis refuses us (credentials, db).
         """
         loop = asyncio.get_running_loop()
-        # Aged like the local store: everyone gains AGING_PER_S a second, so a fixed key
-        # taken now on the shared wall clock orders waiters across processes and hosts.
-        aged = priority - time.time() * AGING_PER_S
-        pending = _Pending(slots.key, aged, loop.create_future())
+        # Aged like the local store (AGING_PER_S a second), on Redis's clock: ENQUEUE takes
+        # TIME, so hosts with skewed clocks still order waiters by their wait.
+        pending = _Pending(slots.key, priority, loop.create_future())
         self._pending[lease] = pending
         waited = False
         try:
@@ -304,12 +306,10 @@ class RedisSlotStore:
 
     async def _enqueue(self, lease: str, pending: _Pending) -> list[Any]:
         capacity = self._endpoints[pending.key].capacity
-        result = await self._run(
-            "ENQUEUE",
-            pending.key,
-            [lease, -pending.priority, capacity, self.ttl_ms, self.channel],
-        )
+        args = [lease, pending.priority, capacity, self.ttl_ms, self.channel, AGING_PER_S]
+        result = await self._run("ENQUEUE", pending.key, [*args, pending.score])
         pending.queued = True
+        pending.score = str(result[4])
         self._absorb(pending.key, result)
         return result
 

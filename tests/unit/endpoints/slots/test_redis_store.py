@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,6 +92,19 @@ async def queue_in_order(
     return tasks
 
 
+def skew_clock(monkeypatch: pytest.MonkeyPatch, store: RedisSlotStore, skew_s: float) -> None:
+    """Make ``time.time()`` on the store's own thread ``skew_s`` off (a host's skewed clock)."""
+
+    async def ident() -> int:
+        return threading.get_ident()
+
+    thread = store.submit(ident()).result(5)
+    real = time.time
+    monkeypatch.setattr(
+        time, "time", lambda: real() + (skew_s if threading.get_ident() == thread else 0.0)
+    )
+
+
 async def test_waiters_of_two_processes_are_served_first_come_first_served(
     redis_server: RedisServer, new_store: StoreFactory
 ) -> None:
@@ -103,6 +118,29 @@ async def test_waiters_of_two_processes_are_served_first_come_first_served(
     await asyncio.gather(*tasks)
     assert order == ["a1", "b1", "a2", "b2"]
     await until(lambda: zcard(redis_server, key, "leases") == 0)
+
+
+@pytest.mark.parametrize("skew_s", [-10.0, 10.0], ids=["a-behind", "a-ahead"])
+async def test_hosts_with_skewed_clocks_are_still_served_first_come_first_served(
+    redis_server: RedisServer,
+    new_store: StoreFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    skew_s: float,
+) -> None:
+    """Security review finding 12: 10 s of clock skew must not be 500 tokens of priority.
+
+    Aging is computed from Redis's clock inside the script, never the caller's.
+    """
+    key, a, b = two_processes(new_store, 1)
+    held = await b.acquire(timeout=5)
+    assert isinstance(a.store, RedisSlotStore)
+    skew_clock(monkeypatch, a.store, skew_s)
+    order: list[str] = []
+    entries = [(a, "a1", 0.0), (b, "b1", 0.0), (a, "a2", 0.0), (b, "b2", 0.0)]
+    tasks = await queue_in_order(redis_server, key, entries, order)
+    b.release(held)
+    await asyncio.gather(*tasks)
+    assert order == ["a1", "b1", "a2", "b2"]
 
 
 async def test_higher_priority_is_granted_first_across_processes(
