@@ -346,15 +346,18 @@ class RunAdmission:
         """Check the store at start (``SettingsError`` when it refuses us)."""
         await self.leases.check()
 
-    async def admit(self, thread_id: str | None = None) -> AdmissionTicket:
+    async def admit(self, thread_id: str | None = None, *, quiet: bool = False) -> AdmissionTicket:
         """Take a place for one run (and its thread); give it back with ``release``.
+
+        ``quiet``: a refusal is not reported to ``on_reject`` (the background runner tries
+        every open run twice a second; its refusals are not clients turned away).
 
         Raises:
             RequestError: 409 when ``thread_id`` is already running; 429 with
                 ``Retry-After`` when ``limit`` runs are in flight; 503 when the shared
                 store is unreachable (fail closed).
         """
-        ticket = AdmissionTicket(self)
+        ticket = AdmissionTicket(self, quiet=quiet)
         try:
             if thread_id is not None:
                 await self._take_thread(ticket, thread_id)
@@ -395,7 +398,7 @@ class RunAdmission:
         lease, group = _new_lease(), f"thread:{thread_id}"
         store, taken, _holders = await self._take(group, lease, 1)
         if not taken:
-            self._rejected("thread_running")
+            self._rejected("thread_running", ticket)
             where = "another worker of the service, or this one" if self.shared else "this service"
             raise RequestError(
                 409,
@@ -410,7 +413,7 @@ class RunAdmission:
         lease = _new_lease()
         store, taken, holders = await self._take(self.group, lease, self.limit)
         if not taken:
-            self._rejected("run_limit")
+            self._rejected("run_limit", ticket)
             workers = " (all its workers together)" if store is self.leases and self.shared else ""
             raise RequestError(
                 429,
@@ -420,8 +423,8 @@ class RunAdmission:
             )
         ticket.places.append((store, self.group, lease))
 
-    def _rejected(self, reason: str) -> None:
-        if self.on_reject is not None:
+    def _rejected(self, reason: str, ticket: AdmissionTicket | None = None) -> None:
+        if self.on_reject is not None and not (ticket is not None and ticket.quiet):
             self.on_reject(reason)
 
     def close(self) -> None:
@@ -432,8 +435,9 @@ class RunAdmission:
 class AdmissionTicket:
     """One admitted run's places; :meth:`release` is idempotent."""
 
-    def __init__(self, admission: RunAdmission) -> None:
+    def __init__(self, admission: RunAdmission, *, quiet: bool = False) -> None:
         self._admission: RunAdmission | None = admission
+        self.quiet = quiet
         self.places: list[tuple[RunLeases, str, str]] = []
         self.counted = False
 

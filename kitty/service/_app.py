@@ -26,7 +26,8 @@ from fastapi import FastAPI
 
 from endpoints import load_fleet
 from kitty.service._admission import RunAdmission, run_leases_for
-from kitty.service._errors import install_error_handlers
+from kitty.service._background import BackgroundRuns, background_routes
+from kitty.service._errors import RequestError, install_error_handlers
 from kitty.service._metrics import MULTIPROC_ENV, ServiceMetrics, metrics_routes, service_tools
 from kitty.service._retention import start_retention
 from kitty.service._routes import (
@@ -35,7 +36,11 @@ from kitty.service._routes import (
     fleet_routes,
     health_routes,
     query_routes,
+    query_spec,
 )
+from kitty.service._run_board import run_board_for
+from kitty.service._runs import RunSpec
+from kitty.service._schemas import QueryRequest
 from kitty.service._security import (
     BearerTokenMiddleware,
     BodySizeLimitMiddleware,
@@ -95,12 +100,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         on_reject=metrics.admission_rejected,
     )
     service = Service.build(settings, config, admission, observers=(metrics,))
+    background = BackgroundRuns(run_board_for(config.coordination))
     app = FastAPI(
         title="kitty-orchestrator brain service",
         summary="Run a goal as parallel agent tasks on a local model fleet.",
         description=DESCRIPTION,
         version=_package_version(),
-        lifespan=_lifespan(service),
+        lifespan=_lifespan(service, background),
     )
     app.state.settings = settings
     app.state.fleet_config = config
@@ -112,6 +118,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(fleet_routes(service))
     app.include_router(health_routes())
     app.include_router(metrics_routes(metrics))
+    app.include_router(background_routes(background))
     return app
 
 
@@ -123,7 +130,7 @@ def _package_version() -> str:
 
 
 def _lifespan(
-    service: Service,
+    service: Service, background: BackgroundRuns
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Startup and shutdown: admission store, embedded fleet, checkpointer, retention.
 
@@ -149,6 +156,19 @@ def _lifespan(
                 await start_retention(
                     stack, checkpointer, settings.keep_days, settings.retention_interval_s
                 )
+
+            async def background_spec(body: QueryRequest) -> RunSpec:
+                if checkpointer is None:
+                    raise RequestError(
+                        503,
+                        "background runs need a service that saves checkpoints (a takeover "
+                        "continues from them); start it with --checkpoint PATH|URL",
+                    )
+                return await query_spec(service, checkpointer, body)
+
+            # Stopped first (pushed last): its runs stop while the checkpointer is open.
+            await background.start(admission, background_spec)
+            stack.push_async_callback(background.stop)
             logger.info(
                 "kitty service ready: fleet %s, auth %s",
                 config.name,

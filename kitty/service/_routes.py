@@ -141,7 +141,7 @@ class _AdmittedStream(EventSourceResponse):
             await self._ticket.release()
 
 
-async def _query_spec(service: Service, request: Request, body: QueryRequest) -> RunSpec:
+async def query_spec(service: Service, checkpointer: Any | None, body: QueryRequest) -> RunSpec:
     """A query's run, checked before it is admitted: length, plan, goal size, images."""
     settings = service.settings
     spec = build_run(
@@ -149,7 +149,7 @@ async def _query_spec(service: Service, request: Request, body: QueryRequest) ->
         fleet=service.fleet,
         max_query_chars=settings.max_query_chars,
         context_overrides=settings.context_overrides,
-        checkpointer=request.app.state.checkpointer,
+        checkpointer=checkpointer,
         max_task_tokens=service.largest_ctx,
     )
     spec.observers = service.observers
@@ -159,6 +159,11 @@ async def _query_spec(service: Service, request: Request, body: QueryRequest) ->
         raise RequestError(422, f"field 'query': {exc}", "query") from None
     spec.kwargs["images"] = await load_request_images(body.images, spec, service.config.fetch)
     return spec
+
+
+async def _query_spec(service: Service, request: Request, body: QueryRequest) -> RunSpec:
+    """:func:`query_spec` with the checkpointer the request's app opened."""
+    return await query_spec(service, request.app.state.checkpointer, body)
 
 
 async def _run_admitted(request: Request, spec: RunSpec, ticket: AdmissionTicket) -> Any:
@@ -198,7 +203,7 @@ def query_routes(service: Service) -> APIRouter:
         ``thread_id`` (and a checkpointing service) the run continues that thread's
         unfinished work; a thread already running gets 409.
         """
-        spec = await _query_spec(service, request, body)
+        spec = await query_spec(service, request.app.state.checkpointer, body)
         return await _run_admitted(request, spec, await service.admission.admit(body.thread_id))
 
     @router.post(
@@ -221,7 +226,7 @@ def query_routes(service: Service) -> APIRouter:
         ``result``. Request errors (bad plan, too long query, too many runs in flight)
         are plain 4xx responses before the stream starts.
         """
-        spec = await _query_spec(service, request, body)
+        spec = await query_spec(service, request.app.state.checkpointer, body)
         ticket = await service.admission.admit(body.thread_id)
         return _AdmittedStream(stream_events(spec), ping=15, ticket=ticket)
 
