@@ -20,7 +20,9 @@ from typing import Any, Literal, cast
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command, StreamMode
+from opentelemetry.trace import INVALID_SPAN, Span
 
+from endpoints.calls import process_tracing
 from endpoints.runtime import RuntimeSlot, process_runtime
 from graph._builder import OrchestratorGraph, build_graph
 from graph._node_support import prepare_fleet
@@ -39,6 +41,7 @@ from graph.planning import (
 )
 from graph.schemas import Plan, RunResult, TaskResult
 from kitty.errors import NothingToResume
+from kitty.telemetry import finish_run_span, run_span, under_span
 
 CONTEXT_METADATA_KEY = "kitty_context"
 
@@ -251,9 +254,11 @@ def _answer_delta(chunk: Any, run_id: str) -> AnswerDelta | None:
 
 
 async def _stream_graph(
-    start: _Start, stream_answer: bool = False
+    start: _Start, stream_answer: bool = False, span: Span = INVALID_SPAN
 ) -> AsyncGenerator[ProgressEvent | dict[str, Any], None]:
     """One pass of the graph: typed events, then the last full state (a plain dict).
+
+    The graph's steps run under the run's ``span`` (its nodes' spans are its children).
 
     With ``stream_answer`` LangGraph's ``messages`` stream is on too, and the
     synthesizer's and summarizer's tokens come out as :class:`AnswerDelta` events. It is
@@ -275,7 +280,8 @@ async def _stream_graph(
         **stream_kwargs,
     )
     # typed AsyncIterator by LangGraph; it is an async generator
-    async with aclosing(cast(AsyncGenerator[Any, None], graph_stream)) as stream:
+    graph_items = under_span(span, cast(AsyncGenerator[Any, None], graph_stream))
+    async with aclosing(graph_items) as stream:
         async for mode, chunk in stream:
             if mode == "custom" and isinstance(chunk, dict) and "kind" in chunk:
                 yield parse_event(chunk)
@@ -356,36 +362,51 @@ async def astream_goal(
     )
     started = time.perf_counter()
     values: dict[str, Any] = {}
-    while True:
-        if start.pending is not None:
-            answer = await _next_input(start, on_plan, plan_decision)
-            if answer is None:
-                yield start.pending
-                return
-            start.state_input, plan_decision = answer
-            start.pending = None
-        async with aclosing(_stream_graph(start, stream_answer)) as items:
-            async for item in items:
-                if isinstance(item, dict):
-                    values = item or values
-                else:
-                    yield item
-        if start.checkpointer is None:
-            break
-        snapshot = await start.compiled.aget_state(start.config)
-        if not snapshot.interrupts:
-            break
-        thread = start.config["configurable"]["thread_id"]
-        start.pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread)
-    if not values.get("plan"):
-        values = dict((await start.compiled.aget_state(start.config)).values)
     thread = start.config["configurable"]["thread_id"]
-    result = build_result(
-        values, goal=goal or "", wall_s=time.perf_counter() - started, thread_id=thread
-    )
-    if start.borrowed_checkpointer and start.checkpointer is not None:
-        # the process-wide in-memory store keeps only runs still waiting
-        await start.checkpointer.adelete_thread(thread)
+    # Not made current: a context attached in this generator would leak to its consumer.
+    # Ended before the last item is yielded: a consumer that stops there did not cancel.
+    with run_span(process_tracing().tracer(), thread_id=thread, resumed=start.resuming) as span:
+        while True:
+            if start.pending is not None:
+                answer = await _next_input(start, on_plan, plan_decision)
+                if answer is None:
+                    break  # the plan waits for a decision: asked below
+                start.state_input, plan_decision = answer
+                start.pending = None
+            async with aclosing(_stream_graph(start, stream_answer, span)) as items:
+                async for item in items:
+                    if isinstance(item, dict):
+                        values = item or values
+                    else:
+                        yield item
+            if start.checkpointer is None:
+                break
+            snapshot = await start.compiled.aget_state(start.config)
+            if not snapshot.interrupts:
+                break
+            start.pending = PlanApproval.from_interrupt(snapshot.interrupts[0].value, thread)
+        if start.pending is None:
+            if not values.get("plan"):
+                values = dict((await start.compiled.aget_state(start.config)).values)
+            result = build_result(
+                values, goal=goal or "", wall_s=time.perf_counter() - started, thread_id=thread
+            )
+            if start.borrowed_checkpointer and start.checkpointer is not None:
+                # the process-wide in-memory store keeps only runs still waiting
+                await start.checkpointer.adelete_thread(thread)
+            metrics = result.metrics
+            finish_run_span(
+                span,
+                run_id=result.run_id,
+                input_tokens=metrics.prompt_tokens,
+                output_tokens=metrics.completion_tokens,
+                cached_input_tokens=metrics.cached_prompt_tokens,
+                tasks=metrics.tasks_total,
+                tasks_failed=metrics.tasks_failed,
+            )
+    if start.pending is not None:
+        yield start.pending
+        return
     yield RunFinished(run_id=result.run_id, result=result)
 
 

@@ -24,9 +24,17 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Send
+from opentelemetry.trace import Span
 
 from agents.registry import DEFAULT_AGENTS, AgentSpec
-from endpoints.calls import CallOutcome, MessageBuilder, ModelRequest, ModelSettings, call_tiers
+from endpoints.calls import (
+    CallOutcome,
+    MessageBuilder,
+    ModelRequest,
+    ModelSettings,
+    call_tiers,
+    process_tracing,
+)
 from endpoints.clients import llamacpp as engine
 from endpoints.config import EndpointConfig
 from endpoints.fleet import FleetRuntime, get_runtime
@@ -64,6 +72,7 @@ from graph.tools import (
     offered_tools,
     run_tool_loop,
 )
+from kitty.telemetry import finish_task_span, provider_name, task_span
 from kitty.tools import OfferedTools
 
 logger = logging.getLogger("kitty.graph")
@@ -224,7 +233,7 @@ async def _answer_with_tools(
         base_messages=call.base_messages,
         call_round=partial(call.round, native),
         combine=_combined,
-        runner=ToolRunner(run_id, task, context.tool_timeout_s),
+        runner=ToolRunner(run_id, task, context.tool_timeout_s, process_tracing().tracer()),
     )
     for endpoint in endpoints:
         if native.get(endpoint.name) is False:
@@ -399,6 +408,29 @@ async def _agent(payload: AgentInput, runtime: Runtime[Context]) -> dict[str, An
     return {"results": {task.id: result}}
 
 
+def _finish_span(
+    span: Span, result: TaskResult, observer: TaskObserver, fleet_runtime: FleetRuntime
+) -> None:
+    """What the task's result adds to its span: where it ran, how long it queued, tokens."""
+    kinds = {e.name: e.kind for e in fleet_runtime.fleet.all_endpoints()}
+    endpoint = result.endpoint or observer.endpoint
+    finish_task_span(
+        span,
+        status=result.status,
+        error=result.error,
+        endpoint=endpoint,
+        tier=observer.tier,
+        slot=result.slot,
+        provider=provider_name(kinds[endpoint]) if endpoint in kinds else None,
+        model=result.model,
+        queued_s=result.queued_s,
+        fallback=result.fallback_used,
+        input_tokens=result.prompt_tokens,
+        output_tokens=result.completion_tokens,
+        tool_calls=len(result.tool_calls),
+    )
+
+
 async def _registry_after_error(payload: AgentInput) -> CompletionRegistry | None:
     """The run's registry after getting it failed (its seed read), for the dependents.
 
@@ -445,26 +477,38 @@ async def _run_agent(
         async with asyncio.timeout(remaining):
             deps = await registry.wait_for(task.dependencies)
             ready_at = time.time()
-            failed = [d for d, r in deps.items() if r.status != "completed"]
-            if failed and context.skip_failed_dependents:
-                return _failed(
-                    task,
-                    f"skipped: dependency {', '.join(failed)} did not complete",
-                    status="skipped",
-                    ready_at=ready_at,
-                    priority=priority,
-                )
-            result = await run_task(
-                task,
-                payload["goal"],
-                deps,
-                context,
-                fleet_runtime,
-                run_id,
-                observer=observer,
-                priority=priority,
-                images=images,
-            )
+            # The task's span starts when its dependencies are done, linked to theirs; its
+            # model calls and tool calls are its children (it is current meanwhile).
+            with task_span(
+                process_tracing().tracer(),
+                agent=task.agent,
+                task_id=task.id,
+                run_id=run_id,
+                depends_on=[registry.spans[d] for d in task.dependencies if d in registry.spans],
+            ) as span:
+                registry.spans[task.id] = span.get_span_context()
+                failed = [d for d, r in deps.items() if r.status != "completed"]
+                if failed and context.skip_failed_dependents:
+                    result = _failed(
+                        task,
+                        f"skipped: dependency {', '.join(failed)} did not complete",
+                        status="skipped",
+                        ready_at=ready_at,
+                        priority=priority,
+                    )
+                else:
+                    result = await run_task(
+                        task,
+                        payload["goal"],
+                        deps,
+                        context,
+                        fleet_runtime,
+                        run_id,
+                        observer=observer,
+                        priority=priority,
+                        images=images,
+                    )
+                _finish_span(span, result, observer, fleet_runtime)
     except TimeoutError:
         return _failed(
             task,

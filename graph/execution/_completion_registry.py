@@ -26,6 +26,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from opentelemetry.trace import SpanContext
+
 from endpoints.runtime import RuntimeSlot, process_runtime
 from graph.persistence import RunCheckpoint
 from graph.schemas import TaskResult
@@ -53,6 +55,9 @@ class CompletionRegistry:
         # Every caller awaits this one seeding (results saved before a resume): a sibling
         # that read the registry before it was seeded would run a finished task again.
         self.seeding: asyncio.Future[None] | None = None
+        # Task id -> its trace span, for the spans of its dependents to link to (tasks
+        # that finished before a resume ran in another trace: they have none here).
+        self.spans: dict[str, SpanContext] = {}
 
     def _event(self, task_id: str) -> asyncio.Event:
         event = self._events.get(task_id)

@@ -24,6 +24,7 @@ class TaskObserver:
         self.task = task
         self.priority = priority
         self.endpoint: str | None = None
+        self.tier: str | None = None
         self.slot: int | None = None
         self.fallback = False
         self.started_at: float | None = None
@@ -40,7 +41,7 @@ class TaskObserver:
     def queued(self, handle: EndpointHandle) -> None:
         """The task waits for a slot on ``handle``."""
         self._stop_queue_clock()  # an earlier endpoint's slot wait timed out
-        self.endpoint, self.slot = handle.name, None
+        self.endpoint, self.tier, self.slot = handle.name, handle.tier, None
         self.attempts.append(handle.name)
         self.queued_at = time.perf_counter()
         emit(

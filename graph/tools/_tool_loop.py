@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from langchain_core.messages import BaseMessage
 from langchain_core.tools import BaseTool
+from opentelemetry.trace import NoOpTracer, Span, Tracer
 
 from endpoints.calls import CallOutcome
 from endpoints.config import EndpointConfig
@@ -35,6 +36,7 @@ from graph.tools._tool_calls import (
     round_messages,
     tool_text,
 )
+from kitty.telemetry import error_type, record_error, tool_span
 from kitty.tools import parameters_of, refusal
 
 logger = logging.getLogger("kitty.graph")
@@ -50,11 +52,16 @@ MAX_BAD_ROUNDS = 2
 
 @dataclass
 class ToolRunner:
-    """Runs the checked calls of one task and keeps their records."""
+    """Runs the checked calls of one task and keeps their records.
+
+    Each call, refused ones too, is an ``execute_tool`` span of ``tracer`` (a child of
+    the task's span); its ``error.type`` says ``refused``, ``timeout`` or the exception.
+    """
 
     run_id: str
     task: Task
     timeout_s: float
+    tracer: Tracer = field(default_factory=NoOpTracer)
     records: list[ToolCallRecord] = field(default_factory=list)
 
     def _event(self, record: ToolCallRecord, phase: str) -> None:
@@ -75,12 +82,19 @@ class ToolRunner:
 
     async def run(self, call: ParsedCall, offered: dict[str, BaseTool]) -> str:
         """Run one call (or refuse it); return what the model is told."""
+        with tool_span(
+            self.tracer, tool=call.name, call_id=call.id, task_id=self.task.id, run_id=self.run_id
+        ) as span:
+            return await self._run(call, offered, span)
+
+    async def _run(self, call: ParsedCall, offered: dict[str, BaseTool], span: Span) -> str:
         args = call.args if isinstance(call.args, dict) else {"raw": call.args}
         record = ToolCallRecord(name=call.name, args=args, started_at=time.time())
         self.records.append(record)
         why = refusal(call.name, call.args, offered)
         if why is not None:
             record.refused, record.error = True, why
+            record_error(span, "refused")
             self._event(record, "finished")
             return f"refused: {why}"
         self._event(record, "started")
@@ -93,8 +107,10 @@ class ToolRunner:
                 f"tool {call.name!r} did not answer within {self.timeout_s:g}s "
                 "(raise tool_timeout_s if it needs longer)"
             )
+            record_error(span, "timeout")
         except Exception as exc:  # a tool's failure is the model's to handle, not the run's
             record.error = f"tool {call.name!r} failed: {type(exc).__name__}: {exc}"
+            record_error(span, error_type(exc))  # its text may quote content: not recorded
         else:
             record.ok, record.output = True, answer[:TOOL_OUTPUT_CHARS]
         record.latency_s = time.perf_counter() - started
