@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from endpoints.config import DEFAULT_FLEET, FLEET_ENV_VAR, FleetConfig
 from graph.images import (
     DEFAULT_IMAGE_MAX_BYTES,
+    DEFAULT_IMAGE_MAX_PIXELS,
     DEFAULT_IMAGE_MAX_SIDE,
     DEFAULT_MAX_IMAGES,
     ImageLimits,
@@ -186,6 +187,15 @@ class Context(BaseModel):
             "(vision encoders work at 224-1024 px)."
         ),
     )
+    image_max_pixels: int = Field(
+        default=DEFAULT_IMAGE_MAX_PIXELS,
+        ge=64 * 64,
+        le=178_956_970,  # Pillow refuses more anyway (twice its Image.MAX_IMAGE_PIXELS)
+        description=(
+            "Most pixels (width x height, read from the file's header before decoding) an "
+            "image may have (default 40 million): bounds the memory one decode takes."
+        ),
+    )
     planner_tiers: list[str] = Field(
         default_factory=lambda: ["tools", "reasoning"],
         min_length=1,
@@ -213,6 +223,7 @@ class Context(BaseModel):
             max_bytes=self.image_max_bytes,
             max_images=self.max_images,
             max_side=self.image_max_side,
+            max_pixels=self.image_max_pixels,
         )
 
     @classmethod

@@ -5,6 +5,7 @@ Which tasks see them and in what form each endpoint receives them.
 
 from graph.images._loading import (
     DEFAULT_IMAGE_MAX_BYTES,
+    DEFAULT_IMAGE_MAX_PIXELS,
     DEFAULT_IMAGE_MAX_SIDE,
     DEFAULT_MAX_IMAGES,
     ImageError,
@@ -25,6 +26,7 @@ from graph.images._routing import (
 
 __all__ = [
     "DEFAULT_IMAGE_MAX_BYTES",
+    "DEFAULT_IMAGE_MAX_PIXELS",
     "DEFAULT_IMAGE_MAX_SIDE",
     "DEFAULT_MAX_IMAGES",
     "EndpointCannotSee",

@@ -8,13 +8,20 @@ side is at most ``max_side`` pixels, and named by the sha256 of the cleaned byte
 
 The checks, in order: at most ``max_images`` per run; at most ``max_bytes`` per image as
 received (before decoding, so a huge upload is refused without being decoded); the
-content must decode as an image with Pillow (``Image.open`` + ``verify``): a name or a
-claimed type counts for nothing. A URL is fetched under the fleet file's ``[fetch]`` host
+content must be a PNG, JPEG, WebP or GIF by its header (Pillow opens no other format: no
+TIFF, PSD or EPS, whose reader runs Ghostscript); at most ``max_pixels`` by the header's
+width and height, before any pixel is decoded (a 164 KB PNG can claim 13000x13000 pixels
+and take gigabytes to decode); then it must decode (``Image.open`` + ``verify``): a name or
+a claimed type counts for nothing. A URL is fetched under the fleet file's ``[fetch]`` host
 rules (:func:`kitty.tools._fetch.fetch_bytes`).
+
+Decoding runs in a worker thread, never on the event loop, and at most
+:data:`IMAGE_DECODES_AT_ONCE` decodes run at once on a loop (the rest wait their turn).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -22,10 +29,10 @@ import io
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,8 +43,11 @@ from kitty.errors import ToolError, UserError
 
 __all__ = [
     "DEFAULT_IMAGE_MAX_BYTES",
+    "DEFAULT_IMAGE_MAX_PIXELS",
     "DEFAULT_IMAGE_MAX_SIDE",
     "DEFAULT_MAX_IMAGES",
+    "IMAGE_DECODES_AT_ONCE",
+    "IMAGE_FORMATS",
     "ImageError",
     "ImageLimits",
     "ImageRecord",
@@ -52,6 +62,14 @@ __all__ = [
 DEFAULT_IMAGE_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_IMAGES = 4
 DEFAULT_IMAGE_MAX_SIDE = 1024
+# 40 megapixels: an 8K screenshot (7680x4320) or a 36 MP camera's photo; one decode of it
+# takes about 120 MB per copy of its pixels (RGB).
+DEFAULT_IMAGE_MAX_PIXELS = 40_000_000
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+"""The formats Pillow may open (its ids); everything else is "not an image"."""
+IMAGE_DECODES_AT_ONCE = 2
+"""Most images decoded at the same time on one event loop: bounds the memory and CPU that
+concurrent requests can spend on decoding (each decode at most ``max_pixels``)."""
 JPEG_QUALITY = 90
 # Records kept in this process for the agent tasks of runs under way (a resumed run in a
 # new process reads them from its checkpoint instead).
@@ -67,7 +85,8 @@ class ImageError(UserError):
     """An attached image cannot be used; the message says which one, why and what to do.
 
     Attributes:
-        problem: ``type`` (not an image by content), ``size`` (over the byte cap),
+        problem: ``type`` (not a PNG, JPEG, WebP or GIF by content), ``size`` (over the
+            byte cap or the pixel cap),
             ``count`` (more images than the run allows), ``url`` (refused or failed
             fetch) or ``missing`` (no such file).
         index: Position of the image in the list given (``None`` for ``count``).
@@ -81,11 +100,20 @@ class ImageError(UserError):
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Caps and target size of a run's images (from :class:`~graph.context.Context`)."""
+    """Caps and target size of a run's images (from :class:`~graph.context.Context`).
+
+    Attributes:
+        max_bytes: Largest image as received, in bytes.
+        max_images: Most images one run may carry.
+        max_side: Longest side an image is downscaled to, in pixels.
+        max_pixels: Most pixels (width x height, from the file's header) an image may
+            have to be decoded at all.
+    """
 
     max_bytes: int = DEFAULT_IMAGE_MAX_BYTES
     max_images: int = DEFAULT_MAX_IMAGES
     max_side: int = DEFAULT_IMAGE_MAX_SIDE
+    max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
 
 
 class ImageRecord(BaseModel):
@@ -136,10 +164,35 @@ def _too_big(size: int, limits: ImageLimits, label: str, index: int) -> ImageErr
     )
 
 
+def _too_many_pixels(
+    size: tuple[int, int] | None, limits: ImageLimits, label: str, index: int
+) -> ImageError:
+    measured = (
+        f"is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+        if size is not None
+        else "has more pixels than Pillow will ever decode"
+    )
+    return ImageError(
+        f"image {index + 1} ({label}) {measured}; the limit is {limits.max_pixels:,} pixels "
+        "per image (setting image_max_pixels): downscale it before sending (a vision model "
+        f"sees it at most {limits.max_side} px on its longer side anyway)",
+        "size",
+        index,
+    )
+
+
+def _check_pixels(size: tuple[int, int], limits: ImageLimits, label: str, index: int) -> None:
+    if size[0] * size[1] > limits.max_pixels:
+        raise _too_many_pixels(size, limits, label, index)
+
+
 def clean_image(
     raw: bytes, limits: ImageLimits, *, source: str = "bytes", index: int = 0
 ) -> ImageRecord:
     """Check ``raw`` by content and return it cleaned: upright, downscaled, no metadata.
+
+    Blocking and CPU-bound (a decode): an ``async`` caller runs it off the event loop, as
+    :func:`load_image` does.
 
     Args:
         raw: The image file's bytes, as received.
@@ -148,25 +201,34 @@ def clean_image(
         index: Its position in the run's list (shown in errors).
 
     Raises:
-        ImageError: Larger than ``limits.max_bytes``, or not an image Pillow can decode.
+        ImageError: Larger than ``limits.max_bytes``, more pixels than
+            ``limits.max_pixels`` (read from the header, before decoding), or not a PNG,
+            JPEG, WebP or GIF that Pillow can decode.
     """
     if len(raw) > limits.max_bytes:
         raise _too_big(len(raw), limits, source, index)
     not_image = ImageError(
         f"image {index + 1} ({source}) is not an image by its content (Pillow cannot "
-        "decode it), whatever its name says; send a JPEG, PNG, WebP or GIF file",
+        "decode it as a JPEG, PNG, WebP or GIF; TIFF, PSD, EPS and other formats are not "
+        "read), whatever its name says; send a JPEG, PNG, WebP or GIF file",
         "type",
         index,
     )
     try:
-        with Image.open(io.BytesIO(raw)) as probe:
+        # Opening reads the header only; its width and height are checked before any pixel
+        # is decoded. Pillow's own bomb check (Image.MAX_IMAGE_PIXELS, a process global)
+        # still raises above twice its default: that is the same refusal.
+        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as probe:
+            _check_pixels(probe.size, limits, source, index)
             probe.verify()  # checks the file's structure; the image must be opened again
-        with Image.open(io.BytesIO(raw)) as opened:
+        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as opened:
             original_format = opened.format or ""
             opened.seek(0)  # the first frame of an animation
             upright = ImageOps.exif_transpose(opened)
             pixels = _plain_pixels(upright)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(None, limits, source, index) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise not_image from None
     pixels.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS)
     data, mime = _encode(pixels)
@@ -279,19 +341,21 @@ async def load_image(
     if isinstance(source, dict):
         return ImageRecord.model_validate(source)
     if isinstance(source, Image.Image):
-        out = io.BytesIO()
-        source.save(out, format="PNG")
-        return clean_image(out.getvalue(), limits, source="PIL image", index=index)
+        _check_pixels(source.size, limits, "PIL image", index)
+        image = source
+        return await _off_loop(lambda: _clean_pil(image, limits, index))
     if isinstance(source, bytes | bytearray):
-        return clean_image(bytes(source), limits, source="bytes", index=index)
+        raw = bytes(source)
+        return await _off_loop(lambda: clean_image(raw, limits, source="bytes", index=index))
     text = os.fspath(source)
     lowered = text.strip().lower()
     if lowered.startswith("data:"):
         raw = _decode_data_url(text.strip(), index)
-        return clean_image(raw, limits, source="data URL", index=index)
+        return await _off_loop(lambda: clean_image(raw, limits, source="data URL", index=index))
     if lowered.startswith(("http://", "https://")):
-        raw = await _fetch(text.strip(), limits, fetch, index)
-        return clean_image(raw, limits, source=text.strip(), index=index)
+        url = text.strip()
+        raw = await _fetch(url, limits, fetch, index)
+        return await _off_loop(lambda: clean_image(raw, limits, source=url, index=index))
     if not allow_paths:
         raise ImageError(
             f"image {index + 1}: give a data:image/...;base64,... URL or an http(s) URL "
@@ -300,7 +364,40 @@ async def load_image(
             index,
         )
     path = Path(text).expanduser()
-    return clean_image(_read_file(path, limits, index), limits, source=path.name, index=index)
+    return await _off_loop(
+        lambda: clean_image(_read_file(path, limits, index), limits, source=path.name, index=index)
+    )
+
+
+def _clean_pil(image: Image.Image, limits: ImageLimits, index: int) -> ImageRecord:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return clean_image(out.getvalue(), limits, source="PIL image", index=index)
+
+
+_T = TypeVar("_T")
+
+# Per event loop (an asyncio semaphore belongs to the loop it first waits on).
+_DECODES = RuntimeSlot(
+    "image decodes under way on this loop", lambda: asyncio.Semaphore(IMAGE_DECODES_AT_ONCE)
+)
+
+
+async def _off_loop(work: Callable[[], _T]) -> _T:
+    """Run ``work`` (a decode) in a worker thread, at most IMAGE_DECODES_AT_ONCE at a time.
+
+    A cancelled caller keeps its place until its thread has finished (a thread cannot be
+    stopped): otherwise clients that give up early could start any number of decodes.
+    """
+    async with process_runtime().for_loop(_DECODES):
+        decode = asyncio.ensure_future(asyncio.to_thread(work))
+        try:
+            return await asyncio.shield(decode)
+        except asyncio.CancelledError:
+            await asyncio.wait([decode])
+            if not decode.cancelled():
+                decode.exception()  # retrieved: the caller has gone, nobody else will
+            raise
 
 
 async def load_images(
