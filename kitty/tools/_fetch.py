@@ -9,7 +9,9 @@ Rules (``[fetch]`` in the fleet file), checked for the first URL and for every r
   model cannot read the machine's own services or the local network by default).
 
 The body is read up to ``max_bytes`` within ``timeout_s`` (the whole fetch, redirects
-included); HTML becomes text with ``html2text``, the page title first, cut to ``max_chars``.
+included). ``identity`` encoding is asked for; a server that compresses anyway is decoded
+within ``max_bytes`` (gzip and deflate only), so a compressed bomb never inflates. HTML
+becomes text with ``html2text``, the page title first, cut to ``max_chars``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from endpoints.config import FetchSettings
 from kitty.errors import ToolError
+from kitty.tools._content_decoding import BoundedDecoder, UndecodableBody
 
 __all__ = ["FETCH_TOOL", "check_url_allowed", "fetch_bytes", "fetch_webpage_tool"]
 
@@ -133,7 +136,7 @@ async def fetch_text(url: str, settings: FetchSettings) -> str:
                 f"{final_url} is {content_type.split(';')[0]}, not a text page; "
                 "fetch_webpage reads HTML and text only"
             )
-        body, cut = await _read_capped(response, settings.max_bytes)
+        body, cut = await _read_capped(final_url, response, settings.max_bytes)
         text = body.decode(response.encoding or "utf-8", errors="replace")
     return _page_text(final_url, content_type, text, cut, settings.max_chars)
 
@@ -161,7 +164,7 @@ async def fetch_bytes(
             redirects; the message says which.
     """
     async with _checked_get(url, settings, accept=accept) as (final_url, response):
-        body, cut = await _read_capped(response, max_bytes)
+        body, cut = await _read_capped(final_url, response, max_bytes)
     return final_url, body, cut
 
 
@@ -185,7 +188,12 @@ async def _checked_get(
             httpx.AsyncClient(
                 follow_redirects=False,
                 timeout=settings.timeout_s,
-                headers={"User-Agent": _USER_AGENT, "Accept": accept},
+                # Compressed bodies are decoded here within the cap, never by httpx.
+                headers={
+                    "User-Agent": _USER_AGENT,
+                    "Accept": accept,
+                    "Accept-Encoding": "identity",
+                },
                 trust_env=False,
             ) as client,
         ):
@@ -214,15 +222,27 @@ async def _checked_get(
     raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
-    """At most ``max_bytes`` of the body; True when more was there."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > max_bytes:
-            return b"".join(chunks)[:max_bytes], True
+async def _read_capped(url: str, response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
+    """At most ``max_bytes`` of the decoded body; True when more was there.
+
+    Reads raw bytes and undoes any ``Content-Encoding`` with a :class:`BoundedDecoder`, so
+    a compressed bomb never holds more than the cap (plus a small constant) in memory.
+
+    Raises:
+        ToolError: The body's encoding is not one that can be decoded within the cap.
+    """
+    try:
+        decoder = BoundedDecoder(response.headers.get("content-encoding", ""), max_bytes + 1)
+        chunks: list[bytes] = []
+        size = 0
+        async for raw in response.aiter_raw():
+            chunk = decoder.feed(raw)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                return b"".join(chunks)[:max_bytes], True
+    except UndecodableBody as exc:
+        raise ToolError(f"{url} cannot be read: {exc}") from None
     return b"".join(chunks), False
 
 
