@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from endpoints import DEFAULT_FLEET, FLEET_ENV_VAR, load_fleet
+from endpoints.calls import process_tracing
 from graph import MAX_TASKS, MEMORY, Context
 from kitty.cli._app import CHECKPOINT_HELP, FLEET_HELP, app
 from kitty.cli._driver import RunOutput, drive
@@ -29,6 +30,7 @@ from kitty.cli._inputs import check_thinking, load_image_files, load_plan_file, 
 from kitty.cli._report import resume_hint
 from kitty.cli._view import RunView
 from kitty.errors import PlanError
+from kitty.telemetry import tracing_session
 
 
 @app.command("run")
@@ -109,6 +111,17 @@ def run_command(
             "tasks that look at images get it, and only on an endpoint that can see.",
         ),
     ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            metavar="URL",
+            help="Send OpenTelemetry traces of the run (GenAI spans: run, tasks, model and "
+            "tool calls) to this collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318 "
+            "(spans go to its /v1/traces). Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or "
+            "$OTEL_EXPORTER_OTLP_ENDPOINT; neither set: no tracing.",
+        ),
+    ] = None,
 ) -> None:
     """Run a goal on the fleet: plan, run the tasks in parallel, synthesize an answer."""
     fleet_name = fleet or os.environ.get(FLEET_ENV_VAR) or DEFAULT_FLEET
@@ -131,24 +144,26 @@ def run_command(
     if plan is not None:
         view.set_plan(plan)
     thread_id = thread_id or uuid.uuid4().hex
-    drive(
-        goal,
-        view,
-        fleet=config,
-        checkpoint=checkpoint,
-        output=RunOutput(
-            as_json=as_json,
-            timeline=timeline,
-            notice=f"thread {thread_id}",
-            resume_hint=resume_hint(thread_id, checkpoint) if checkpoint != MEMORY else None,
-        ),
-        stream_options={
-            "plan": plan,
-            "context": context,
-            "thread_id": thread_id,
-            "images": records,
-        },
-    )
+    # Spans are exported while the run goes on, and flushed before the command exits.
+    with tracing_session(process_tracing(), os.environ, otlp_endpoint):
+        drive(
+            goal,
+            view,
+            fleet=config,
+            checkpoint=checkpoint,
+            output=RunOutput(
+                as_json=as_json,
+                timeline=timeline,
+                notice=f"thread {thread_id}",
+                resume_hint=resume_hint(thread_id, checkpoint) if checkpoint != MEMORY else None,
+            ),
+            stream_options={
+                "plan": plan,
+                "context": context,
+                "thread_id": thread_id,
+                "images": records,
+            },
+        )
 
 
 def _context(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -26,6 +27,7 @@ from kitty.service import (
     exposure_warning,
     parse_context_pairs,
 )
+from kitty.telemetry import TRACES_ENDPOINT_ENV, otlp_traces_endpoint
 
 
 @app.command("serve")
@@ -63,6 +65,18 @@ def serve_command(
         bool, typer.Option(help="Serve /docs and /openapi.json without the token.")
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            metavar="URL",
+            help="Send OpenTelemetry traces of every run (GenAI spans: run, tasks, model "
+            "and tool calls) to this collector's OTLP/HTTP address, e.g. "
+            "http://127.0.0.1:4318 (spans go to its /v1/traces). Default: "
+            "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT; "
+            "neither set: no tracing.",
+        ),
+    ] = None,
     checkpoint: Annotated[
         str | None, typer.Option("--checkpoint", metavar="PATH|URL", help=CHECKPOINT_HELP)
     ] = None,
@@ -140,6 +154,10 @@ def serve_command(
     warning = exposure_warning(host, settings.api_token)
     if warning:
         err_console.print(f"[bold red]{escape(warning)}[/]")
+    # Checked now (one red line, not a startup traceback); the workers inherit it.
+    traces = otlp_traces_endpoint(os.environ, otlp_endpoint)
+    if otlp_endpoint and traces:
+        os.environ[TRACES_ENDPOINT_ENV] = traces
     config = load_fleet(fleet)
     if config.embedded:
         ensure_embedded_fleet(config)  # a clean error now instead of a startup traceback

@@ -25,6 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from endpoints import load_fleet
+from endpoints.calls import process_tracing
 from kitty.service._admission import RunAdmission, run_leases_for
 from kitty.service._background import BackgroundRuns, background_routes
 from kitty.service._errors import RequestError, install_error_handlers
@@ -48,6 +49,7 @@ from kitty.service._security import (
     is_loopback,
 )
 from kitty.service._settings import ServiceSettings
+from kitty.telemetry import tracing_session
 
 logger = logging.getLogger("kitty.service")
 
@@ -141,6 +143,9 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # Spans exported while the service runs when OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT
+            # is set (serve --otlp-endpoint sets it); flushed last, after the runs stopped.
+            stack.enter_context(tracing_session(process_tracing(), os.environ))
             await admission.check()  # a store refusing us fails at start, not mid-run
             stack.callback(admission.close)
             if settings.start_embedded and config.embedded:
