@@ -32,7 +32,9 @@ class ConversationTurn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    role: Literal["user", "assistant"] = Field(description="Who wrote the turn.")
+    role: Literal["user", "assistant", "system"] = Field(
+        description="Who wrote the turn (system: instructions the chat client gave)."
+    )
     content: str = Field(description="What was written (text only).")
 
 
@@ -112,7 +114,7 @@ class Context(BaseModel):
         max_length=MAX_CONVERSATION_TURNS,
         description=(
             "Earlier turns of the chat the goal comes from, oldest first ({role: user | "
-            "assistant, content}). The planner and the synthesizer see them as quoted "
+            "assistant | system, content}). The planner and the synthesizer see them as quoted "
             "context (never as instructions), cut to conversation_max_tokens: the oldest "
             f"turns are dropped first. At most {MAX_CONVERSATION_TURNS} turns."
         ),

@@ -116,6 +116,16 @@ def serve_command(
             "checkpoint is older than N days, at startup and then hourly. Default: keep all.",
         ),
     ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            metavar="NAME=FLEET",
+            help="Another workflow of the OpenAI-compatible door (/v1): model NAME runs on "
+            "fleet FLEET (profile name or path); repeatable. /v1/models lists "
+            "kitty-orchestrator (the --fleet) and these.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API: POST /api/query/parallel (+ /stream), GET /api/endpoints, /healthz.
 
@@ -142,6 +152,7 @@ def serve_command(
             allowed_hosts=(allowed_hosts or "").split(","),
             max_concurrent_runs=max_concurrent_runs,
             keep_days=keep_days,
+            models=_model_pairs(models or []),
         )
     except ValidationError as exc:
         raise SettingsError(format_validation_error(exc.errors())) from None
@@ -162,3 +173,20 @@ def serve_command(
     if config.embedded:
         ensure_embedded_fleet(config)  # a clean error now instead of a startup traceback
     serve(settings, log_level=log_level, workers=workers, checkpoint=checkpoint)
+
+
+def _model_pairs(pairs: list[str]) -> dict[str, str]:
+    """``--model NAME=FLEET`` items as a mapping.
+
+    Raises:
+        SettingsError: An item without ``=``, or a name given twice.
+    """
+    models: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, fleet = pair.partition("=")
+        if not sep or not name.strip() or not fleet.strip():
+            raise SettingsError(f"--model {pair!r}: write NAME=FLEET, e.g. --model big=m3-ultra")
+        if name.strip() in models:
+            raise SettingsError(f"--model {name.strip()!r} is given twice; give each name once")
+        models[name.strip()] = fleet.strip()
+    return models

@@ -30,6 +30,8 @@ from kitty.service._admission import RunAdmission, run_leases_for
 from kitty.service._background import BackgroundRuns, background_routes
 from kitty.service._errors import RequestError, install_error_handlers
 from kitty.service._metrics import MULTIPROC_ENV, ServiceMetrics, metrics_routes, service_tools
+from kitty.service._openai import openai_routes
+from kitty.service._openai_errors import OpenAIErrorShape
 from kitty.service._retention import start_retention
 from kitty.service._routes import (
     HEALTH_PATH,
@@ -116,9 +118,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.admission = admission
     install_error_handlers(app)
     _add_security_middleware(app, settings)
+    app.add_middleware(OpenAIErrorShape)  # outermost: /v1 errors in OpenAI's shape
     app.include_router(query_routes(service))
     app.include_router(fleet_routes(service))
     app.include_router(health_routes())
+    app.include_router(openai_routes(service))
     app.include_router(metrics_routes(metrics))
     app.include_router(background_routes(background))
     return app

@@ -25,13 +25,17 @@ DEFAULT_MAX_CONCURRENT_RUNS = 32
 DEFAULT_RETRY_AFTER_S = 5
 DEFAULT_RETENTION_INTERVAL_S = 3600.0
 MAX_TASKS_LIMIT = MAX_TASKS
+# The model id of the service's own fleet on the OpenAI-compatible door (``/v1/models``).
+DEFAULT_MODEL_ID = "kitty-orchestrator"
 
 # Context fields a request sets itself (or the service's fleet); not overridable per service.
-_REQUEST_FIELDS = frozenset({"fleet", "max_tasks", "voice"})
+_REQUEST_FIELDS = frozenset({"fleet", "max_tasks", "voice", "conversation"})
 # Context fields the HTTP contract cannot serve (a run stopping for a plan decision).
 _UNSUPPORTED_FIELDS = frozenset({"approve_plan"})
 # A host name or IP, optionally ``*.``-prefixed, optionally with a port; or [IPv6]:port.
 _HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_.-]+(:\d+)?|\[[0-9a-f:.]+\](:\d+)?", re.IGNORECASE)
+# A model id of the OpenAI-compatible door (``--model NAME=FLEET``).
+_MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 
 
 def _token_from_env() -> str | None:
@@ -128,6 +132,10 @@ class ServiceSettings(BaseModel):
         keep_days: Delete checkpoint threads whose last checkpoint is older than this
             many days, at startup and every ``retention_interval_s`` (``None``: keep all).
         retention_interval_s: Seconds between retention sweeps.
+        models: Extra workflows of the OpenAI-compatible door: model id -> fleet profile
+            name or path (``--model NAME=FLEET``). ``/v1/models`` lists
+            ``kitty-orchestrator`` (the service's fleet) and these; each fleet is loaded
+            when the app is built.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -149,6 +157,7 @@ class ServiceSettings(BaseModel):
     retry_after_s: int = Field(default=DEFAULT_RETRY_AFTER_S, ge=1)
     keep_days: float | None = Field(default=None, gt=0)
     retention_interval_s: float = Field(default=DEFAULT_RETENTION_INTERVAL_S, gt=0)
+    models: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("api_token")
     @classmethod
@@ -159,6 +168,20 @@ class ServiceSettings(BaseModel):
     @classmethod
     def _check_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_context_overrides(value)
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, fleet in value.items():
+            if not _MODEL_NAME_PATTERN.fullmatch(name) or name == DEFAULT_MODEL_ID:
+                raise ValueError(
+                    f"model name {name!r} is not usable: use 1-64 letters, digits and . _ : / -"
+                    f", starting with a letter or digit, other than {DEFAULT_MODEL_ID} (the "
+                    "service's own fleet)"
+                )
+            if not fleet.strip():
+                raise ValueError(f"model {name!r} names no fleet; write NAME=FLEET")
+        return value
 
     @field_validator("allowed_hosts")
     @classmethod
