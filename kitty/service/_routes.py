@@ -44,6 +44,10 @@ logger = logging.getLogger("kitty.service")
 
 HEALTH_PATH = "/healthz"
 
+# Seconds one event may take to reach a stream's client. A client that stops reading is
+# dropped after this, so it cannot hold a run place (and its run's slots) for ever.
+SEND_TIMEOUT_S = 30.0
+
 _bearer = HTTPBearer(
     auto_error=False,
     description="The service's KITTY_API_TOKEN (only when the service was started with one).",
@@ -131,6 +135,7 @@ class _AdmittedStream(EventSourceResponse):
     """
 
     def __init__(self, *args: Any, ticket: AdmissionTicket, **kwargs: Any) -> None:
+        kwargs.setdefault("send_timeout", SEND_TIMEOUT_S)
         super().__init__(*args, **kwargs)
         self._ticket = ticket
 

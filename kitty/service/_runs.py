@@ -394,3 +394,6 @@ async def stream_events(spec: RunSpec) -> AsyncIterator[ServerSentEvent]:
         if not run.done():
             run.cancel()
             logger.info("stream closed before the run ended; run cancelled")
+            # Awaited (bounded), so the admission place is given back only once the run's
+            # node tasks have stopped and freed their slots (security review finding 7).
+            await _settle(run)
