@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
+from typing import Any, cast
 
 import pytest
+from sse_starlette import ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 
 import kitty.service._routes
@@ -32,7 +33,7 @@ async def test_a_closed_stream_ends_only_after_its_run_freed_its_slots(
     fake_fleet.chat.script(Reply("never finished", delay_s=30), phase="task")
     plan = Plan(tasks=[simple_task("a", "coder")])
     spec = RunSpec(goal="Hold a slot", plan=plan, kwargs={"plan": plan, "fleet": fake_fleet.path})
-    events = stream_events(spec)
+    events = cast(AsyncGenerator[ServerSentEvent, None], stream_events(spec))
     async for event in events:
         if event.event == TaskStarted.model_fields["kind"].default:
             break  # the task holds its slot now; the client goes away
@@ -60,7 +61,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_place_given_back(
         await asyncio.Event().wait()  # the client never disconnects...
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
             started.set()
             await asyncio.Event().wait()  # ...and never reads
