@@ -19,9 +19,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from endpoints.calls import process_tracing
 from graph import arun_goal
 from kitty.errors import SettingsError
+from kitty.service import ServiceSettings, create_app
 from kitty.telemetry import otlp_traces_endpoint, tracing_session
+from tests.conftest import FakeFleet
 from tests.fake_chat import FakeChat
-from tests.helpers import FAST, offline_fleet
+from tests.helpers import FAST, asgi_client, offline_fleet
 
 
 @pytest.mark.parametrize(
@@ -157,3 +159,30 @@ async def test_the_service_name_defaults_to_kitty_orchestrator(fresh_fleet_state
     with tracing_session(tracing, {}, endpoint="http://127.0.0.1:9") as provider:
         assert provider is not None
         assert provider.resource.attributes["service.name"] == "kitty-orchestrator"
+
+
+async def test_the_service_exports_spans_while_it_runs(
+    fake_fleet: FakeFleet,
+    receiver: tuple[str, list[tuple[str, bytes]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, posts = receiver
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{url}/v1/traces")
+    app = create_app(ServiceSettings(fleet=fake_fleet.path, start_embedded=False))
+    tracing = process_tracing()
+    async with app.router.lifespan_context(app):
+        assert tracing.provider is not None
+        async with asgi_client(app) as http:
+            body = {"query": "Check the hook", "voice_mode": False}
+            answer = await http.post("/api/query/parallel", json=body)
+            assert answer.status_code == 200, answer.text
+    assert tracing.provider is None  # shut down with the service, its spans flushed
+    names = [
+        span.name
+        for _, body_bytes in posts
+        for resource in ExportTraceServiceRequest.FromString(body_bytes).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert "invoke_agent kitty-orchestrator" in names
+    assert "invoke_agent researcher" in names
