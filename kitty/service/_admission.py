@@ -370,13 +370,15 @@ class RunAdmission:
         ticket.counted = True
         return ticket
 
-    async def _take(self, group: str, lease: str, limit: int) -> tuple[RunLeases, bool, int]:
+    async def _take(
+        self, ticket: AdmissionTicket, group: str, lease: str, limit: int
+    ) -> tuple[RunLeases, bool, int]:
         try:
             taken, holders = await self.leases.take(group, lease, limit)
             return self.leases, taken, holders
         except StoreUnreachable as exc:
             if self.on_store_down != "degrade":
-                self._rejected("store_unreachable")
+                self._rejected("store_unreachable", ticket)
                 raise RequestError(
                     503,
                     f"the slot store {self.leases.description} is unreachable ({exc}), so "
@@ -396,7 +398,7 @@ class RunAdmission:
 
     async def _take_thread(self, ticket: AdmissionTicket, thread_id: str) -> None:
         lease, group = _new_lease(), f"thread:{thread_id}"
-        store, taken, _holders = await self._take(group, lease, 1)
+        store, taken, _holders = await self._take(ticket, group, lease, 1)
         if not taken:
             self._rejected("thread_running", ticket)
             where = "another worker of the service, or this one" if self.shared else "this service"
@@ -411,7 +413,7 @@ class RunAdmission:
 
     async def _take_run(self, ticket: AdmissionTicket) -> None:
         lease = _new_lease()
-        store, taken, holders = await self._take(self.group, lease, self.limit)
+        store, taken, holders = await self._take(ticket, self.group, lease, self.limit)
         if not taken:
             self._rejected("run_limit", ticket)
             workers = " (all its workers together)" if store is self.leases and self.shared else ""

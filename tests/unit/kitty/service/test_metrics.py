@@ -24,6 +24,8 @@ from prometheus_client.values import MultiProcessValue
 
 from graph import Plan, RunFinished, RunMetrics, RunResult, Task, TaskFinished, TaskResult
 from kitty.service import ServiceSettings, create_app
+from kitty.service._admission import LocalRunLeases, RunAdmission, StoreUnreachable
+from kitty.service._errors import RequestError
 from kitty.service._metrics import (
     MULTIPROC_ENV,
     UNKNOWN_TOOL,
@@ -349,3 +351,27 @@ def test_the_multiprocess_directory_is_fresh_per_start_unless_the_operator_set_o
     with multiprocess_directory() as used:
         assert used == str(given) and given.is_dir()
     assert given.is_dir() and os.environ[MULTIPROC_ENV] == str(given)  # theirs: kept
+
+
+class _DownLeases(LocalRunLeases):
+    """A shared store that does not answer."""
+
+    async def take(self, group: str, lease: str, limit: int) -> tuple[bool, int]:
+        raise StoreUnreachable("connection refused")
+
+
+async def test_admission_reports_client_refusals_but_not_the_background_runners() -> None:
+    reasons: list[str] = []
+    full = RunAdmission(1, 5, on_reject=reasons.append)
+    held = await full.admit("t1")
+    for quiet in (True, False):
+        for thread in ("t1", "t2"):  # t1 runs already (409); t2 finds the limit taken (429)
+            with pytest.raises(RequestError):
+                await full.admit(thread, quiet=quiet)
+    await held.release()
+    down = RunAdmission(1, 5, leases=_DownLeases(), on_reject=reasons.append)
+    for quiet in (True, False):
+        with pytest.raises(RequestError) as refused:
+            await down.admit(quiet=quiet)
+        assert refused.value.status == 503
+    assert reasons == ["thread_running", "run_limit", "store_unreachable"]
