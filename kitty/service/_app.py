@@ -189,11 +189,15 @@ def _lifespan(
 
 
 def _add_security_middleware(app: FastAPI, settings: ServiceSettings) -> None:
-    """Bearer token, Host check and body size limit, in the order they must run."""
+    """Host check, bearer token and body size limit, in the order they must run.
+
+    Starlette runs the middleware added last first. The Host and the token are checked
+    before any body is read, so a client without the token cannot make the service buffer
+    a body (security review finding 4); the size limit then guards the admitted ones.
+    """
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_token:
         public = {HEALTH_PATH, *(DOCS_PATHS if settings.public_docs else ())}
         app.add_middleware(BearerTokenMiddleware, token=settings.api_token, public_paths=public)
     if bool(settings.allowed_hosts) or is_loopback(settings.host):
         app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)
-    # Added last, so it runs first: oversized bodies are refused before anything else.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -33,6 +33,11 @@ WORKER_SETTINGS_ENV = "KITTY_SERVICE_WORKER"
 _NOT_PASSED = {"api_token", "checkpointer", "checkpointer_factory"}
 
 
+# Open connections (and in-flight requests) one worker serves; streams count too. Runs are
+# bounded separately (--max-concurrent-runs); this bounds everything else.
+MAX_CONNECTIONS = 256
+
+
 def _uvicorn_options(settings: ServiceSettings, log_level: str) -> dict[str, object]:
     return {
         "host": settings.host,
@@ -41,6 +46,8 @@ def _uvicorn_options(settings: ServiceSettings, log_level: str) -> dict[str, obj
         "server_header": False,
         "proxy_headers": False,
         "timeout_graceful_shutdown": 5,
+        # Connections beyond this get 503 at once instead of piling up (finding 4).
+        "limit_concurrency": MAX_CONNECTIONS,
     }
 
 
