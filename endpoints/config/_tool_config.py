@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 McpTransport = Literal["stdio", "streamable_http", "sse"]
 
@@ -70,7 +72,10 @@ class FetchSettings(BaseModel):
         enabled: Offer the tool: on when the fleet file has a ``[fetch]`` table (unless
             it says ``enabled = false``), off without one.
         allowed_hosts: Hosts allowed even on private or loopback addresses.
-        blocked_hosts: Hosts never fetched (a leading ``.`` blocks subdomains too).
+        blocked_hosts: Hosts and addresses never fetched: a host name (a leading ``.``
+            blocks subdomains too), an IP address or a CIDR network. Addresses are
+            compared with every address a URL's host resolves to, in any spelling;
+            entries are normalised when loaded (IPv4-mapped IPv6 becomes IPv4).
         allow_private: Allow every private, loopback and link-local address.
         timeout_s: Most seconds per fetch.
         max_bytes: Largest body read.
@@ -86,6 +91,70 @@ class FetchSettings(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0)
     max_bytes: int = Field(default=2_000_000, gt=0)
     max_chars: int = Field(default=4000, gt=0)
+
+    @field_validator("blocked_hosts")
+    @classmethod
+    def _blocked_entries_are_hosts_or_networks(cls, entries: list[str]) -> list[str]:
+        return [_blocked_entry(entry) for entry in entries]
+
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"\.?{_LABEL}(?:\.{_LABEL})*")
+_NUMBER_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+_EXAMPLES = "e.g. metadata.google.internal, .example.com, 169.254.169.254 or 169.254.0.0/16"
+
+
+def _blocked_entry(entry: str) -> str:
+    """One ``blocked_hosts`` entry checked and normalised: a name, an address or a network.
+
+    Raises:
+        ValueError: The entry would never match as meant; the message says how to write it.
+    """
+    text = entry.strip().lower()
+    if not text:
+        raise ValueError("an entry is empty; remove it")
+    if "://" in text:
+        host = text.split("://", 1)[1].split("/", 1)[0]
+        raise ValueError(f"{entry!r} is a URL, not a host name; write the host alone ({host})")
+    if "/" in text:
+        try:
+            network = ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            if "host bits set" not in str(exc):
+                raise ValueError(
+                    f"{entry!r} is not a valid network; write a CIDR such as 169.254.0.0/16 "
+                    "or fd00::/8"
+                ) from None
+            loose = ipaddress.ip_network(text, strict=False)
+            raise ValueError(
+                f"{entry!r} has host bits set; write the network's first address ({loose})"
+            ) from None
+        if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+            first = network.network_address.ipv4_mapped  # ::ffff:a.b.c.d/112 is IPv4's /16
+            if first is not None:
+                return f"{first}/{network.prefixlen - 96}"
+        return str(network)
+    try:
+        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(address)
+    name = text.rstrip(".") if text != "." else text
+    if not name.isascii() or not _HOST_NAME.fullmatch(name):
+        raise ValueError(
+            f"{entry!r} is not a host name, an IP address or a CIDR network ({_EXAMPLES}); "
+            "write international names in their xn-- form"
+        )
+    if _NUMBER_LABEL.fullmatch(name.rsplit(".", 1)[-1]):
+        # Resolvers read 2852039166 or 0xa9.0xfe.0xa9.0xfe as an IPv4 address.
+        raise ValueError(
+            f"{entry!r} is not a valid IP address; write an IPv4 address in dotted decimal "
+            "form (169.254.169.254) or a CIDR network (169.254.0.0/16)"
+        )
+    return name
 
 
 class SearchSettings(BaseModel):

@@ -1,9 +1,11 @@
 """``fetch_webpage``: one web page as text, within the fleet file's host rules and caps.
 
-Rules (``[fetch]`` in the fleet file), checked for the first URL and for every redirect:
+Rules (``[fetch]`` in the fleet file, checked by :mod:`kitty.tools._fetch_rules`) for the
+first URL and for every redirect:
 
 * only ``http`` and ``https``;
-* a host in ``blocked_hosts`` is never fetched (``.example.com`` also blocks its subdomains);
+* a host in ``blocked_hosts`` is never fetched (``.example.com`` also blocks its subdomains),
+  nor one that resolves to an address or network listed there, in any spelling;
 * a host that resolves to a private, loopback, link-local, reserved or otherwise non-public
   address is refused unless it is in ``allowed_hosts`` or ``allow_private = true`` (so a
   model cannot read the machine's own services or the local network by default).
@@ -18,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import html
-import ipaddress
 import re
-import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import html2text
 import httpx
@@ -33,8 +33,15 @@ from pydantic import BaseModel, Field
 from endpoints.config import FetchSettings
 from kitty.errors import ToolError
 from kitty.tools._content_decoding import BoundedDecoder, UndecodableBody
+from kitty.tools._fetch_rules import IpAddress, check_url_allowed
 
-__all__ = ["FETCH_TOOL", "check_url_allowed", "fetch_bytes", "fetch_webpage_tool"]
+__all__ = [
+    "FETCH_TOOL",
+    "IpAddress",
+    "check_url_allowed",
+    "fetch_bytes",
+    "fetch_webpage_tool",
+]
 
 FETCH_TOOL = "fetch_webpage"
 MAX_REDIRECTS = 5
@@ -43,7 +50,6 @@ _USER_AGENT = "kitty-orchestrator-fetch_webpage/1"
 _PAGE_ACCEPT = "text/html, text/*;q=0.9, */*;q=0.5"
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class FetchArgs(BaseModel):
@@ -77,45 +83,6 @@ def fetch_webpage_tool(settings: FetchSettings) -> BaseTool | None:
             "Private and local addresses are refused."
         ),
     )
-
-
-def check_url_allowed(url: str, settings: FetchSettings) -> None:
-    """Refuse a URL the fleet file's ``[fetch]`` rules do not allow.
-
-    Resolves the host (DNS, blocking) to check its addresses.
-
-    Args:
-        url: The URL to fetch.
-        settings: The fleet file's ``[fetch]`` table.
-
-    Raises:
-        ToolError: The scheme is not http(s), the host is blocked, or it resolves to a
-            non-public address that the settings do not allow; the message says which and
-            the fleet-file change that would allow it.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ToolError(
-            f"refused {url!r}: only http:// and https:// URLs can be fetched"
-            + (f" (not {parts.scheme}:)" if parts.scheme else "")
-        )
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
-        raise ToolError(f"refused {url!r}: the URL has no host")
-    if _host_listed(host, settings.blocked_hosts):
-        raise ToolError(
-            f"refused {url!r}: host {host} is blocked by [fetch] blocked_hosts in the fleet file"
-        )
-    if settings.allow_private or _host_listed(host, settings.allowed_hosts):
-        return
-    for address in _addresses(host, parts.port or (443 if parts.scheme == "https" else 80)):
-        kind = _non_public_kind(address)
-        if kind is not None:
-            raise ToolError(
-                f"refused {url!r}: host {host} resolves to {address}, a {kind} address; to "
-                f'allow it add "{host}" to [fetch] allowed_hosts in the fleet file '
-                "(or set allow_private = true)"
-            )
 
 
 async def fetch_text(url: str, settings: FetchSettings) -> str:
@@ -278,52 +245,3 @@ def _html_to_text(body: str) -> str:
     converter.ignore_emphasis = True
     text = converter.handle(body)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def _host_listed(host: str, entries: Iterable[str]) -> bool:
-    """``host`` equals an entry, or falls under a ``.domain`` entry (the domain included)."""
-    for entry in entries:
-        entry = entry.strip().rstrip(".").lower()
-        if not entry:
-            continue
-        if entry.startswith("."):
-            if host == entry[1:] or host.endswith(entry):
-                return True
-        elif host == entry:
-            return True
-    return False
-
-
-def _addresses(host: str, port: int) -> list[IpAddress]:
-    literal = host.strip("[]")
-    try:
-        return [ipaddress.ip_address(literal)]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ToolError(f"cannot resolve host {host} ({exc})") from None
-    found: list[IpAddress] = []
-    for info in infos:
-        # IPv6 sockaddrs may carry a %scope suffix.
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if address not in found:
-            found.append(address)
-    return found
-
-
-def _non_public_kind(address: IpAddress) -> str | None:
-    """What makes ``address`` non-public ('loopback', 'private'...), or None if public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    checks = (
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("unspecified", address.is_unspecified),
-        ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
-        ("private", address.is_private),
-        ("non-public", not address.is_global),
-    )
-    return next((kind for kind, hit in checks if hit), None)

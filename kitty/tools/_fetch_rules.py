@@ -1,0 +1,200 @@
+"""Which URLs the fetch path may open: the ``[fetch]`` host rules, checked on addresses.
+
+A URL passes when its scheme is http(s), neither its host name nor any address it
+resolves to is in ``blocked_hosts`` (names, ``.domain`` suffixes, IP addresses and CIDR
+networks), and every address is public unless the host is in ``allowed_hosts`` or
+``allow_private`` is set. Addresses are compared, not host text: ``2852039166``,
+``0xa9.0xfe.0xa9.0xfe``, ``[::ffff:169.254.169.254]`` and any DNS name for it are all
+169.254.169.254. The check returns the addresses it checked, so the caller can connect
+to exactly those (a second lookup could answer differently: DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from endpoints.config import FetchSettings
+from kitty.errors import ToolError
+
+__all__ = ["CheckedUrl", "IpAddress", "Resolver", "check_url_allowed", "resolve_host"]
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Sequence[IpAddress]]
+"""Resolves ``(host, port)`` to addresses (blocking); raises ToolError when it cannot."""
+
+# A host whose last label is a number is an IPv4 address (WHATWG URL's "ends in a number").
+_NUMBER_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+@dataclass(frozen=True)
+class CheckedUrl:
+    """A URL that passed the rules, and the addresses that were checked for it.
+
+    Attributes:
+        url: The URL (surrounding whitespace removed).
+        host: Its host, lower case, without brackets or a trailing dot.
+        port: The port to connect to (the scheme's default when the URL has none).
+        addresses: Every address the host resolved to, all allowed; connect only to these.
+    """
+
+    url: str
+    host: str
+    port: int
+    addresses: tuple[IpAddress, ...]
+
+
+def resolve_host(host: str, port: int) -> list[IpAddress]:
+    """The host's addresses from the system resolver (``getaddrinfo``), first answer first.
+
+    Raises:
+        ToolError: The host does not resolve.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ToolError(f"cannot resolve host {host} ({exc})") from None
+    found: list[IpAddress] = []
+    for info in infos:
+        # IPv6 sockaddrs may carry a %scope suffix.
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if address not in found:
+            found.append(address)
+    return found
+
+
+def check_url_allowed(
+    url: str, settings: FetchSettings, *, resolve: Resolver = resolve_host
+) -> CheckedUrl:
+    """Refuse a URL the fleet file's ``[fetch]`` rules do not allow; else its addresses.
+
+    Resolves the host (blocking, through ``resolve``) to check its addresses.
+
+    Args:
+        url: The URL to fetch.
+        settings: The fleet file's ``[fetch]`` table.
+        resolve: Turns a host name into addresses (the system resolver by default).
+
+    Returns:
+        The URL with the addresses that were checked: connect to one of these.
+
+    Raises:
+        ToolError: The scheme is not http(s), the host or one of its addresses is
+            blocked, or it resolves to a non-public address that the settings do not
+            allow; the message says which and the fleet-file change that would allow it.
+    """
+    url = url.strip()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ToolError(
+            f"refused {url!r}: only http:// and https:// URLs can be fetched"
+            + (f" (not {parts.scheme}:)" if parts.scheme else "")
+        )
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise ToolError(f"refused {url!r}: the URL has no host")
+    if _host_listed(host, settings.blocked_hosts):
+        raise ToolError(
+            f"refused {url!r}: host {host} is blocked by [fetch] blocked_hosts in the fleet file"
+        )
+    port = parts.port or (443 if scheme == "https" else 80)
+    addresses = tuple(_addresses(url, host, port, resolve))
+    for address in addresses:
+        blocked = _blocking_entry(address, settings.blocked_hosts)
+        if blocked is not None:
+            entry, matched = blocked
+            shown = str(address) if matched == address else f"{address} ({matched})"
+            raise ToolError(
+                f"refused {url!r}: host {host} is {shown}, blocked by [fetch] blocked_hosts "
+                f"entry {entry} in the fleet file"
+            )
+    if not settings.allow_private and not _host_listed(host, settings.allowed_hosts):
+        for address in addresses:
+            kind = _non_public_kind(address)
+            if kind is not None:
+                raise ToolError(
+                    f"refused {url!r}: host {host} resolves to {address}, a {kind} address; "
+                    f'to allow it add "{host}" to [fetch] allowed_hosts in the fleet file '
+                    "(or set allow_private = true)"
+                )
+    return CheckedUrl(url=url, host=host, port=port, addresses=addresses)
+
+
+def _host_listed(host: str, entries: Iterable[str]) -> bool:
+    """``host`` equals an entry, or falls under a ``.domain`` entry (the domain included)."""
+    for entry in entries:
+        entry = entry.strip().rstrip(".").lower()
+        if not entry:
+            continue
+        if entry.startswith("."):
+            if host == entry[1:] or host.endswith(entry):
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def _blocking_entry(address: IpAddress, entries: Iterable[str]) -> tuple[str, IpAddress] | None:
+    """The ``blocked_hosts`` entry holding ``address`` (or its IPv4 form), and the form."""
+    candidates: list[IpAddress] = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        candidates.append(address.ipv4_mapped)
+    for entry in entries:
+        network = _network(entry)
+        for candidate in candidates:
+            if network is not None and candidate in network:
+                return entry, candidate
+    return None
+
+
+def _network(entry: str) -> IpNetwork | None:
+    """An address or CIDR entry as a network (an address is a one-address network)."""
+    if entry.startswith("."):
+        return None
+    try:
+        return ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return None  # a host name
+
+
+def _addresses(url: str, host: str, port: int, resolve: Resolver) -> list[IpAddress]:
+    """The host's addresses: a literal as written, a number-ended host as IPv4, else DNS."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    if _NUMBER_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
+        # 2852039166, 0xa9.0xfe.0xa9.0xfe, 0251.0376.0251.0376: IPv4 as resolvers read it.
+        try:
+            return [ipaddress.IPv4Address(socket.inet_aton(host))]
+        except OSError:
+            raise ToolError(
+                f"refused {url!r}: host {host} ends in a number but is not a valid IPv4 "
+                "address; write the address in dotted decimal form"
+            ) from None
+    found = list(resolve(host, port))
+    if not found:
+        raise ToolError(f"cannot resolve host {host} (no addresses)")
+    return found
+
+
+def _non_public_kind(address: IpAddress) -> str | None:
+    """What makes ``address`` non-public ('loopback', 'private'...), or None if public."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    checks = (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        ("non-public", not address.is_global),
+    )
+    return next((kind for kind, hit in checks if hit), None)
