@@ -10,10 +10,21 @@ Keys of one server (``{key}`` is its normalised base URL, a Redis hash tag):
   waiters leave the queue when they are no longer renewed.
 - ``kitty:slots:{key}:wmember`` hash: lease id -> its waiting member.
 - ``kitty:slots:{key}:ticket`` counter.
+- ``kitty:slots:{key}:epoch``: when (ms, Redis time) grants to waiters may begin, set by the
+  first script that finds it missing (see below).
+
+Redis keeps leases in memory only. A script that finds the epoch key missing sees data that
+are new or were lost (Redis restarted empty, with leases still held by their processes).
+A lease granted before that restart lives until its expiry, at most one TTL after Redis
+started (``INFO server`` ``uptime_in_seconds``, to the second, rounded up). Until then no
+waiter is granted: holders' renewals take their leases back (RENEW re-adds a held lease
+while there is room) and waiters queue again, so the cap stays exact. A Redis up for
+longer than the TTL opens the grants at once: its first use costs nothing.
 
 Every script first drops expired leases and waiters, then grants free slots to the head of
-the queue, publishes ``grant <id> <id>...`` on the store's channel, and returns
-``{ms until the next lease expires or -1, leases, waiting, granted ids}``. Time is the Redis
+the queue (once the epoch allows), publishes ``grant <id> <id>...`` on the store's channel,
+and returns ``{ms until the next lease expires (or sooner, with waiters, the grants open)
+or -1, leases, waiting, granted ids}``. Time is the Redis
 server's (``TIME``), so hosts with skewed clocks agree: on lease expiries, and on the aging
 of waiters, which ENQUEUE computes from ``TIME`` (callers pass their priority and the aging
 rate, never their own clock; with a wall clock per host, 10 s of skew were 500 tokens).
@@ -21,7 +32,7 @@ rate, never their own clock; with a wall clock per host, 10 s of skew were 500 t
 
 from __future__ import annotations
 
-KEY_SUFFIXES = ("leases", "waiting", "wexp", "wmember", "ticket")
+KEY_SUFFIXES = ("leases", "waiting", "wexp", "wmember", "ticket", "epoch")
 
 _PUMP = """
 local function now_ms()
@@ -35,14 +46,28 @@ local function forget_waiter(member)
   redis.call('HDEL', KEYS[4], string.sub(member, 18))
 end
 
+-- When grants to waiters may begin: the epoch key, set when missing (new or lost data) to
+-- one TTL after Redis started, when every lease granted before the start has expired.
+-- uptime_in_seconds is whole seconds of Redis's clock minus whole seconds of its start, so
+-- the start was before (now's whole second - uptime + 1 s): never too early.
+local function grants_open_at(now, ttl)
+  local opens = redis.call('GET', KEYS[6])
+  if opens then return tonumber(opens) end
+  local uptime = string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')
+  opens = (math.floor(now / 1000) - tonumber(uptime or 0) + 1) * 1000 + ttl
+  redis.call('SET', KEYS[6], opens)
+  return opens
+end
+
 local function pump(now, capacity, ttl, channel)
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
     forget_waiter(member)
   end
   local granted = {}
+  local opens = grants_open_at(now, ttl)
   local free = capacity - redis.call('ZCARD', KEYS[1])
-  if free > 0 then
+  if free > 0 and now >= opens then
     for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, free - 1)) do
       local lease = string.sub(member, 18)
       forget_waiter(member)
@@ -58,6 +83,9 @@ local function pump(now, capacity, ttl, channel)
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   local wake = -1
   if #first > 0 then wake = tonumber(first[2]) - now end
+  if now < opens and redis.call('ZCARD', KEYS[2]) > 0 and (wake < 0 or opens - now < wake) then
+    wake = opens - now  -- the waiters' processes come back when the grants open
+  end
   return {wake, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), granted}
 end
 """

@@ -10,6 +10,15 @@ stops renewing; its slots return within the lease TTL.
 Grants reach waiting processes through a pub/sub message; the heartbeat also checks
 every waiter of this process, and when leases are held elsewhere it wakes when the first
 of them would expire, so a missed message or a dead holder costs a delay, never a slot.
+
+Redis restarting empty (leases need no persistence) loses every lease while their holders
+still send requests. The scripts then grant nothing to waiters until one TTL after Redis
+started, when every lease granted before the start has expired; meanwhile each holder's
+heartbeat, woken when the store channel's connection drops, takes its leases back and
+each waiter queues again. So no process is granted a slot its holder still uses, and the
+first waiter is served at most one TTL (and a second) after the restart, or as soon as the
+slot is free after that. A Redis just started costs the same wait once: to the scripts a
+first use and a restart look alike. Every process should use the same ``lease_ttl_s``.
 """
 
 from __future__ import annotations
@@ -95,7 +104,7 @@ class RedisSlotStore:
         self._held: dict[str, str] = {}
         self._kick: asyncio.Event | None = None
         self._wake_at = float("inf")
-        self._channel = StoreChannel(self.channel, self._granted, self._went_down)
+        self._channel = StoreChannel(self.channel, self._granted, self._channel_down)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.down_reason: str | None = None
         self.fatal: SettingsError | None = None
@@ -232,6 +241,18 @@ class RedisSlotStore:
             )
         self.down_reason = reason
         return self.fatal is not None
+
+    def _channel_down(self, exc: BaseException) -> bool:
+        """The channel's connection broke (Redis restarting?): renew now, then every RETRY_S.
+
+        After a restart that lost the leases, holders must take theirs back before the
+        restart's window ends (see :mod:`endpoints.slots._redis_scripts`); the channel sees
+        the connection close at once, the heartbeat might sleep for a third of the TTL.
+        """
+        fatal = self._went_down(exc)
+        if not fatal and self._kick is not None:
+            self._kick.set()
+        return fatal
 
     async def check(self) -> str | None:
         """Check the store at start (call from any loop).

@@ -163,8 +163,12 @@ def test_slot_order_is_a_run_setting() -> None:
 
 @pytest.fixture
 def two_stores(redis_server: RedisServer) -> Iterator[tuple[RedisSlotStore, RedisSlotStore]]:
-    """Two stores on one Redis: two processes sharing a fleet."""
-    stores = (RedisSlotStore(redis_server.url()), RedisSlotStore(redis_server.url()))
+    """Two stores on one Redis: two processes sharing a fleet.
+
+    Their TTL is short: a Redis just started grants nothing to waiters for one TTL.
+    """
+    url = redis_server.url()
+    stores = (RedisSlotStore(url, ttl_s=2.0), RedisSlotStore(url, ttl_s=2.0))
     yield stores
     for store in stores:
         store.close()

@@ -24,6 +24,7 @@ from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[4]
 StoreFactory = Callable[..., RedisSlotStore]
+TTL_S = 2.0
 
 HOLDER = """
 import asyncio, sys
@@ -48,6 +49,9 @@ def new_store(redis_server: RedisServer) -> Iterator[StoreFactory]:
     made: list[RedisSlotStore] = []
 
     def make(url: str | None = None, **settings: object) -> RedisSlotStore:
+        # A short TTL: a Redis just started grants nothing to waiters for one TTL (it may
+        # have restarted empty while leases were held), and this module's Redis is new.
+        settings.setdefault("ttl_s", TTL_S)
         store = RedisSlotStore(url or redis_server.url(), **settings)  # type: ignore[arg-type]
         made.append(store)
         return store
