@@ -18,6 +18,12 @@ transport breaks fails at once with a :class:`~kitty.errors.ToolError` instead o
 output ends, but when writing the request to a dead server breaks first, its transport tears
 the session down and cancels that answer, leaving the request unanswered.)
 
+A session is dropped only when its transport is closed (the server's output ended, its
+task ended, a write to it failed), never because of a JSON-RPC error reply: the session is
+shared by every call of every run on that server, and a server that answers one call with
+an error (-32602 invalid params, or any code of the -32000..-32099 server-error range, where
+-32000 is also the SDK's own "Connection closed") is alive and serving the others.
+
 A stdio server's stderr goes to a private temporary file rather than the terminal (it would
 tear the CLI's live view); its last lines are quoted when the server fails to start.
 """
@@ -241,17 +247,23 @@ async def _stdio_session(
 async def _watching_end(
     read: MemoryObjectReceiveStream[_T], on_end: Callable[[], None]
 ) -> AsyncIterator[MemoryObjectReceiveStream[_T]]:
-    """``read`` passed through unchanged; ``on_end`` is called once it ends."""
+    """``read`` passed through unchanged; ``on_end`` is called once it ends.
+
+    ``on_end`` runs before the session sees its stream end, so the session is marked
+    stopped before the SDK answers its pending requests "Connection closed".
+    """
     forward, watched = anyio.create_memory_object_stream[_T](0)
 
     async def relay() -> None:
         try:
-            async with read, forward:
+            async with read:
                 async for message in read:
                     await forward.send(message)
+            on_end()
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return  # the session closed its end first: it is stopping anyway
-        on_end()
+        finally:
+            forward.close()
 
     async with anyio.create_task_group() as relaying:
         relaying.start_soon(relay)
@@ -288,11 +300,14 @@ def _named(session: _Session, tool: BaseTool) -> BaseTool:
                     f"{full_name} took longer than {config.timeout_s:g} s and was abandoned "
                     f"(timeout_s of [mcp.{session.name}] in the fleet file)"
                 ) from None
-            if exc.error.code != CONNECTION_CLOSED:
-                # The server answered with a protocol error: it is alive, only this call failed.
-                raise ToolError(f"{full_name} failed: {exc}") from None
-            _drop(session)
-            raise ToolError(f"{full_name}: the MCP server stopped ({exc}); {_RESTART}") from None
+            if exc.error.code == CONNECTION_CLOSED and _ended(session):
+                raise ToolError(
+                    f"{full_name}: the MCP server stopped ({exc}); {_RESTART}"
+                ) from None
+            # An error reply (the code alone cannot tell: servers send -32000 too): the
+            # server is alive, only this call failed. The session is not dropped; if its
+            # transport has in fact closed, the session ends by itself (see _watching_end).
+            raise ToolError(f"{full_name} failed: {exc}") from None
         except _SessionEnded:
             raise ToolError(
                 f"{full_name}: the MCP server went away during the call; {_RESTART}"
@@ -341,6 +356,11 @@ async def _while_open(session: _Session, request: Awaitable[_T]) -> _T:
     if pending.cancelled():
         raise _SessionEnded
     return pending.result()
+
+
+def _ended(session: _Session) -> bool:
+    """Whether ``session`` has stopped or is stopping (its transport closed, or closed by us)."""
+    return session.stop.is_set() or (session.task is not None and session.task.done())
 
 
 def _drop(session: _Session) -> None:

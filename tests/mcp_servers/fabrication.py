@@ -3,6 +3,9 @@
 Run as ``python -m tests.mcp_servers.fabrication`` (or by path). Every call is appended
 to the file named by ``$FABRICATION_CALL_LOG`` (one JSON line per call), so a test can
 tell which calls reached the server and which were refused before it.
+
+``set_bed_temperature`` refuses a temperature out of range with a JSON-RPC error reply
+(not a tool result with ``isError``), as servers that validate their own parameters do.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import json
 import os
 import time
 
+from mcp import types
 from mcp.server.fastmcp import FastMCP
+from mcp.shared.exceptions import McpError
 
 QUEUE_MARKER = "QUEUE-7F3A"
+BED_MAX_C = 120
 server = FastMCP("fabrication")
 _jobs: list[dict[str, str]] = []
 
@@ -54,6 +60,37 @@ def broken_sensor() -> str:
     """Read the chamber temperature sensor (it is broken)."""
     _log("broken_sensor")
     raise RuntimeError("sensor offline: chamber thermistor not responding")
+
+
+@server.tool()
+def set_bed_temperature(celsius: float, error_code: int = types.INVALID_PARAMS) -> str:
+    """Set the print bed's temperature (at most 120 °C)."""
+    _log("set_bed_temperature", celsius=celsius)
+    return f"bed set to {celsius:g} °C"
+
+
+_call_tool = server._mcp_server.request_handlers[types.CallToolRequest]
+
+
+async def _checked_call_tool(request: types.CallToolRequest) -> types.ServerResult:
+    """FastMCP's tools/call, answering a bad bed temperature with a JSON-RPC error reply."""
+    arguments = request.params.arguments or {}
+    if request.params.name == "set_bed_temperature":
+        celsius = arguments.get("celsius")
+        if isinstance(celsius, int | float) and not 0 <= celsius <= BED_MAX_C:
+            _log("set_bed_temperature", celsius=celsius, refused=True)
+            raise McpError(
+                types.ErrorData(
+                    code=int(arguments.get("error_code", types.INVALID_PARAMS)),
+                    message=f"celsius {celsius:g} is out of range 0-{BED_MAX_C}",
+                )
+            )
+    return await _call_tool(request)
+
+
+# FastMCP turns a tool's exception into an isError result; only a request handler can
+# answer with a JSON-RPC error, so the tools/call handler is wrapped.
+server._mcp_server.request_handlers[types.CallToolRequest] = _checked_call_tool
 
 
 if __name__ == "__main__":

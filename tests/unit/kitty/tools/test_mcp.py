@@ -70,6 +70,7 @@ async def test_tools_are_named_by_server_and_calls_reach_it_over_one_session(
         "fabrication.submit_job",
         "fabrication.slow_check",
         "fabrication.broken_sensor",
+        "fabrication.set_bed_temperature",
     }
     assert tools["fabrication.submit_job"].args["file"]["type"] == "string"
 
@@ -91,7 +92,7 @@ async def test_tools_are_named_by_server_and_calls_reach_it_over_one_session(
 async def test_concurrent_first_calls_share_one_start(tmp_path: Path) -> None:
     config = _config(tmp_path)
     loaded = await asyncio.gather(*(mcp_tools("fabrication", config) for _ in range(3)))
-    assert all(len(tools) == 4 for tools in loaded)
+    assert all(len(tools) == 5 for tools in loaded)
     assert len(_spawns(tmp_path)) == 1
     await aclose_mcp_sessions()
 
@@ -101,6 +102,43 @@ async def test_a_tool_that_raises_raises_a_tool_error(tmp_path: Path) -> None:
     with pytest.raises(ToolError, match=r"fabrication\.broken_sensor failed: .*sensor offline"):
         await tools["fabrication.broken_sensor"].ainvoke({})
     assert "QUEUE-7F3A" in await tools["fabrication.check_queue"].ainvoke({})
+    assert len(_spawns(tmp_path)) == 1
+    await aclose_mcp_sessions()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [-32602, -32000],
+    ids=["invalid-params", "server-error-with-the-sdks-connection-closed-code"],
+)
+async def test_a_json_rpc_error_reply_fails_its_call_only_and_the_session_lives_on(
+    tmp_path: Path, code: int
+) -> None:
+    """Security review finding 8: an error reply must not tear down the shared session.
+
+    The server answers one call with a JSON-RPC error while another call of the same
+    session is under way: that call completes, later calls use the same server process.
+    -32000 is the SDK's own code for "Connection closed" and also the first code of the
+    JSON-RPC "server error" range that servers send for their own errors.
+    """
+    config = _config(tmp_path)
+    tools = {tool.name: tool for tool in await mcp_tools("fabrication", config)}
+    slow = asyncio.create_task(tools["fabrication.slow_check"].ainvoke({"seconds": 2}))
+    async with asyncio.timeout(10):
+        while not any(call["tool"] == "slow_check" for call in _calls(tmp_path)):
+            await asyncio.sleep(0.05)
+
+    refused = tools["fabrication.set_bed_temperature"]
+    with pytest.raises(ToolError) as failed:
+        await refused.ainvoke({"celsius": 500, "error_code": code})
+    message = str(failed.value)
+    assert message.startswith("fabrication.set_bed_temperature failed: ")
+    assert "celsius 500 is out of range 0-120" in message and "started again" not in message
+
+    assert "QUEUE-7F3A: checked slowly" in await slow
+    assert await refused.ainvoke({"celsius": 60}) == "bed set to 60 °C"
+    again = {tool.name: tool for tool in await mcp_tools("fabrication", config)}
+    assert "QUEUE-7F3A" in await again["fabrication.check_queue"].ainvoke({})
     assert len(_spawns(tmp_path)) == 1
     await aclose_mcp_sessions()
 
