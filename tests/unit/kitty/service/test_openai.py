@@ -430,7 +430,7 @@ async def test_image_parts_are_the_runs_images_under_its_caps(fake_fleet: FakeFl
     (planner,) = fake_fleet.chat.calls_for(phase="planner")
     assert "1 image is attached to this goal" in planner.prompt
     error = assert_openai_error(too_many, 422, param="messages", code="invalid_image")
-    assert "max_images" in error["message"] or "1" in error["message"]
+    assert "2 images attached" in error["message"] and "max_images" in error["message"]
     assert_openai_error(refused, 415, param="messages", code="invalid_image")
 
 
