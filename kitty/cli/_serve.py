@@ -98,6 +98,16 @@ def serve_command(
             help="Runs in flight at once; more get 429 with Retry-After. 0: no limit.", min=0
         ),
     ] = DEFAULT_MAX_CONCURRENT_RUNS,
+    service_name: Annotated[
+        str | None,
+        typer.Option(
+            "--service-name",
+            metavar="NAME",
+            help="Hosts serving one service over one Redis: give them the same name and "
+            "--max-concurrent-runs holds for them all, background runs included. "
+            "Default: HOST:PORT.",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -151,6 +161,7 @@ def serve_command(
             checkpointer_factory=lambda: make_checkpointer(checkpoint),
             allowed_hosts=(allowed_hosts or "").split(","),
             max_concurrent_runs=max_concurrent_runs,
+            service_name=service_name,
             keep_days=keep_days,
             models=_model_pairs(models or []),
         )

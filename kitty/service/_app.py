@@ -98,7 +98,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         settings.max_concurrent_runs,
         settings.retry_after_s,
         leases=run_leases_for(config.coordination),
-        service=f"{settings.host}:{settings.port}",
+        service=settings.service_name or f"{settings.host}:{settings.port}",
         on_store_down=config.coordination.on_store_down,
         expected_processes=config.coordination.expected_processes,
         on_reject=metrics.admission_rejected,
@@ -196,8 +196,13 @@ def _add_security_middleware(app: FastAPI, settings: ServiceSettings) -> None:
     a body (security review finding 4); the size limit then guards the admitted ones.
     """
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    if settings.api_token:
+    if settings.api_token or settings.user_tokens:
         public = {HEALTH_PATH, *(DOCS_PATHS if settings.public_docs else ())}
-        app.add_middleware(BearerTokenMiddleware, token=settings.api_token, public_paths=public)
+        app.add_middleware(
+            BearerTokenMiddleware,
+            token=settings.api_token,
+            public_paths=public,
+            user_tokens=settings.user_tokens,
+        )
     if bool(settings.allowed_hosts) or is_loopback(settings.host):
         app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.allowed_hosts)

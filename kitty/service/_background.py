@@ -35,12 +35,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from graph import PhaseStarted, PlanApproval, PlanReady, RunFinished, TaskFinished
 from kitty.errors import UserError
 from kitty.service._admission import AdmissionTicket, RunAdmission
+from kitty.service._callers import caller_of, memory_user
 from kitty.service._errors import RequestError, log_internal_error, new_error_id
 from kitty.service._routes import _AUTH as AUTH
 from kitty.service._routes import _ERRORS as ERRORS
@@ -320,7 +321,7 @@ def background_routes(background: BackgroundRuns) -> APIRouter:
         dependencies=AUTH,
         summary="Submit a run that executes in the background and survives its worker",
     )
-    async def submit_run(body: QueryRequest, response: Response) -> ThreadState:
+    async def submit_run(body: QueryRequest, request: Request, response: Response) -> ThreadState:
         """Submit a run: ``202`` with its thread id at once; it runs on some worker.
 
         Same body as ``POST /api/query/parallel``. Follow it with ``GET
@@ -332,6 +333,8 @@ def background_routes(background: BackgroundRuns) -> APIRouter:
         """
         if background.check is None or background.runner is None:
             raise RequestError(503, "the service is still starting; retry in a second")
+        # The caller's user is fixed now: the worker that runs it trusts the stored request.
+        body = body.model_copy(update={"user": memory_user(caller_of(request), body.user)})
         await background.check(body)
         stored = new_run(body)
         if not await background.board.submit(stored):

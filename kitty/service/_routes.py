@@ -19,6 +19,7 @@ from endpoints import FleetConfig, get_runtime, probe_all
 from graph import check_goal_fits
 from kitty.errors import PlanError
 from kitty.service._admission import AdmissionTicket, RunAdmission
+from kitty.service._callers import OPERATOR, Caller, caller_of, memory_user
 from kitty.service._errors import RequestError
 from kitty.service._runs import (
     RunObserver,
@@ -60,6 +61,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Invalid JSON, an unusable plan, or a Host header not served.",
     },
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    403: {
+        "model": ErrorResponse,
+        "description": "A user token naming another user (field 'user').",
+    },
     409: {
         "model": ErrorResponse,
         "description": "The request's thread_id is already running (in any worker).",
@@ -146,9 +151,21 @@ class _AdmittedStream(EventSourceResponse):
             await self._ticket.release()
 
 
-async def query_spec(service: Service, checkpointer: Any | None, body: QueryRequest) -> RunSpec:
-    """A query's run, checked before it is admitted: length, plan, goal size, images."""
+async def query_spec(
+    service: Service,
+    checkpointer: Any | None,
+    body: QueryRequest,
+    caller: Caller = OPERATOR,
+) -> RunSpec:
+    """A query's run, checked before it is admitted: length, plan, goal size, images.
+
+    The run's memory notes are the caller's (see :mod:`kitty.service._callers`).
+
+    Raises:
+        RequestError: The request cannot run as asked (the status and field say why).
+    """
     settings = service.settings
+    user = memory_user(caller, body.user)
     spec = build_run(
         body,
         fleet=service.fleet,
@@ -158,6 +175,8 @@ async def query_spec(service: Service, checkpointer: Any | None, body: QueryRequ
         max_task_tokens=service.largest_ctx,
     )
     spec.observers = service.observers
+    if user is not None:
+        spec.kwargs["user_id"] = user
     try:  # in tokens of the fleet's smallest context, before any work starts
         await check_goal_fits(body.query, get_runtime(service.fleet))
     except PlanError as exc:
@@ -168,7 +187,7 @@ async def query_spec(service: Service, checkpointer: Any | None, body: QueryRequ
 
 async def _query_spec(service: Service, request: Request, body: QueryRequest) -> RunSpec:
     """:func:`query_spec` with the checkpointer the request's app opened."""
-    return await query_spec(service, request.app.state.checkpointer, body)
+    return await query_spec(service, request.app.state.checkpointer, body, caller_of(request))
 
 
 async def _run_admitted(request: Request, spec: RunSpec, ticket: AdmissionTicket) -> Any:
@@ -208,7 +227,7 @@ def query_routes(service: Service) -> APIRouter:
         ``thread_id`` (and a checkpointing service) the run continues that thread's
         unfinished work; a thread already running gets 409.
         """
-        spec = await query_spec(service, request.app.state.checkpointer, body)
+        spec = await query_spec(service, request.app.state.checkpointer, body, caller_of(request))
         return await _run_admitted(request, spec, await service.admission.admit(body.thread_id))
 
     @router.post(
@@ -231,7 +250,7 @@ def query_routes(service: Service) -> APIRouter:
         ``result``. Request errors (bad plan, too long query, too many runs in flight)
         are plain 4xx responses before the stream starts.
         """
-        spec = await query_spec(service, request.app.state.checkpointer, body)
+        spec = await query_spec(service, request.app.state.checkpointer, body, caller_of(request))
         ticket = await service.admission.admit(body.thread_id)
         return _AdmittedStream(stream_events(spec), ping=15, ticket=ticket)
 

@@ -87,6 +87,19 @@ class QueryRequest(BaseModel):
         ),
     )
 
+    user: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description=(
+            "Whose memory notes the run's memory tools use. Only the operator's token "
+            "(KITTY_API_TOKEN) may name a user; a user token (KITTY_USER_TOKENS) always "
+            "uses its own user, and naming another is 403. Default: the token's user, or "
+            "the fleet's [memory] user_id."
+        ),
+    )
+
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:

@@ -12,14 +12,15 @@ host named with ``--allowed-hosts`` closes that door.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import logging
+import secrets
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kitty.service._callers import SCOPE_KEY, USER_TOKENS_ENV_VAR, caller_for_token
 from kitty.service._settings import TOKEN_ENV_VAR
 
 logger = logging.getLogger("kitty.service")
@@ -98,19 +99,32 @@ class BearerTokenMiddleware:
 
     The token is compared with :func:`hmac.compare_digest` (constant time).
 
+    The caller the token stands for (the operator, or a user of ``user_tokens``) is left
+    in the scope's state for the routes (:func:`kitty.service._callers.caller_of`).
+
     Args:
         app: The wrapped ASGI app.
-        token: The expected token.
+        token: The operator's token (``None``: only user tokens are accepted).
         public_paths: Paths served without a token (exact match).
+        user_tokens: User name -> that user's token.
     """
 
-    def __init__(self, app: ASGIApp, token: str, public_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        public_paths: Iterable[str] = (),
+        user_tokens: dict[str, str] | None = None,
+    ) -> None:
         self.app = app
-        self._token = token.encode()
+        # Without an operator token only user tokens open the service: a random value no
+        # client can present keeps the comparison (and its timing) the same.
+        self._token = (token or secrets.token_hex(32)).encode()
+        self._users = {user: t.encode() for user, t in (user_tokens or {}).items()}
         self._public = frozenset(public_paths)
 
     def _authorized(self, scope: Scope) -> str | None:
-        """``None`` when authorized, else the reason."""
+        """``None`` when authorized (the caller is then in the scope), else the reason."""
         header = _header(scope, b"authorization")
         if header is None:
             return (
@@ -120,8 +134,13 @@ class BearerTokenMiddleware:
         scheme, _, credentials = header.strip().partition(b" ")
         if scheme.lower() != b"bearer" or not credentials.strip():
             return "the Authorization header must be 'Bearer <token>'"
-        if not hmac.compare_digest(credentials.strip(), self._token):
-            return f"invalid bearer token; use the service's {TOKEN_ENV_VAR}"
+        caller = caller_for_token(credentials.strip(), self._token, self._users)
+        if caller is None:
+            return (
+                f"invalid bearer token; use the service's {TOKEN_ENV_VAR} or your own "
+                f"token from its {USER_TOKENS_ENV_VAR}"
+            )
+        scope.setdefault("state", {})[SCOPE_KEY] = caller
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -8,10 +8,23 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from graph import MAX_TASKS, Context
 from kitty.errors import SettingsError, format_validation_error
+from kitty.service._callers import (
+    MIN_TOKEN_CHARS,
+    USER_TOKENS_ENV_VAR,
+    check_user,
+    parse_user_tokens,
+)
 
 TOKEN_ENV_VAR = "KITTY_API_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
@@ -40,6 +53,10 @@ _MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 
 def _token_from_env() -> str | None:
     return (os.environ.get(TOKEN_ENV_VAR) or "").strip() or None
+
+
+def _user_tokens_from_env() -> dict[str, str]:
+    return parse_user_tokens(os.environ.get(USER_TOKENS_ENV_VAR, ""))
 
 
 def context_field_names() -> list[str]:
@@ -107,7 +124,14 @@ class ServiceSettings(BaseModel):
         fleet: Fleet profile name or path every run uses (``None``: ``$KITTY_FLEET`` or
             ``embedded``).
         api_token: Bearer token required on every route but ``/healthz`` (default
-            ``$KITTY_API_TOKEN``; ``None`` disables auth).
+            ``$KITTY_API_TOKEN``; ``None`` disables auth unless ``user_tokens`` are set).
+            It is the operator's: its runs may name the ``user`` whose notes they use.
+        user_tokens: User name -> token (default ``$KITTY_USER_TOKENS``,
+            ``alice=TOKEN,bob=TOKEN``): each user's runs use that user's memory notes
+            only (see :mod:`kitty.service._callers`).
+        service_name: The name that services sharing one Redis count their run limit
+            under (default: ``host:port``): give every host of one service the same name
+            so ``max_concurrent_runs`` holds for them all.
         max_body_bytes: Largest request body accepted; bigger ones get 413.
         max_query_chars: Longest ``query`` accepted; longer ones get 422.
         public_docs: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` without the token.
@@ -158,6 +182,24 @@ class ServiceSettings(BaseModel):
     keep_days: float | None = Field(default=None, gt=0)
     retention_interval_s: float = Field(default=DEFAULT_RETENTION_INTERVAL_S, gt=0)
     models: dict[str, str] = Field(default_factory=dict)
+    user_tokens: dict[str, str] = Field(default_factory=_user_tokens_from_env, repr=False)
+    service_name: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _check_user_tokens(self) -> ServiceSettings:
+        for user, token in self.user_tokens.items():
+            check_user(user, "user_tokens: user")
+            if len(token) < MIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"the token of user {user!r} has {len(token)} characters; use at least "
+                    f"{MIN_TOKEN_CHARS}"
+                )
+            if token == self.api_token:
+                raise ValueError(
+                    f"user {user!r} has the operator's token ({TOKEN_ENV_VAR}); give every "
+                    "user a token of their own"
+                )
+        return self
 
     @field_validator("api_token")
     @classmethod

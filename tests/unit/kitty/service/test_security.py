@@ -349,6 +349,7 @@ async def test_openapi_documents_contract() -> None:
         "plan",
         "images",
         "thread_id",
+        "user",
     }
     assert all(p.get("description") for p in request["properties"].values())
     assert request["properties"]["max_tasks"]["maximum"] == 20
