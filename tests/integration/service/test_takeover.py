@@ -3,7 +3,9 @@
 Two ``kitty-orch serve`` processes share nothing but a real Redis (slot store, run board,
 leases), a real PostgreSQL (checkpoints) and the embedded llama.cpp fleet: separate
 processes, homes and ports. A run is submitted to A; once its first task finished and
-its slow task is generating, A is killed with SIGKILL. B takes the thread over within
+its slow task is generating, A is killed with SIGKILL. The two hosts are one service
+(``--service-name``) with a run limit of 1: a second run submitted to B waits, before and
+after the takeover, until the first is done. B takes the thread over within
 the lease TTL plus a few seconds and finishes it from the checkpoint: the task that had
 finished is never sent again (its record, start time included, is the one A saved).
 """
@@ -59,6 +61,8 @@ def start_host(name: str, folder: Path, fleet: Path, checkpoints: str) -> Host:
     env.pop("KITTY_SLOT_STORE", None)  # the fleet file names the shared store
     command = kitty_command("serve", "--port", str(port), "--fleet", str(fleet))
     command += ["--checkpoint", checkpoints, "--log-level", "info"]
+    # One service on two hosts: one run at a time between them.
+    command += ["--service-name", "takeover-test", "--max-concurrent-runs", "1"]
     command += ["--set", "synthesis_max_tokens=4", "--set", "summary_max_tokens=4"]
     log = home / "serve.log"
     with log.open("wb") as sink:
@@ -95,6 +99,16 @@ def cluster(
             if host.process.poll() is None:
                 stop_process(host.process, timeout_s=20)
         redis_server.stop()
+
+
+def short_body() -> dict[str, Any]:
+    task = pinned("only", "researcher", 4, what="One fact")
+    return {
+        "query": "wait your turn",
+        "max_tasks": 1,
+        "voice_mode": False,
+        "plan": {"tasks": [task.model_dump(exclude_none=True)]},
+    }
 
 
 def run_body() -> dict[str, Any]:
@@ -137,6 +151,10 @@ async def test_kill_9_mid_run_and_another_host_finishes_it(cluster: Cluster) -> 
                 await asyncio.sleep(0.1)
         assert "slow" not in done, "the slow task ended before the kill; make it slower"
         first_worker = state["worker"]
+        # The run limit (1) is the service's, across both hosts: B queues this one.
+        waiting = (await on_b.post("/api/runs", json=short_body())).json()["thread_id"]
+        await asyncio.sleep(1.5)
+        assert (await state_of(on_b, waiting))["state"] == "queued"
 
         os.killpg(a.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -148,6 +166,11 @@ async def test_kill_9_mid_run_and_another_host_finishes_it(cluster: Cluster) -> 
         taken_over_s = time.monotonic() - killed_at
         async with asyncio.timeout(180):
             while (state := await state_of(on_b, thread_id))["state"] not in {"done", "failed"}:
+                # The limit holds across the takeover: the other run still waits.
+                assert (await state_of(on_b, waiting))["state"] == "queued"
+                await asyncio.sleep(0.2)
+        async with asyncio.timeout(120):
+            while (after := await state_of(on_b, waiting))["state"] not in {"done", "failed"}:
                 await asyncio.sleep(0.2)
 
     assert state["state"] == "done", state["error"]
@@ -159,4 +182,6 @@ async def test_kill_9_mid_run_and_another_host_finishes_it(cluster: Cluster) -> 
     assert tasks["quick"]["output"] == done["quick"]["output"]
     assert tasks["after"]["started_at"] > tasks["slow"]["started_at"]
     assert taken_over_s <= LEASE_TTL_S + 5, f"taken over after {taken_over_s:.1f}s"
+    assert after["state"] == "done", after["error"]
+    assert after["started_at"] >= state["finished_at"] - 0.5  # only once the first ended
     print(f"\n[takeover] host B took the thread over {taken_over_s:.2f}s after the kill")
