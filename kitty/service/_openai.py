@@ -366,9 +366,7 @@ async def _chat_run(
     settings: dict[str, Any] = {
         "conversation": conversation,
         "thread_id": thread_id,
-        "thinking": options.thinking
-        or _EFFORT.get(body.reasoning_effort or "")
-        or spec.kwargs.get("thinking"),
+        "thinking": options.thinking or _thinking(body) or spec.kwargs.get("thinking"),
         "synthesis_max_tokens": body.max_completion_tokens or body.max_tokens,
         "conversation_max_tokens": options.conversation_max_tokens,
         "stream_answer": body.stream,
@@ -377,6 +375,12 @@ async def _chat_run(
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     run = ChatRun(spec, body.model, thread_id, options.thread_id, include_usage)
     return body, run, workflow
+
+
+def _thinking(body: ChatCompletionRequest) -> str | None:
+    """The synthesizer's thinking from ``reasoning_effort`` or ``reasoning.effort``."""
+    effort = body.reasoning_effort or (body.reasoning.effort if body.reasoning else None)
+    return _EFFORT.get(effort or "")
 
 
 def _completion_id() -> str:

@@ -103,6 +103,20 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+
+
+class Reasoning(BaseModel):
+    """``reasoning: {"effort": ...}``: the newer spelling of ``reasoning_effort``.
+
+    Open WebUI and OpenRouter send it instead of ``reasoning_effort``.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    effort: ReasoningEffort | None = None
+
+
 class RunOptions(BaseModel):
     """The service's run settings, in ``metadata`` or as top-level keys.
 
@@ -153,7 +167,8 @@ class ChatCompletionRequest(BaseModel):
     ``frequency_penalty``, ``logit_bias``, ``seed``, ``stop``, ``user``, ``store``,
     ``service_tier``, ``parallel_tool_calls``, ``verbosity``, ``prompt_cache_key``,
     ``safety_identifier``. Applied: ``max_tokens`` / ``max_completion_tokens`` (the
-    answer's cap), ``reasoning_effort`` (the synthesizer's thinking), ``stream``,
+    answer's cap), ``reasoning_effort`` or ``reasoning.effort`` (the synthesizer's
+    thinking), ``stream``,
     ``stream_options.include_usage``.
     """
 
@@ -165,7 +180,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_ANSWER_TOKENS)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_ANSWER_TOKENS)
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    reasoning: Reasoning | None = None
     metadata: dict[str, Any] | None = None
     n: int | None = None
     tools: list[Any] | None = None

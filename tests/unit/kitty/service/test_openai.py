@@ -160,6 +160,24 @@ async def test_run_settings_come_from_metadata_and_top_level_keys(fake_fleet: Fa
     assert synthesizer.settings["thinking"] == "high"
 
 
+@pytest.mark.parametrize(
+    ("fields", "thinking"),
+    [
+        ({"reasoning_effort": "minimal"}, "low"),
+        ({"reasoning": {"effort": "medium"}}, "medium"),  # Open WebUI's spelling
+        ({"reasoning_effort": "low", "metadata": {"thinking": "high"}}, "high"),
+    ],
+)
+async def test_reasoning_effort_sets_the_synthesizers_thinking(
+    fake_fleet: FakeFleet, fields: dict[str, Any], thinking: str
+) -> None:
+    response = await post(make_app(fake_fleet.path), ask(**fields))
+
+    assert response.status_code == 200, response.text
+    (synthesizer,) = fake_fleet.chat.calls_for(phase="synthesizer")
+    assert synthesizer.settings["thinking"] == thinking
+
+
 async def test_an_answer_cut_at_max_tokens_finishes_with_length(fake_fleet: FakeFleet) -> None:
     fake_fleet.chat.script(Reply("cut short", finish_reason="length"), phase="synthesizer")
 
