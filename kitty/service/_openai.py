@@ -189,7 +189,7 @@ def _unknown_parameters(names: list[str], *, where: str) -> OpenAIRequestError:
         name = refused[0]
         return OpenAIRequestError(
             400,
-            f"parameter {where}{name!r} is not available here: {REFUSED_OPTIONS[name]}",
+            f"parameter {f'{where}{name}'!r} is not available here: {REFUSED_OPTIONS[name]}",
             f"{where}{name}",
             code="unsupported_parameter",
         )

@@ -333,6 +333,7 @@ async def test_unknown_keys_get_400_naming_them(
     ("extra", "param", "words"),
     [
         ({"approve_plan": True}, "approve_plan", "plan decision"),
+        ({"metadata": {"approve_plan": "true"}}, "metadata.approve_plan", "'metadata.approve_"),
         ({"n": 2}, "n", "n=1"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tools"),
         ({"logprobs": True}, "logprobs", "log probabilities"),
