@@ -69,8 +69,11 @@ class SlotLimited:
                     attempt.end_request("cancelled", "cancelled")
                     raise
                 current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()  # the store's stop, not the caller's cancellation
+                # The store's stop is taken back; a cancellation of the caller's that came
+                # with it (still counted) wins, else the requeue would swallow it.
+                if current is not None and current.uncancel() > 0:
+                    attempt.end_request("cancelled", "cancelled")
+                    raise
                 attempt.end_request("requeued", LEASE_LOST)
                 requeues += 1
                 continue
