@@ -156,10 +156,14 @@ async def query_spec(
     checkpointer: Any | None,
     body: QueryRequest,
     caller: Caller = OPERATOR,
+    *,
+    images: bool = True,
 ) -> RunSpec:
     """A query's run, checked before it is admitted: length, plan, goal size, images.
 
-    The run's memory notes are the caller's (see :mod:`kitty.service._callers`).
+    The run's memory notes are the caller's (see :mod:`kitty.service._callers`). With
+    ``images=False`` the images are left for :func:`admitted_images`, after admission: an
+    image is fetched and decoded only for a run that will run.
 
     Raises:
         RequestError: The request cannot run as asked (the status and field say why).
@@ -181,8 +185,20 @@ async def query_spec(
         await check_goal_fits(body.query, get_runtime(service.fleet))
     except PlanError as exc:
         raise RequestError(422, f"field 'query': {exc}", "query") from None
-    spec.kwargs["images"] = await load_request_images(body.images, spec, service.config.fetch)
+    if images:
+        spec.kwargs["images"] = await load_request_images(body.images, spec, service.config.fetch)
     return spec
+
+
+async def admitted_images(
+    service: Service, spec: RunSpec, body: QueryRequest, ticket: AdmissionTicket
+) -> None:
+    """Load the request's images into ``spec`` once admitted; a refusal frees the place."""
+    try:
+        spec.kwargs["images"] = await load_request_images(body.images, spec, service.config.fetch)
+    except BaseException:
+        await ticket.release()
+        raise
 
 
 async def _query_spec(service: Service, request: Request, body: QueryRequest) -> RunSpec:
@@ -227,8 +243,11 @@ def query_routes(service: Service) -> APIRouter:
         ``thread_id`` (and a checkpointing service) the run continues that thread's
         unfinished work; a thread already running gets 409.
         """
-        spec = await query_spec(service, request.app.state.checkpointer, body, caller_of(request))
-        return await _run_admitted(request, spec, await service.admission.admit(body.thread_id))
+        checkpointer = request.app.state.checkpointer
+        spec = await query_spec(service, checkpointer, body, caller_of(request), images=False)
+        ticket = await service.admission.admit(body.thread_id)
+        await admitted_images(service, spec, body, ticket)
+        return await _run_admitted(request, spec, ticket)
 
     @router.post(
         "/api/query/parallel/stream",
@@ -250,8 +269,10 @@ def query_routes(service: Service) -> APIRouter:
         ``result``. Request errors (bad plan, too long query, too many runs in flight)
         are plain 4xx responses before the stream starts.
         """
-        spec = await query_spec(service, request.app.state.checkpointer, body, caller_of(request))
+        checkpointer = request.app.state.checkpointer
+        spec = await query_spec(service, checkpointer, body, caller_of(request), images=False)
         ticket = await service.admission.admit(body.thread_id)
+        await admitted_images(service, spec, body, ticket)
         return _AdmittedStream(stream_events(spec), ping=15, ticket=ticket)
 
     @router.post(
