@@ -33,7 +33,13 @@ from pydantic import BaseModel, Field
 from endpoints.config import FetchSettings
 from kitty.errors import ToolError
 from kitty.tools._content_decoding import BoundedDecoder, UndecodableBody
-from kitty.tools._fetch_rules import IpAddress, check_url_allowed
+from kitty.tools._fetch_rules import (
+    CheckedUrl,
+    IpAddress,
+    Resolver,
+    check_url_allowed,
+    resolve_host,
+)
 
 __all__ = [
     "FETCH_TOOL",
@@ -85,18 +91,22 @@ def fetch_webpage_tool(settings: FetchSettings) -> BaseTool | None:
     )
 
 
-async def fetch_text(url: str, settings: FetchSettings) -> str:
+async def fetch_text(url: str, settings: FetchSettings, *, resolve: Resolver = resolve_host) -> str:
     """Fetch ``url`` under ``settings`` and return ``Title``/``URL`` lines and the text.
 
     Args:
         url: The page to fetch.
         settings: The fleet file's ``[fetch]`` table.
+        resolve: Turns a host name into addresses (the system resolver by default).
 
     Raises:
         ToolError: Refused, unreachable, too slow, an HTTP error status, too many
             redirects, or not a text document.
     """
-    async with _checked_get(url, settings, accept=_PAGE_ACCEPT) as (final_url, response):
+    async with _checked_get(url, settings, accept=_PAGE_ACCEPT, resolve=resolve) as (
+        final_url,
+        response,
+    ):
         content_type = response.headers.get("content-type", "")
         if content_type and not content_type.lower().startswith(_TEXT_TYPES):
             raise ToolError(
@@ -109,7 +119,12 @@ async def fetch_text(url: str, settings: FetchSettings) -> str:
 
 
 async def fetch_bytes(
-    url: str, settings: FetchSettings, *, max_bytes: int, accept: str = "*/*"
+    url: str,
+    settings: FetchSettings,
+    *,
+    max_bytes: int,
+    accept: str = "*/*",
+    resolve: Resolver = resolve_host,
 ) -> tuple[str, bytes, bool]:
     """GET ``url`` as bytes under the same host rules as ``fetch_webpage`` (every hop checked).
 
@@ -122,6 +137,7 @@ async def fetch_bytes(
         settings: The fleet file's ``[fetch]`` table.
         max_bytes: Most body bytes read.
         accept: The ``Accept`` header.
+        resolve: Turns a host name into addresses (the system resolver by default).
 
     Returns:
         The final URL, the body (at most ``max_bytes``) and True when the body was longer.
@@ -130,20 +146,25 @@ async def fetch_bytes(
         ToolError: Refused, unreachable, too slow, an HTTP error status or too many
             redirects; the message says which.
     """
-    async with _checked_get(url, settings, accept=accept) as (final_url, response):
+    async with _checked_get(url, settings, accept=accept, resolve=resolve) as (
+        final_url,
+        response,
+    ):
         body, cut = await _read_capped(final_url, response, max_bytes)
     return final_url, body, cut
 
 
 @asynccontextmanager
 async def _checked_get(
-    url: str, settings: FetchSettings, *, accept: str
+    url: str, settings: FetchSettings, *, accept: str, resolve: Resolver
 ) -> AsyncIterator[tuple[str, httpx.Response]]:
     """GET with manual redirects, each hop checked by :func:`check_url_allowed`.
 
     The one redirect loop of both entry points, so a host rule cannot be fixed in one and
-    missed in the other. Yields the final URL and its streaming response (status below 400);
-    ``[fetch]`` ``timeout_s`` covers every hop and whatever the caller reads inside the block.
+    missed in the other. Each hop connects to an address its check resolved and allowed,
+    never to a second lookup's answer (DNS rebinding). Yields the final URL and its
+    streaming response (status below 400); ``[fetch]`` ``timeout_s`` covers every hop and
+    whatever the caller reads inside the block.
 
     Raises:
         ToolError: Refused, unreachable, too slow, an HTTP error status or too many
@@ -161,13 +182,18 @@ async def _checked_get(
                     "Accept": accept,
                     "Accept-Encoding": "identity",
                 },
-                trust_env=False,
+                trust_env=False,  # no proxies: the connection goes to the checked address
+                # One request per connection: a kept connection was verified (TLS) for the
+                # host of an earlier hop, not for this one.
+                limits=httpx.Limits(max_keepalive_connections=0),
             ) as client,
         ):
             current = url.strip()
             for _hop in range(MAX_REDIRECTS + 1):
-                await asyncio.to_thread(check_url_allowed, current, settings)
-                async with client.stream("GET", current) as response:
+                checked = await asyncio.to_thread(
+                    check_url_allowed, current, settings, resolve=resolve
+                )
+                async with _pinned_get(client, checked) as response:
                     location = response.headers.get("location")
                     if response.status_code in _REDIRECTS and location:
                         current = urljoin(current, location)
@@ -187,6 +213,40 @@ async def _checked_get(
     except httpx.HTTPError as exc:
         raise ToolError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
     raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
+
+
+@asynccontextmanager
+async def _pinned_get(
+    client: httpx.AsyncClient, checked: CheckedUrl
+) -> AsyncIterator[httpx.Response]:
+    """GET ``checked.url`` over a connection to one of its checked addresses, in order.
+
+    The request goes to the address itself; the ``Host`` header and, for https, the TLS
+    server name (SNI) and certificate check stay those of the URL's host. An address that
+    refuses the connection is skipped for the next one (as a resolver's answer list is).
+    """
+    url = httpx.URL(checked.url)
+    headers = {"Host": url.netloc.decode("ascii")}
+    extensions: dict[str, str] = {}
+    if checked.resolved and url.scheme == "https":
+        extensions["sni_hostname"] = url.raw_host.decode("ascii")
+    refused: httpx.ConnectError | None = None
+    for address in checked.addresses:
+        request = client.build_request(
+            "GET", url.copy_with(host=str(address)), headers=headers, extensions=extensions
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.ConnectError as exc:
+            refused = exc
+            continue
+        try:
+            yield response
+        finally:
+            await response.aclose()
+        return
+    assert refused is not None  # a CheckedUrl has at least one address
+    raise refused
 
 
 async def _read_capped(url: str, response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:

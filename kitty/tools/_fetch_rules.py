@@ -41,12 +41,15 @@ class CheckedUrl:
         host: Its host, lower case, without brackets or a trailing dot.
         port: The port to connect to (the scheme's default when the URL has none).
         addresses: Every address the host resolved to, all allowed; connect only to these.
+        resolved: True when the host is a name that was resolved, False when it is an
+            address written in the URL (in any spelling).
     """
 
     url: str
     host: str
     port: int
     addresses: tuple[IpAddress, ...]
+    resolved: bool
 
 
 def resolve_host(host: str, port: int) -> list[IpAddress]:
@@ -104,7 +107,7 @@ def check_url_allowed(
             f"refused {url!r}: host {host} is blocked by [fetch] blocked_hosts in the fleet file"
         )
     port = parts.port or (443 if scheme == "https" else 80)
-    addresses = tuple(_addresses(url, host, port, resolve))
+    addresses, resolved = _addresses(url, host, port, resolve)
     for address in addresses:
         blocked = _blocking_entry(address, settings.blocked_hosts)
         if blocked is not None:
@@ -123,7 +126,7 @@ def check_url_allowed(
                     f'to allow it add "{host}" to [fetch] allowed_hosts in the fleet file '
                     "(or set allow_private = true)"
                 )
-    return CheckedUrl(url=url, host=host, port=port, addresses=addresses)
+    return CheckedUrl(url=url, host=host, port=port, addresses=addresses, resolved=resolved)
 
 
 def _host_listed(host: str, entries: Iterable[str]) -> bool:
@@ -163,25 +166,31 @@ def _network(entry: str) -> IpNetwork | None:
         return None  # a host name
 
 
-def _addresses(url: str, host: str, port: int, resolve: Resolver) -> list[IpAddress]:
-    """The host's addresses: a literal as written, a number-ended host as IPv4, else DNS."""
+def _addresses(
+    url: str, host: str, port: int, resolve: Resolver
+) -> tuple[tuple[IpAddress, ...], bool]:
+    """The host's addresses, and whether they were resolved (not written in the URL).
+
+    A literal is taken as written, a host ending in a number as IPv4, anything else is
+    resolved by ``resolve``.
+    """
     try:
-        return [ipaddress.ip_address(host.strip("[]"))]
+        return (ipaddress.ip_address(host.strip("[]")),), False
     except ValueError:
         pass
     if _NUMBER_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
         # 2852039166, 0xa9.0xfe.0xa9.0xfe, 0251.0376.0251.0376: IPv4 as resolvers read it.
         try:
-            return [ipaddress.IPv4Address(socket.inet_aton(host))]
+            return (ipaddress.IPv4Address(socket.inet_aton(host)),), False
         except OSError:
             raise ToolError(
                 f"refused {url!r}: host {host} ends in a number but is not a valid IPv4 "
                 "address; write the address in dotted decimal form"
             ) from None
-    found = list(resolve(host, port))
+    found = tuple(resolve(host, port))
     if not found:
         raise ToolError(f"cannot resolve host {host} (no addresses)")
-    return found
+    return found, True
 
 
 def _non_public_kind(address: IpAddress) -> str | None:
