@@ -42,6 +42,7 @@ from graph import (
     answer_was_cut,
 )
 from kitty.errors import UserError
+from kitty.service._callers import caller_of
 from kitty.service._errors import RequestError
 from kitty.service._openai_errors import (
     internal_error_as_openai,
@@ -69,7 +70,7 @@ from kitty.service._openai_schemas import (
     TextPart,
     Usage,
 )
-from kitty.service._routes import _AUTH, Service, _AdmittedStream, query_spec
+from kitty.service._routes import _AUTH, Service, _AdmittedStream, admitted_images, query_spec
 from kitty.service._runs import _END, RunSpec, _Failed, _produce, run_unless_disconnected
 from kitty.service._schemas import QueryRequest
 from kitty.service._settings import DEFAULT_MODEL_ID
@@ -140,6 +141,7 @@ class ChatRun:
         thread_id: The run's checkpoint thread (the client's, or a new one).
         client_thread: The thread the client named (admission refuses it while it runs).
         include_usage: ``stream_options.include_usage``: usage in a chunk of its own.
+        query: The run as a query (its images are loaded once it is admitted).
     """
 
     spec: RunSpec
@@ -147,6 +149,7 @@ class ChatRun:
     thread_id: str
     client_thread: str | None
     include_usage: bool
+    query: QueryRequest
 
 
 def workflows(service: Service) -> dict[str, Service]:
@@ -359,7 +362,9 @@ async def _chat_run(
         thread_id=options.thread_id,
     )
     try:
-        spec = await query_spec(workflow, request.app.state.checkpointer, query)
+        spec = await query_spec(
+            workflow, request.app.state.checkpointer, query, caller_of(request), images=False
+        )
     except RequestError as exc:
         raise _as_openai(exc) from None
     thread_id = options.thread_id or uuid.uuid4().hex
@@ -373,7 +378,7 @@ async def _chat_run(
     }
     spec.kwargs.update({key: value for key, value in settings.items() if value is not None})
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    run = ChatRun(spec, body.model, thread_id, options.thread_id, include_usage)
+    run = ChatRun(spec, body.model, thread_id, options.thread_id, include_usage, query)
     return body, run, workflow
 
 
@@ -534,6 +539,10 @@ async def _answer(models: Mapping[str, Service], request: Request) -> Response:
         ) from None
     body, run, workflow = await _chat_run(models, request, raw)
     ticket = await workflow.admission.admit(run.client_thread)
+    try:  # fetched and decoded only for an admitted run
+        await admitted_images(workflow, run.spec, run.query, ticket)
+    except RequestError as exc:
+        raise _as_openai(exc) from None
     if body.stream:
         return _AdmittedStream(
             stream_chunks(run, ChunkWriter(run.model)),

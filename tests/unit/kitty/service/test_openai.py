@@ -26,6 +26,7 @@ from graph import Plan, RunFinished, RunMetrics, RunResult, Task
 from kitty.service import ServiceSettings, create_app
 from kitty.service._openai import ChatRun, ChunkWriter, stream_chunks
 from kitty.service._runs import RunSpec
+from kitty.service._schemas import QueryRequest
 from tests.conftest import FakeFleet
 from tests.fake_chat import FakeChat, Reply
 from tests.helpers import asgi_client, offline_fleet, until
@@ -299,7 +300,9 @@ def _result(goal: str) -> RunResult:
 async def test_a_stream_closed_early_cancels_its_run(monkeypatch: pytest.MonkeyPatch) -> None:
     held = _HeldRun()
     monkeypatch.setattr(kitty.service._runs, "astream_goal", held)
-    run = ChatRun(RunSpec(goal="g", plan=None), MODEL, "thread", None, include_usage=False)
+    run = ChatRun(
+        RunSpec(goal="g", plan=None), MODEL, "thread", None, False, QueryRequest(query="g")
+    )
     stream = stream_chunks(run, ChunkWriter(MODEL))
 
     await anext(stream)  # the role chunk
