@@ -19,6 +19,9 @@ from endpoints.config._fleet import (
 )
 from endpoints.config._model_info import ModelInfo
 from endpoints.config._tool_config import (
+    DEFAULT_MAX_NOTE_CHARS,
+    DEFAULT_MAX_NOTES,
+    MAX_NOTES_LIMIT,
     FetchSettings,
     McpServerConfig,
     MemorySettings,
@@ -27,7 +30,10 @@ from endpoints.config._tool_config import (
 
 __all__ = [
     "DEFAULT_FLEET",
+    "DEFAULT_MAX_NOTES",
+    "DEFAULT_MAX_NOTE_CHARS",
     "FLEET_ENV_VAR",
+    "MAX_NOTES_LIMIT",
     "EndpointConfig",
     "FetchSettings",
     "FleetConfig",

@@ -174,6 +174,14 @@ class SearchSettings(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+DEFAULT_MAX_NOTE_CHARS = 2000
+"""Default longest memory note, in characters (about 500 tokens: a fact, not a page)."""
+DEFAULT_MAX_NOTES = 1000
+"""Default most notes kept per user and agent."""
+MAX_NOTES_LIMIT = 5000
+"""Upper bound of ``max_notes`` (recall scans at most this many notes of a namespace)."""
+
+
 class MemorySettings(BaseModel):
     """``memory.store`` / ``memory.recall`` on LangGraph's ``BaseStore``.
 
@@ -185,6 +193,10 @@ class MemorySettings(BaseModel):
         embeddings_endpoint: Name of a fleet endpoint serving ``/v1/embeddings``; with it
             recall also ranks by vector similarity.
         user_id: Default user namespace (``arun_goal(user_id=...)`` overrides it).
+        max_note_chars: Longest note ``memory.store`` accepts, in characters; a longer
+            one is refused and the model is told to store a shorter one.
+        max_notes: Most notes kept per user and agent; storing one more forgets the
+            oldest (by last update), so a long-running deployment keeps working.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -193,3 +205,6 @@ class MemorySettings(BaseModel):
     store: str | None = None
     embeddings_endpoint: str | None = None
     user_id: str = "default"
+    max_note_chars: int = Field(default=DEFAULT_MAX_NOTE_CHARS, ge=1, le=100_000)
+    # Recall reads at most MAX_NOTES_LIMIT notes of a namespace: more could never be found.
+    max_notes: int = Field(default=DEFAULT_MAX_NOTES, ge=1, le=MAX_NOTES_LIMIT)

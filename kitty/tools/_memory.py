@@ -8,6 +8,11 @@ once per process and event loop and its tables are created on first open.
 Memories are namespaced ``("memory", user_id, agent)``: an agent recalls only what it (for
 that user) stored. Recall ranks an agent's memories by the words they share with the query
 (case-insensitive), best first.
+
+Both ends are capped by ``[memory]`` settings: a note longer than ``max_note_chars`` is
+refused (the model is told to store a shorter one), and a namespace keeps at most
+``max_notes`` notes: storing one more forgets the oldest (by last update), so a
+long-running deployment keeps working and a caller cannot grow the store without end.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.store.base import BaseStore, Item
 from pydantic import BaseModel, Field
 
-from endpoints.config import MemorySettings
+from endpoints.config import MAX_NOTES_LIMIT, MemorySettings
 from endpoints.runtime import RuntimeSlot, process_runtime
 from kitty.errors import ToolError, ToolSourceError
 from kitty.store_location import hide_password, is_postgres, sqlite_file
@@ -43,9 +48,11 @@ __all__ = [
 
 MEMORY_STORE = "memory.store"
 MEMORY_RECALL = "memory.recall"
-# Recall reads an agent's memories in pages of this size, up to _RECALL_SCAN items.
+# Recall reads an agent's memories in pages of this size, up to _RECALL_SCAN items: the
+# most a namespace holds ([memory] max_notes is at most MAX_NOTES_LIMIT) and a page more,
+# so a store just over the cap is seen over it and trimmed.
 _PAGE = 200
-_RECALL_SCAN = 5000
+_RECALL_SCAN = MAX_NOTES_LIMIT + _PAGE
 _WORD = re.compile(r"\w+")
 # Words that would make every memory "match" a question; ignored unless nothing else is left.
 _STOPWORDS = frozenset(
@@ -206,6 +213,7 @@ class StoreArgs(BaseModel):
     text: str = Field(min_length=1, description="The fact or note to remember")
     key: str | None = Field(
         default=None,
+        max_length=200,
         description="A short name for it; storing under the same key replaces the note",
     )
 
@@ -227,29 +235,51 @@ def memory_namespace(agent: str, user_id: str) -> tuple[str, str, str]:
     return ("memory", _label(user_id), _label(agent))
 
 
-def memory_tools(store: BaseStore, agent: str, user_id: str) -> list[BaseTool]:
+def memory_tools(
+    store: BaseStore, agent: str, user_id: str, *, settings: MemorySettings | None = None
+) -> list[BaseTool]:
     """``memory.store`` and ``memory.recall`` for one agent and user.
 
     Args:
         store: The open store (:func:`memory_store`).
         agent: The agent whose memories these are.
         user_id: The user they belong to.
+        settings: The fleet file's ``[memory]`` table, for its caps (``max_note_chars``,
+            ``max_notes``); default: the defaults.
 
     Returns:
-        ``[memory.store, memory.recall]``; a store that fails mid-call raises
-        :class:`~kitty.errors.ToolError`.
+        ``[memory.store, memory.recall]``; a store that fails mid-call, or a note over
+        ``max_note_chars``, raises :class:`~kitty.errors.ToolError` (what the model is
+        told).
     """
     namespace = memory_namespace(agent, user_id)
+    caps = settings or MemorySettings()
 
     async def store_note(text: str, key: str | None = None) -> str:
+        if len(text) > caps.max_note_chars:
+            raise ToolError(
+                f"memory.store refused: the note is {len(text):,} characters and notes are "
+                f"at most {caps.max_note_chars:,} ([memory] max_note_chars in the fleet "
+                "file); store a shorter note: the fact itself, not the whole text"
+            )
         # The same text stored twice without a key is one memory, not two.
         name = key.strip() if key and key.strip() else _text_key(text)
-        value = {"text": text, "stored_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        # Microseconds: SQLite's updated_at has whole seconds, and eviction needs an order.
+        value = {"text": text, "stored_at": datetime.now(UTC).isoformat()}
         try:
             await store.aput(namespace, name, value, index=False)
+            forgotten = await _forget_oldest(store, namespace, caps.max_notes, keep=name)
         except Exception as exc:
             raise ToolError(f"memory.store failed: {type(exc).__name__}: {exc}") from None
-        return f"stored under key {name!r}"
+        if not forgotten:
+            return f"stored under key {name!r}"
+        shown = ", ".join(repr(key) for key in forgotten[:5])
+        more = f" and {len(forgotten) - 5} more" if len(forgotten) > 5 else ""
+        oldest = "the oldest note" if len(forgotten) == 1 else f"the {len(forgotten)} oldest notes"
+        return (
+            f"stored under key {name!r}; forgot {oldest} ({shown}{more}): at most "
+            f"{caps.max_notes:,} notes are kept ([memory] max_notes)"
+        )
 
     async def recall(query: str, limit: int = 5) -> str:
         try:
@@ -283,6 +313,36 @@ def memory_tools(store: BaseStore, agent: str, user_id: str) -> list[BaseTool]:
             description="Recall stored notes that share words with the query, best first.",
         ),
     ]
+
+
+async def _forget_oldest(
+    store: BaseStore, namespace: tuple[str, ...], max_notes: int, *, keep: str
+) -> list[str]:
+    """Delete the oldest notes of ``namespace`` beyond ``max_notes``; their keys, oldest first.
+
+    ``keep`` (the note just stored) is never deleted. Concurrent stores may each delete the
+    same oldest notes: deleting twice is harmless.
+    """
+    items = await _all_items(store, namespace)
+    if len(items) <= max_notes:
+        return []
+    oldest = sorted((item for item in items if item.key != keep), key=_age)
+    oldest = oldest[: len(items) - max_notes]
+    for item in oldest:
+        await store.adelete(namespace, item.key)
+    return [item.key for item in oldest]
+
+
+def _age(item: Item) -> tuple[datetime, datetime]:
+    """When a note was last stored: the store's time, then ours (finer than SQLite's seconds)."""
+    try:
+        ours = datetime.fromisoformat(str(item.value.get("stored_at", "")))
+    except ValueError:
+        ours = item.updated_at
+    if ours.tzinfo is None:
+        ours = ours.replace(tzinfo=UTC)
+    theirs = item.updated_at if item.updated_at.tzinfo else item.updated_at.replace(tzinfo=UTC)
+    return theirs, ours
 
 
 def _text_key(text: str) -> str:

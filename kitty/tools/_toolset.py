@@ -185,4 +185,4 @@ async def _memory_tools(
 
     path = memory_path or Path.home() / ".kitty" / "memory.sqlite"
     store = await memory_store(fleet.memory, path)
-    return memory_tools(store, agent, user_id or fleet.memory.user_id)
+    return memory_tools(store, agent, user_id or fleet.memory.user_id, settings=fleet.memory)
