@@ -13,19 +13,17 @@ first URL and for every redirect:
 The body is read up to ``max_bytes`` within ``timeout_s`` (the whole fetch, redirects
 included). ``identity`` encoding is asked for; a server that compresses anyway is decoded
 within ``max_bytes`` (gzip and deflate only), so a compressed bomb never inflates. HTML
-becomes text with ``html2text``, the page title first, cut to ``max_chars``.
+becomes text in a worker thread, never on the event loop (:mod:`kitty.tools._page_text`:
+linear in the page's size, title first), cut to ``max_chars``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urljoin
 
-import html2text
 import httpx
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
@@ -40,6 +38,7 @@ from kitty.tools._fetch_rules import (
     check_url_allowed,
     resolve_host,
 )
+from kitty.tools._page_text import page_text
 
 __all__ = [
     "FETCH_TOOL",
@@ -54,7 +53,6 @@ MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}
 _USER_AGENT = "kitty-orchestrator-fetch_webpage/1"
 _PAGE_ACCEPT = "text/html, text/*;q=0.9, */*;q=0.5"
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
 
 
@@ -115,7 +113,10 @@ async def fetch_text(url: str, settings: FetchSettings, *, resolve: Resolver = r
             )
         body, cut = await _read_capped(final_url, response, settings.max_bytes)
         text = body.decode(response.encoding or "utf-8", errors="replace")
-    return _page_text(final_url, content_type, text, cut, settings.max_chars)
+    # html2text takes seconds on a few MB (its input is at most max_bytes): off the loop.
+    return await asyncio.to_thread(
+        page_text, final_url, content_type, text, cut, settings.max_chars
+    )
 
 
 async def fetch_bytes(
@@ -271,37 +272,3 @@ async def _read_capped(url: str, response: httpx.Response, max_bytes: int) -> tu
     except UndecodableBody as exc:
         raise ToolError(f"{url} cannot be read: {exc}") from None
     return b"".join(chunks), False
-
-
-def _page_text(url: str, content_type: str, body: str, cut_bytes: bool, max_chars: int) -> str:
-    is_html = "html" in content_type.lower() or (
-        not content_type and "<html" in body[:2000].lower()
-    )
-    lines: list[str] = []
-    if is_html:
-        match = _TITLE.search(body)
-        if match:
-            title = " ".join(html.unescape(match.group(1)).split())
-            if title:
-                lines.append(f"Title: {title}")
-        text = _html_to_text(body)
-    else:
-        text = body.strip()
-    lines.append(f"URL: {url}")
-    notes: list[str] = []
-    if len(text) > max_chars:
-        text = text[:max_chars].rstrip()
-        notes.append(f"[text cut at {max_chars} characters]")
-    if cut_bytes:
-        notes.append("[page cut: larger than [fetch] max_bytes]")
-    return "\n".join([*lines, "", text, *notes]).strip()
-
-
-def _html_to_text(body: str) -> str:
-    converter = html2text.HTML2Text()
-    converter.body_width = 0  # no hard wraps: the model reads lines, not a terminal
-    converter.ignore_images = True
-    converter.ignore_links = True  # URLs would eat most of max_chars
-    converter.ignore_emphasis = True
-    text = converter.handle(body)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
