@@ -112,7 +112,8 @@ class FleetMemoryPlan:
         compute_bytes: Compute-buffer estimates.
         total_bytes: Everything the fleet needs.
         machine_bytes: The machine's memory.
-        machine_source: ``psutil`` or ``--memory-gb``.
+        machine_source: ``psutil`` (this machine), ``--memory-gb`` (given) or
+            ``declared`` (the fleet file's ``[machine]``).
     """
 
     fleet: str
@@ -367,14 +368,22 @@ def plan_endpoint(
 
 
 def plan_fleet(
-    config: FleetConfig, *, memory_bytes: int | None = None, probe_ollama: bool = True
+    config: FleetConfig,
+    *,
+    memory_bytes: int | None = None,
+    probe_ollama: bool = True,
+    declared_machine: bool = False,
 ) -> FleetMemoryPlan:
     """Plan the memory of every endpoint of a fleet against the machine's memory.
 
     Args:
         config: The fleet.
-        memory_bytes: The machine's memory (default: this machine's, from psutil).
+        memory_bytes: The machine's memory; given, it wins over everything else.
         probe_ollama: Ask running Ollama servers (``/api/show``) for their model.
+        declared_machine: Compare with the memory of the machine the fleet file declares
+            (``[machine] memory_gib``) when it declares one, as planning a fleet for another
+            machine does; otherwise (and by default, as a fleet starting here must) with
+            this machine's, from psutil.
 
     Raises:
         ValueError: Unknown KV cache type in an endpoint's ``extra_args``.
@@ -395,10 +404,12 @@ def plan_fleet(
         rows.append(row)
     kv_total = sum(r.kv_bytes for r in rows)
     compute_total = sum(r.compute_bytes for r in rows)
-    if memory_bytes is None:
-        machine, machine_source = machine_memory_bytes(), "psutil"
-    else:
+    if memory_bytes is not None:
         machine, machine_source = memory_bytes, "--memory-gb"
+    elif declared_machine and config.machine is not None:
+        machine, machine_source = int(config.machine.memory_gib * GIB), "declared"
+    else:
+        machine, machine_source = machine_memory_bytes(), "psutil"
     return FleetMemoryPlan(
         fleet=config.name,
         endpoints=rows,

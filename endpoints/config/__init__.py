@@ -17,6 +17,7 @@ from endpoints.config._fleet import (
     profiles_dir,
     resolve_fleet_path,
 )
+from endpoints.config._machine import MachineConfig
 from endpoints.config._model_info import ModelInfo
 from endpoints.config._tool_config import (
     DEFAULT_MAX_NOTE_CHARS,
@@ -39,6 +40,7 @@ __all__ = [
     "FleetConfig",
     "FleetError",
     "LaunchSettings",
+    "MachineConfig",
     "McpServerConfig",
     "MemorySettings",
     "ModelInfo",

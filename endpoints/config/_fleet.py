@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from endpoints.config._machine import MachineConfig
 from endpoints.config._model_info import ModelInfo
 from endpoints.config._tool_config import (
     FetchSettings,
@@ -156,6 +157,8 @@ class FleetConfig(BaseModel):
         fetch: ``fetch_webpage`` settings (``[fetch]``).
         search: ``web_search`` settings (``[search]``).
         memory: ``memory.*`` settings (``[memory]``).
+        machine: The machine the fleet is for (``[machine]``), when the file declares one:
+            ``kitty-orch fleet plan`` compares with its memory instead of this machine's.
         source: Where the file was read from (set by the loader).
     """
 
@@ -170,6 +173,7 @@ class FleetConfig(BaseModel):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    machine: MachineConfig | None = None
     source: str = ""
 
     @field_validator("fetch", "memory", mode="before")

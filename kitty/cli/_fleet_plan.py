@@ -19,12 +19,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from endpoints import FleetConfig, load_fleet
+from endpoints.config import MachineConfig
 from kitty.cli._app import FLEET_HELP, fleet_app
 from kitty.cli._bench import bench_installed, bench_missing
 from kitty.cli._console import console, err_console
 from kitty.cli._errors import shows_errors
 from kitty.errors import FleetError, UserError, format_validation_error
-from ops import FleetMemoryPlan, compare_with_seed, gib, memory_override_bytes, plan_fleet
+from ops import (
+    FleetMemoryPlan,
+    compare_with_seed,
+    gib,
+    machine_memory_bytes,
+    memory_override_bytes,
+    plan_fleet,
+)
 
 FleetOption = Annotated[str | None, typer.Option("--fleet", "-f", help=FLEET_HELP)]
 SetOption = Annotated[
@@ -43,7 +51,8 @@ MemoryOption = Annotated[
     float | None,
     typer.Option(
         "--memory-gb",
-        help="The machine's memory in GiB (default: this machine's; or $KITTY_MEMORY_GB).",
+        help="The machine's memory in GiB (default: $KITTY_MEMORY_GB, else the fleet file's "
+        "[machine] memory_gib, else this machine's).",
     ),
 ]
 
@@ -191,6 +200,18 @@ def _plan_table(plan: FleetMemoryPlan, title: str) -> Table:
     return table
 
 
+def _print_machine(plan: FleetMemoryPlan, machine: MachineConfig | None) -> None:
+    """Say which machine the plan is for when it is not this one."""
+    if plan.machine_source != "declared" or machine is None:
+        return
+    named = f"{machine.name}, " if machine.name else ""
+    console.print(
+        f"for the machine the fleet declares: {escape(named)}{machine.memory_gib:g} GiB "
+        f"({escape('[machine]')} in its file; this machine has {gib(machine_memory_bytes())}; "
+        "--memory-gb overrides)"
+    )
+
+
 def _print_totals(plan: FleetMemoryPlan) -> None:
     console.print(
         f"fleet {plan.fleet}: weights {gib(plan.weights_bytes)} + KV {gib(plan.kv_bytes)} + "
@@ -265,8 +286,8 @@ def _print_change(before: FleetMemoryPlan, after: FleetMemoryPlan, changes: list
 
 
 def _plan(config: FleetConfig, memory_bytes: int | None) -> FleetMemoryPlan:
-    try:
-        return plan_fleet(config, memory_bytes=memory_bytes)
+    try:  # planned for the machine the fleet is for, wherever it is planned
+        return plan_fleet(config, memory_bytes=memory_bytes, declared_machine=True)
     except ValueError as exc:  # an unknown KV cache type in extra_args
         raise FleetError(f"fleet {config.name}: {exc}") from None
 
@@ -282,7 +303,9 @@ def fleet_plan(
 ) -> None:
     """Memory per endpoint (weights, KV cache, compute estimate) against the machine's.
 
-    Exits 0 when the fleet fits, 1 when it over-commits the machine's memory.
+    The machine is the one the fleet file declares (``[machine] memory_gib``), else this
+    one; ``--memory-gb`` overrides both. Exits 0 when the fleet fits, 1 when it
+    over-commits the machine's memory.
     """
     config = load_fleet(fleet)
     memory_bytes = memory_override_bytes(memory_gb)
@@ -300,6 +323,7 @@ def fleet_plan(
     else:
         title = f"memory plan: fleet {config.name}" + (" (changed layout)" if changes else "")
         console.print(_plan_table(after, title))
+        _print_machine(after, config.machine)
         _print_totals(after)
         if changes:
             _print_change(before, after, changes)

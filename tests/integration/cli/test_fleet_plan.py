@@ -52,6 +52,22 @@ def test_plan_json_for_the_declared_m3_ultra() -> None:
     assert total["total_bytes"] == sum(r["total_bytes"] for r in rows.values())
 
 
+def test_plan_compares_with_the_machine_the_fleet_declares() -> None:
+    """Issue 24 item 5: m3-ultra declares 256 GiB, so it fits whatever machine plans it."""
+    env = {k: v for k, v in os.environ.items() if k != "KITTY_MEMORY_GB"}
+    result = subprocess.run(
+        kitty_command("fleet", "plan", "--fleet", "m3-ultra"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**env, "COLUMNS": "160"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "for the machine the fleet declares: Mac Studio M3 Ultra, 256 GiB" in result.stdout
+    assert "OVER-COMMITTED" not in result.stdout
+
+
 def test_plan_table_shows_the_seed_estimates_and_over_commit() -> None:
     result = kitty("fleet", "plan", "--fleet", "m3-ultra", "--memory-gb", "1")
     assert result.returncode == 1

@@ -208,3 +208,17 @@ def test_status_warns_when_the_server_context_differs() -> None:
     warnings = ctx_mismatches(config, statuses)
     assert len(warnings) == 1
     assert "embedded-tools" in warnings[0] and "1024" in warnings[0] and "ctx = 2048" in warnings[0]
+
+
+def test_a_declared_machine_is_planned_for(tmp_path: Path) -> None:
+    """Issue 24 item 5: the fleet's ``[machine]`` memory, not this machine's, when asked."""
+    config = load_fleet("m3-ultra")
+    plan = plan_fleet(config, probe_ollama=False, declared_machine=True)
+    assert (plan.machine_bytes, plan.machine_source) == (256 * GIB, "declared")
+    assert not plan.over_committed
+    # An explicit memory still wins, and a starting fleet keeps comparing with this machine.
+    explicit = plan_fleet(config, memory_bytes=GIB, probe_ollama=False, declared_machine=True)
+    assert (explicit.machine_bytes, explicit.machine_source) == (GIB, "--memory-gb")
+    assert plan_fleet(config, probe_ollama=False).machine_source == "psutil"
+    undeclared = plan_fleet(load_fleet("embedded"), declared_machine=True)
+    assert undeclared.machine_source == "psutil"

@@ -216,3 +216,28 @@ def test_a_builtin_tool_table_turns_the_tool_on(tmp_path: Path) -> None:
     tables.write_text(base + "\n[fetch]\n\n[memory]\nenabled = false\n")
     loaded = load_fleet(tables)
     assert loaded.fetch.enabled and not loaded.memory.enabled
+
+
+def test_a_fleet_may_declare_its_machine(tmp_path: Path) -> None:
+    """Issue 24 item 5: ``[machine]`` says what the fleet is for (a name, its memory)."""
+    path = write(tmp_path, VALID + '\n[machine]\nname = "Mac Studio"\nmemory_gib = 256\n')
+    machine = load_fleet(path).machine
+    assert machine is not None
+    assert (machine.name, machine.memory_gib) == ("Mac Studio", 256)
+    assert load_fleet(write(tmp_path, VALID, "plain.toml")).machine is None
+    shipped = load_fleet("m3-ultra").machine
+    assert shipped is not None and shipped.memory_gib == 256
+
+
+@pytest.mark.parametrize(
+    ("table", "named"),
+    [
+        ("[machine]\nname = 'x'\n", "machine.memory_gib"),
+        ("[machine]\nmemory_gib = 0\n", "machine.memory_gib"),
+        ("[machine]\nmemory_gib = 'lots'\n", "machine.memory_gib"),
+        ("[machine]\nmemory_gb = 256\n", "machine.memory_gb"),
+    ],
+)
+def test_a_bad_machine_table_is_named(tmp_path: Path, table: str, named: str) -> None:
+    with pytest.raises(FleetError, match=named.replace(".", r"\.")):
+        load_fleet(write(tmp_path, VALID + "\n" + table))
