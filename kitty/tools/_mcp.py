@@ -178,7 +178,8 @@ async def _own_session(
 def _server_exited(session: _Session) -> None:
     """End ``session`` now that its server is gone, so the next load starts it again."""
     if not session.stop.is_set():
-        logger.warning("MCP server %r exited; it is started again on next use", session.name)
+        if session.tools.done():  # a failed start says why in its own error
+            logger.warning("MCP server %r exited; it is started again on next use", session.name)
         session.stop.set()
 
 
@@ -410,6 +411,26 @@ def _stderr_tail(stderr: TextIO) -> str:
     return text[-_STDERR_TAIL_CHARS:]
 
 
+def _gone(exc: BaseException) -> bool:
+    """Whether a failed start means the stdio server was gone (it exited).
+
+    Its output ended, or the request could not be written: a server that exits at once
+    may be gone before the client writes ``initialize``, and then the write breaks
+    instead of the read ending.
+    """
+    return any(
+        (isinstance(leaf, McpError) and leaf.error.code == CONNECTION_CLOSED)
+        or isinstance(
+            leaf,
+            anyio.BrokenResourceError
+            | anyio.ClosedResourceError
+            | BrokenPipeError
+            | ConnectionResetError,
+        )
+        for leaf in _leaves(exc)
+    )
+
+
 def _start_error(
     name: str, config: McpServerConfig, exc: BaseException, stderr: TextIO
 ) -> ToolSourceError:
@@ -429,8 +450,7 @@ def _start_error(
             )
         else:
             fix = f"run `{config.describe()}` yourself to see why it stops"
-        closed = isinstance(leaf, McpError) and leaf.error.code == CONNECTION_CLOSED
-        reason = "it exited before the MCP handshake" if closed else _leaf_text(exc)
+        reason = "it exited before the MCP handshake" if _gone(exc) else _leaf_text(exc)
         said = _stderr_tail(stderr)
         detail = f"; it wrote: {said}" if said else ""
         return ToolSourceError(f"{where}: {reason}{detail}; {fix}")

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from mcp import ClientSession
+from mcp.types import InitializeResult
 
 from endpoints.config import McpServerConfig
 from kitty.errors import ToolError, ToolSourceError
@@ -278,6 +280,40 @@ async def test_a_server_that_crashes_at_start_quotes_its_stderr(tmp_path: Path) 
     assert message.startswith(f"MCP server 'fabrication' ({sys.executable} -c import sys")
     assert "exited before the MCP handshake" in message
     assert "license file missing: /etc/fab.lic" in message
+
+
+async def test_a_server_that_exits_before_the_handshake_is_written_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start that writes to a server already gone reads like one that was answered EOF.
+
+    The flake behind "one MCP test fails 2 of 3 clean-clone CI runs": on a loaded machine a
+    server that exits at once is sometimes gone before the client writes ``initialize``;
+    the write then breaks (BrokenResourceError) instead of the read ending, and the message
+    said "BrokenResourceError" instead of naming the exit. Here the write always comes late.
+    """
+    pid_file = tmp_path / "server.pid"
+    config = McpServerConfig(
+        transport="stdio",
+        command="/bin/sh",
+        args=["-c", f"echo $$ > {pid_file}; echo 'license missing: /etc/fab.lic' >&2; exit 3"],
+    )
+    initialize = ClientSession.initialize
+
+    async def after_the_exit(self: ClientSession) -> InitializeResult:
+        async with asyncio.timeout(10):
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                await asyncio.sleep(0.01)
+            while _alive(int(pid_file.read_text())):
+                await asyncio.sleep(0.01)
+        return await initialize(self)
+
+    monkeypatch.setattr(ClientSession, "initialize", after_the_exit)
+    with pytest.raises(ToolSourceError) as failed:
+        await mcp_tools("fabrication", config)
+    message = str(failed.value)
+    assert "exited before the MCP handshake" in message
+    assert "license missing: /etc/fab.lic" in message
 
 
 async def test_a_wrong_url_names_the_server_and_the_url() -> None:
