@@ -211,7 +211,7 @@ async def _checked_get(
             f"fetching {url} took longer than {settings.timeout_s:g} s "
             "([fetch] timeout_s in the fleet file)"
         ) from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise ToolError(f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
     raise ToolError(f"{url} redirected more than {MAX_REDIRECTS} times; not followed further")
 

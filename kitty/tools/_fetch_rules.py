@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
+
 from endpoints.config import FetchSettings
 from kitty.errors import ToolError
 
@@ -87,12 +89,17 @@ def check_url_allowed(
         The URL with the addresses that were checked: connect to one of these.
 
     Raises:
-        ToolError: The scheme is not http(s), the host or one of its addresses is
+        ToolError: The URL is malformed (a space or control character, a port outside
+            1-65535, no host), the scheme is not http(s), the host or one of its addresses is
             blocked, or it resolves to a non-public address that the settings do not
             allow; the message says which and the fleet-file change that would allow it.
     """
     url = url.strip()
-    parts = urlsplit(url)
+    _check_characters(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise ToolError(f"refused {url!r}: not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise ToolError(
@@ -106,7 +113,7 @@ def check_url_allowed(
         raise ToolError(
             f"refused {url!r}: host {host} is blocked by [fetch] blocked_hosts in the fleet file"
         )
-    port = parts.port or (443 if scheme == "https" else 80)
+    port = _port(url, parts.netloc) or (443 if scheme == "https" else 80)
     addresses, resolved = _addresses(url, host, port, resolve)
     for address in addresses:
         blocked = _blocking_entry(address, settings.blocked_hosts)
@@ -126,7 +133,41 @@ def check_url_allowed(
                     f'to allow it add "{host}" to [fetch] allowed_hosts in the fleet file '
                     "(or set allow_private = true)"
                 )
+    try:
+        httpx.URL(url)  # what the fetch will parse: refuse here what it would refuse
+    except httpx.InvalidURL as exc:
+        raise ToolError(f"refused {url!r}: not a valid URL ({exc})") from None
     return CheckedUrl(url=url, host=host, port=port, addresses=addresses, resolved=resolved)
+
+
+_CONTROL_NAMES = {"\t": "a tab", "\n": "a line break", "\r": "a line break", " ": "a space"}
+
+
+def _check_characters(url: str) -> None:
+    """Refuse a URL with spaces or control characters (browsers strip some; httpx fails)."""
+    for position, char in enumerate(url):
+        if ord(char) <= 0x20 or 0x7F <= ord(char) <= 0x9F:
+            name = _CONTROL_NAMES.get(char, "a control character")
+            raise ToolError(
+                f"refused {url!r}: the URL contains {name} ({char!r} at position {position}); "
+                "percent-encode it (a space is %20, a tab %09) or remove it"
+            )
+
+
+def _port(url: str, netloc: str) -> int | None:
+    """The URL's explicit port (1-65535), or None when it has none."""
+    host_port = netloc.rpartition("@")[2]
+    if host_port.startswith("["):
+        host_port = host_port.partition("]")[2]
+    _host, colon, text = host_port.rpartition(":") if ":" in host_port else ("", "", "")
+    if not colon or not text:
+        return None
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ToolError(
+            f"refused {url!r}: port {text} is not a valid port; a port is a number from 1 "
+            "to 65535 (or leave it out for the scheme's default)"
+        )
+    return int(text)
 
 
 def _host_listed(host: str, entries: Iterable[str]) -> bool:
