@@ -51,7 +51,7 @@ def checkpoint_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "checkpoints.sqlite")
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.url()
+    return server.new_database()
 
 
 def _saved_results(store: str, thread_id: str) -> set[str]:
@@ -74,8 +74,8 @@ def _saved_in_postgres(url: str, thread_id: str) -> set[str]:
         saver = PostgresSaver(conn, serde=checkpoint_serde())
         try:
             return _results_in(saver.get_tuple({"configurable": {"thread_id": thread_id}}))
-        except psycopg.errors.UndefinedTable:  # the first process has not set up yet
-            return set()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+            return set()  # the first process has not set up (or migrated) its tables yet
 
 
 def _saved_in_sqlite(db: Path, thread_id: str) -> set[str]:

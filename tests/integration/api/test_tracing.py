@@ -126,10 +126,13 @@ async def test_a_real_run_traces_its_run_tasks_model_calls_and_tool_call(
     own = [n for n, parent in zip(task_tokens, by_parent, strict=True) if parent == span_id(first)]
     assert sum(own) == result.tasks[0].completion_tokens
 
-    [tool_call] = [s for s in spans if s.name == "execute_tool count_parts"]
-    assert parent_id(tool_call) == span_id(first)
-    assert attrs(tool_call)["gen_ai.tool.name"] == "count_parts"
-    assert attrs(tool_call)["gen_ai.tool.call.id"]
+    # The forced round may ask for the tool more than once: one span per call it made.
+    tool_calls = [s for s in spans if s.name == "execute_tool count_parts"]
+    assert len(tool_calls) == len(result.tasks[0].tool_calls) >= 1
+    for tool_call in tool_calls:
+        assert parent_id(tool_call) == span_id(first)
+        assert attrs(tool_call)["gen_ai.tool.name"] == "count_parts"
+        assert attrs(tool_call)["gen_ai.tool.call.id"]
 
 
 class _Receiver(BaseHTTPRequestHandler):
