@@ -26,12 +26,14 @@ from fastapi import FastAPI
 
 from endpoints import load_fleet
 from endpoints.calls import process_tracing
+from graph import Context
 from kitty.service._admission import RunAdmission, run_leases_for
 from kitty.service._background import BackgroundRuns, background_routes
 from kitty.service._errors import RequestError, install_error_handlers
 from kitty.service._metrics import MULTIPROC_ENV, ServiceMetrics, metrics_routes, service_tools
 from kitty.service._openai import openai_routes
 from kitty.service._openai_errors import OpenAIErrorShape
+from kitty.service._openapi import install_openapi
 from kitty.service._retention import start_retention
 from kitty.service._routes import (
     HEALTH_PATH,
@@ -64,8 +66,9 @@ A query is planned as a DAG of tasks for specialist agents; every task runs as s
 own dependencies are done and a slot is free on its endpoint; the results are synthesized
 into one answer plus an optional voice summary.
 
-**Auth**: when the service was started with `KITTY_API_TOKEN`, every route except
-`/healthz` needs `Authorization: Bearer <token>`.
+**Auth**: when the service was started with `KITTY_API_TOKEN` (or user tokens), every
+route except `/healthz` needs `Authorization: Bearer <token>`, and this document says so;
+without a token it declares no security.
 
 **Errors** always have the shape `{"error": ..., "field": ...}`: 400 bad JSON, unusable
 plan or a `Host` the service does not answer, 401 missing/wrong token, 413 body too large,
@@ -125,6 +128,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(openai_routes(service))
     app.include_router(metrics_routes(metrics))
     app.include_router(background_routes(background))
+    install_openapi(
+        app,
+        auth=bool(settings.api_token or settings.user_tokens),
+        max_query_chars=settings.max_query_chars,
+        max_images=Context.build(**settings.context_overrides).max_images,
+    )
     return app
 
 

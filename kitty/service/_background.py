@@ -43,8 +43,10 @@ from kitty.errors import UserError
 from kitty.service._admission import AdmissionTicket, RunAdmission
 from kitty.service._callers import caller_of, memory_user
 from kitty.service._errors import RequestError, log_internal_error, new_error_id
+from kitty.service._openapi import event_stream
 from kitty.service._routes import _AUTH as AUTH
 from kitty.service._routes import _ERRORS as ERRORS
+from kitty.service._routes import PROGRESS_EVENTS
 from kitty.service._run_board import ENDED, RunBoard, StoredRun, ThreadState
 from kitty.service._runs import RunSpec, run_events
 from kitty.service._schemas import ErrorResponse, QueryRequest, QueryResponse
@@ -366,11 +368,11 @@ def background_routes(background: BackgroundRuns) -> APIRouter:
         "/api/threads/{thread_id}/stream",
         response_class=EventSourceResponse,
         responses={
-            200: {
-                "description": "Server-sent events: `state`, then the run's progress events "
-                "and, when done, `result`; ends when the run ends.",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            },
+            200: event_stream(
+                "Server-sent events: `state`, then the run's progress events and, when "
+                "done, `result`; ends when the run ends.",
+                {"state": ThreadState, **PROGRESS_EVENTS, "result": QueryResponse},
+            ),
             **_NOT_FOUND,
             401: ERRORS[401],
         },

@@ -10,11 +10,13 @@ keys (OpenAI clients send ``extra_body`` fields as top-level keys). Responses ar
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from graph import MAX_TASKS, RunMetrics
+from kitty.service._schemas import NON_BLANK
 
 # The largest completion cap a run setting allows (Context.synthesis_max_tokens).
 MAX_ANSWER_TOKENS = 32768
@@ -174,7 +176,8 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: StrictStr
+    # Checked by _model_named (a message naming the fix), declared here for the document.
+    model: StrictStr = Field(json_schema_extra={"minLength": 1, "pattern": NON_BLANK})
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -219,7 +222,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_named(cls, value: str) -> str:
-        if not value.strip():
+        if re.search(NON_BLANK, value) is None:
             raise ValueError("model is empty; pick one of GET /v1/models")
         return value.strip()
 

@@ -12,15 +12,29 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, Security
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from endpoints import FleetConfig, get_runtime, probe_all
-from graph import check_goal_fits
+from graph import (
+    AnswerDelta,
+    PhaseStarted,
+    PlanApproval,
+    PlanReady,
+    TaskFallback,
+    TaskFinished,
+    TaskQueued,
+    TaskStarted,
+    TaskToolCall,
+    TaskWaiting,
+    check_goal_fits,
+)
 from kitty.errors import PlanError
 from kitty.service._admission import AdmissionTicket, RunAdmission
 from kitty.service._callers import OPERATOR, Caller, caller_of, memory_user
 from kitty.service._errors import RequestError
+from kitty.service._openapi import event_stream
 from kitty.service._runs import (
     RunObserver,
     RunSpec,
@@ -38,6 +52,7 @@ from kitty.service._schemas import (
     LimiterInfo,
     QueryRequest,
     QueryResponse,
+    StreamError,
 )
 from kitty.service._settings import ServiceSettings
 
@@ -69,7 +84,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": "The request's thread_id is already running (in any worker).",
     },
-    413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+    413: {
+        "model": ErrorResponse,
+        "description": "Request body over the size limit, or an image over image_max_bytes.",
+    },
+    415: {"model": ErrorResponse, "description": "An image that is not an image by content."},
     422: {"model": ErrorResponse, "description": "A field is missing or invalid."},
     429: {
         "model": ErrorResponse,
@@ -85,10 +104,32 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _STREAM_DOC = """Server-sent events, one per progress step:
 
 `phase_started`, `plan_ready`, `task_waiting`, `task_queued`, `task_started`,
-`task_fallback`, `task_tool_call`, `task_finished` (event name = the event's `kind`; data =
-the event as JSON, always with `run_id`), then a final `result` event whose data is the same
-body as `POST /api/query/parallel` returns, or an `error` event (`{"error", "field",
-"status"}`). Closing the connection cancels the run and frees its slots."""
+`task_fallback`, `task_tool_call`, `task_finished`, `answer_delta` (event name = the event's
+`kind`; data = the event as JSON, always with `run_id`), `plan_approval` when the run waits
+for its plan to be approved, then a final `result` event whose data is the same body as
+`POST /api/query/parallel` returns, or an `error` event (`{"error", "field", "status"}`).
+Each event's data schema is in the event's `contentSchema`. Closing the connection cancels
+the run and frees its slots."""
+
+
+# The progress events of a run, by SSE event name (= the event's kind).
+PROGRESS_EVENTS: dict[str, type[BaseModel]] = {
+    "phase_started": PhaseStarted,
+    "plan_ready": PlanReady,
+    "task_waiting": TaskWaiting,
+    "task_queued": TaskQueued,
+    "task_started": TaskStarted,
+    "task_fallback": TaskFallback,
+    "task_tool_call": TaskToolCall,
+    "task_finished": TaskFinished,
+    "answer_delta": AnswerDelta,
+}
+_STREAM_EVENTS: dict[str, type[BaseModel]] = {
+    **PROGRESS_EVENTS,
+    "plan_approval": PlanApproval,
+    "result": QueryResponse,
+    "error": StreamError,
+}
 
 
 @dataclass(frozen=True)
@@ -251,13 +292,7 @@ def query_routes(service: Service) -> APIRouter:
 
     @router.post(
         "/api/query/parallel/stream",
-        responses={
-            200: {
-                "description": _STREAM_DOC,
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            },
-            **_ERRORS,
-        },
+        responses={200: event_stream(_STREAM_DOC, _STREAM_EVENTS), **_ERRORS},
         response_class=EventSourceResponse,
         dependencies=_AUTH,
         summary="Run a goal and stream its progress as server-sent events",

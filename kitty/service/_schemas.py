@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from graph import Plan, RunMetrics, RunResult, TaskResult
 from kitty.service._settings import DEFAULT_MAX_QUERY_CHARS, MAX_TASKS_LIMIT
+
+# A query that is not blank has a character outside these (the same class in the schema's
+# pattern and in the check, so the document and the service agree on every string).
+NON_BLANK = r"[^ \t\n\r\f\v]"
+# What an image is given as: a base64 data: URL or an http(s) URL (case as the loader takes
+# it). Anything else is refused before it is looked at.
+IMAGE_URL_PATTERN = (
+    r"^([Dd][Aa][Tt][Aa]:[^,]*;[Bb][Aa][Ss][Ee]64,[A-Za-z0-9+/=]*"
+    r"|[Hh][Tt][Tt][Pp][Ss]?://.+)$"
+)
 
 
 class QueryRequest(BaseModel):
@@ -43,6 +54,9 @@ class QueryRequest(BaseModel):
             "The goal in plain words. Must not be blank; at most the service's "
             f"max_query_chars characters (default {DEFAULT_MAX_QUERY_CHARS})."
         ),
+        # Checked by _not_blank, with a message saying what to do; maxLength is the running
+        # service's max_query_chars (set in its OpenAPI document).
+        json_schema_extra={"minLength": 1, "pattern": NON_BLANK},
     )
     max_tasks: StrictInt = Field(
         default=6,
@@ -64,6 +78,8 @@ class QueryRequest(BaseModel):
 
     images: list[StrictStr] = Field(
         default_factory=list,
+        # In the document only: the loader refuses other strings with a clearer message.
+        json_schema_extra={"items": {"type": "string", "pattern": IMAGE_URL_PATTERN}},
         description=(
             "Images for the goal, each a data URL (data:image/png;base64,...) or an "
             "http(s) URL fetched under the fleet's [fetch] host rules. Checked by content "
@@ -100,10 +116,18 @@ class QueryRequest(BaseModel):
         ),
     )
 
+    @field_validator("max_tasks", mode="before")
+    @classmethod
+    def _integral_number(cls, value: object) -> object:
+        # JSON Schema's integer is any number without a fraction: 4.0 is 4, 4.5 is refused.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if re.search(NON_BLANK, value) is None:
             raise ValueError("query is empty; say what you want done")
         return value
 
@@ -156,6 +180,12 @@ class ErrorResponse(BaseModel):
     details: list[dict[str, str]] | None = Field(
         default=None, description="Every validation problem: field, message, type."
     )
+
+
+class StreamError(ErrorResponse):
+    """The data of a stream's ``error`` event: an error body plus its HTTP status."""
+
+    status: int = Field(description="The status the error would have had as a response.")
 
 
 class LimiterInfo(BaseModel):
