@@ -9,12 +9,23 @@ The checkpoints (``--checkpoint``, ``$KITTY_CHECKPOINTS``) and the memory store
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from kitty.errors import UserError
 
-__all__ = ["POSTGRES_SCHEMES", "SQLITE_PREFIX", "hide_password", "is_postgres", "sqlite_file"]
+__all__ = [
+    "POSTGRES_SCHEMES",
+    "SQLITE_PREFIX",
+    "hide_password",
+    "is_postgres",
+    "postgres_setup_lock",
+    "sqlite_file",
+]
 
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 SQLITE_PREFIX = "sqlite:"
@@ -63,3 +74,27 @@ def sqlite_file(
             f"cannot create the folder of {store} {path} ({exc.strerror}); {fix} a writable file"
         ) from None
     return path
+
+
+@asynccontextmanager
+async def postgres_setup_lock(
+    connection: Any, key: int, *, poll_s: float = 0.1
+) -> AsyncIterator[None]:
+    """Hold the Postgres advisory lock ``key`` on ``connection`` (a psycopg async one).
+
+    Processes opening a new database together (service workers, hosts) would otherwise run
+    LangGraph's table migrations at once and fail on duplicate keys. The lock is polled
+    with ``pg_try_advisory_lock`` rather than awaited in ``pg_advisory_lock``: the
+    migrations create indexes ``CONCURRENTLY``, which wait for every running statement, so
+    a statement blocked on the lock would deadlock the holder's migration.
+    """
+    while True:
+        cursor = await connection.execute("SELECT pg_try_advisory_lock(%s) AS taken", (key,))
+        row = await cursor.fetchone()
+        if (row["taken"] if isinstance(row, dict) else row[0]) is True:
+            break
+        await asyncio.sleep(poll_s)
+    try:
+        yield
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock(%s)", (key,))

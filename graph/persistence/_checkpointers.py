@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
@@ -34,7 +34,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from endpoints.runtime import RuntimeSlot, process_runtime
 from kitty.errors import CheckpointError
-from kitty.store_location import hide_password, is_postgres, sqlite_file
+from kitty.store_location import hide_password, is_postgres, postgres_setup_lock, sqlite_file
 
 logger = logging.getLogger("kitty.graph")
 
@@ -161,6 +161,10 @@ async def _sqlite(spec: str) -> AsyncIterator[BaseCheckpointSaver]:
             raise
 
 
+# Postgres advisory lock key around table setup (any 64-bit number unique to this purpose).
+SETUP_LOCK = 0x6B697474795F6370  # "kitty_cp"
+
+
 @asynccontextmanager
 async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:
     try:
@@ -176,7 +180,10 @@ async def _postgres(url: str) -> AsyncIterator[BaseCheckpointSaver]:
     opened = False
     try:
         async with AsyncPostgresSaver.from_conn_string(url, serde=checkpoint_serde()) as saver:
-            await saver.setup()
+            # Workers and hosts starting together on a new database would race through
+            # LangGraph's migrations (duplicate key on checkpoint_migrations): one at a time.
+            async with postgres_setup_lock(cast(Any, saver.conn), SETUP_LOCK):
+                await saver.setup()
             opened = True
             yield saver
     except psycopg.Error as exc:

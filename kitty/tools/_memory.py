@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from endpoints.config import MAX_NOTES_LIMIT, MemorySettings
 from endpoints.runtime import RuntimeSlot, process_runtime
 from kitty.errors import ToolError, ToolSourceError
-from kitty.store_location import hide_password, is_postgres, sqlite_file
+from kitty.store_location import hide_password, is_postgres, postgres_setup_lock, sqlite_file
 
 __all__ = [
     "MEMORY_RECALL",
@@ -179,6 +179,10 @@ async def _open_sqlite(path: Path) -> _OpenStore:
     return _OpenStore(store=store, close=connection.close)
 
 
+# Postgres advisory lock key around the store's table setup ("kitty_me").
+_SETUP_LOCK = 0x6B697474795F6D65
+
+
 async def _open_postgres(url: str) -> _OpenStore:
     from langgraph.store.postgres.aio import AsyncPostgresStore
     from psycopg import AsyncConnection, Error
@@ -197,7 +201,9 @@ async def _open_postgres(url: str) -> _OpenStore:
         ) from None
     try:
         store = AsyncPostgresStore(conn=connection)
-        await store.setup()
+        # Processes opening a new database together would race through the migrations.
+        async with postgres_setup_lock(connection, _SETUP_LOCK):
+            await store.setup()
     except Error as exc:
         await connection.close()
         raise ToolSourceError(
