@@ -216,7 +216,7 @@ def build_resume(
 
 # The status a refused image gets: too large is 413, not an image 415, the rest 422.
 _IMAGE_STATUS = {"size": 413, "type": 415}
-_IMAGE_SETTINGS = ("image_max_bytes", "max_images", "image_max_side")
+_IMAGE_SETTINGS = ("image_max_bytes", "max_images", "image_max_side", "image_max_pixels")
 
 
 async def load_request_images(

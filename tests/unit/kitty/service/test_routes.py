@@ -55,3 +55,22 @@ async def test_a_refused_run_never_loads_its_images(
         holding.cancel()
     assert [r.status_code for r in refused] == [429, 429]
     assert loaded == [0]  # only the admitted run (no images) reached the loader
+
+
+async def test_the_service_pixel_limit_applies_to_request_images(fake_fleet: FakeFleet) -> None:
+    app = create_app(
+        ServiceSettings(
+            fleet=fake_fleet.path,
+            start_embedded=False,
+            api_token=None,
+            context_overrides={"image_max_pixels": 4096},  # 64 x 64
+        )
+    )
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 100), "red").save(buffer, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    body = {"query": "Look", "max_tasks": 1, "voice_mode": False, "plan": PLAN, "images": [image]}
+    async with asgi_client(app) as http:
+        answer = await http.post("/api/query/parallel", json=body)
+    assert answer.status_code == 413, answer.text
+    assert "image_max_pixels" in answer.json()["error"]
