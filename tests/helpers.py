@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import graph.execution._agent_node
 from endpoints.clients.probes import count_busy
@@ -504,3 +505,24 @@ class ServerSampler:
         self._stop.set()
         assert self._task is not None
         await self._task
+
+
+# --------------------------------------------------------------------------- metrics
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def metric_samples(text: str) -> Samples:
+    """Every sample of a Prometheus scrape: (name, labels, value)."""
+    return [
+        (sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def sample_value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample ``name`` with exactly these labels (0 when absent: not counted yet)."""
+    found = [v for n, lab, v in samples if n == name and lab == labels]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else 0.0

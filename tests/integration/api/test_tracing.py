@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -133,32 +131,6 @@ async def test_a_real_run_traces_its_run_tasks_model_calls_and_tool_call(
         assert parent_id(tool_call) == span_id(first)
         assert attrs(tool_call)["gen_ai.tool.name"] == "count_parts"
         assert attrs(tool_call)["gen_ai.tool.call.id"]
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    posts: list[tuple[str, bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.posts.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """A loopback OTLP/HTTP receiver: its base URL and the (path, body) of each POST."""
-    posts: list[tuple[str, bytes]] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Receiver,), {"posts": posts}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", posts
-    server.shutdown()
-    server.server_close()
 
 
 def test_kitty_orch_run_exports_its_spans_with_otlp_endpoint(

@@ -19,11 +19,18 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from endpoints.config import FleetConfig
 from kitty.bench._workload import pinned
-from tests.helpers import free_port, kitty_command, stop_process, wait_until_serving
+from tests.helpers import (
+    Samples,
+    free_port,
+    kitty_command,
+    stop_process,
+    wait_until_serving,
+)
+from tests.helpers import metric_samples as parse
+from tests.helpers import sample_value as value
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -35,8 +42,6 @@ QUERY = "/api/query/parallel"
 STREAM = "/api/query/parallel/stream"
 GOAL_MARKER = "quokka-goal-5e2a"
 SMALL_CAPS = ("--set", "synthesis_max_tokens=4", "--set", "summary_max_tokens=4")
-
-Samples = list[tuple[str, dict[str, str], float]]
 
 
 @dataclass
@@ -113,20 +118,6 @@ def run_body(name: str) -> dict[str, Any]:
         "voice_mode": False,
         "plan": {"tasks": tasks},
     }
-
-
-def parse(text: str) -> Samples:
-    return [
-        (sample.name, dict(sample.labels), sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    found = [v for n, lab, v in samples if n == name and lab == labels]
-    assert len(found) <= 1, (name, labels, found)
-    return found[0] if found else 0.0
 
 
 def total(samples: Samples, name: str) -> float:

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import values as prometheus_values
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.values import MultiProcessValue
 
 from graph import Plan, RunFinished, RunMetrics, RunResult, Task, TaskFinished, TaskResult
@@ -35,30 +34,14 @@ from kitty.service._metrics import (
 from kitty.service._runs import RunSpec
 from tests.conftest import FakeFleet
 from tests.fake_chat import FakeChat, Reply
-from tests.helpers import asgi_client, offline_fleet
+from tests.helpers import Samples, asgi_client, offline_fleet
+from tests.helpers import metric_samples as parse
+from tests.helpers import sample_value as value
 
 TOKEN = "metrics-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 QUERY = "/api/query/parallel"
 GOAL_MARKER = "zebra-goal-7c1f"
-
-Samples = list[tuple[str, dict[str, str], float]]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a scrape: (name, labels, value)."""
-    return [
-        (sample.name, dict(sample.labels), sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sample ``name`` with exactly these labels (0 when absent: not counted yet)."""
-    found = [v for n, lab, v in samples if n == name and lab == labels]
-    assert len(found) <= 1, (name, labels, found)
-    return found[0] if found else 0.0
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:

@@ -7,11 +7,7 @@ would receive. Nothing leaves the machine.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -92,33 +88,6 @@ def test_without_configuration_nothing_is_installed(fresh_fleet_state: None) -> 
     with tracing_session(tracing, {}) as provider:
         assert provider is None
         assert tracing.provider is None
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    posts: list[tuple[str, bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.posts.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """A loopback OTLP/HTTP receiver: its base URL and the (path, body) of each POST."""
-    posts: list[tuple[str, bytes]] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Receiver,), {"posts": posts}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", posts
-    server.shutdown()
-    server.server_close()
 
 
 async def test_a_configured_session_exports_the_run_over_otlp_http(
